@@ -1,0 +1,80 @@
+//! Message broker: task queues (one per priority), the completion-event queue,
+//! the dead-letter queue and the progress fanout. Production: RabbitMQ (`rabbit.rs`).
+
+mod rabbit;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+pub use rabbit::RabbitBroker;
+
+use crate::messages::{CompletionEvent, ImageTask, Priority, ProgressEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    #[error("broker did not confirm the publish: {0}")]
+    NotConfirmed(String),
+    #[error("broker error: {0}")]
+    Other(String),
+}
+
+/// Settles one delivery. Dropping it unsettled leaves the message to the broker,
+/// which redelivers it when the consumer's channel closes.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Done: remove the message.
+    async fn ack(self: Box<Self>) -> Result<(), BrokerError>;
+    /// Transient failure: put it back for another try (counts against the delivery limit).
+    async fn retry(self: Box<Self>) -> Result<(), BrokerError>;
+}
+
+/// One message taken from a queue, with what is needed to settle it.
+pub struct Delivery<T> {
+    pub message: T,
+    /// How many times this message was delivered before (0 on first delivery).
+    pub previous_deliveries: u32,
+    pub acker: Box<dyn Acker>,
+}
+
+impl<T> Delivery<T> {
+    pub async fn ack(self) -> Result<(), BrokerError> {
+        self.acker.ack().await
+    }
+
+    pub async fn retry(self) -> Result<(), BrokerError> {
+        self.acker.retry().await
+    }
+}
+
+/// A message that could not be parsed is not a delivery; consumers see it as an error
+/// and the broker implementation dead-letters it so it is never lost nor redelivered forever.
+pub type DeliveryStream<T> = Pin<Box<dyn Stream<Item = Result<Delivery<T>, BrokerError>> + Send>>;
+
+/// Task deliveries of one priority level.
+pub struct PriorityStreams {
+    /// Index `i` holds the stream for `Priority::DESCENDING[i]`.
+    pub streams: Vec<(Priority, DeliveryStream<ImageTask>)>,
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync {
+    /// Publish tasks on the queue of their priority; returns once the broker confirmed every one.
+    async fn publish_tasks(&self, priority: Priority, tasks: &[ImageTask]) -> Result<(), BrokerError>;
+    /// Consume all task queues. `tag` names the consumer in the management console.
+    async fn consume_tasks(&self, tag: &str) -> Result<PriorityStreams, BrokerError>;
+    /// Publish completion events; returns once the broker confirmed every one.
+    async fn publish_events(&self, events: &[CompletionEvent]) -> Result<(), BrokerError>;
+    async fn consume_events(&self, tag: &str) -> Result<DeliveryStream<CompletionEvent>, BrokerError>;
+    /// Tasks that exhausted their delivery limit.
+    async fn consume_dead_tasks(&self, tag: &str) -> Result<DeliveryStream<ImageTask>, BrokerError>;
+    /// Best-effort live progress for watchers (not durable).
+    async fn publish_progress(&self, event: &ProgressEvent) -> Result<(), BrokerError>;
+    /// Whether the broker connection is up.
+    async fn healthy(&self) -> bool;
+    /// Close channels and the connection; unsettled deliveries go back to their queues.
+    async fn close(&self);
+}

@@ -1,0 +1,308 @@
+//! Layered configuration: built-in defaults < config file (`--config FILE`) <
+//! environment (`IMGIDX__SECTION__KEY`). Every key is documented in
+//! `docs/configuration.md`; unknown keys are errors so typos never pass silently.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where embedded backends keep their files (vector index, job database).
+    pub data_dir: PathBuf,
+    pub api: ApiSettings,
+    pub broker: BrokerSettings,
+    pub jobs: JobStoreSettings,
+    pub vectors: VectorSettings,
+    pub model: ModelSettings,
+    pub worker: WorkerSettings,
+    pub aggregator: AggregatorSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    pub listen: String,
+    /// Most paths one `add-images` request may carry.
+    pub max_paths_per_request: usize,
+    /// When non-empty, only paths that resolve (symlinks followed) under one of these are accepted.
+    pub allowed_roots: Vec<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How many finished jobs `GET /api/v1/index/status` lists.
+    pub recent_jobs: usize,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".into(),
+            max_paths_per_request: 10_000,
+            allowed_roots: Vec::new(),
+            max_body_bytes: 16 * 1024 * 1024,
+            recent_jobs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerSettings {
+    /// AMQP URL of RabbitMQ.
+    pub url: String,
+    /// Prefix of every queue and exchange name, so several deployments (or test runs) can share a vhost.
+    pub queue_prefix: String,
+    /// Unacknowledged task deliveries a worker may hold per priority queue.
+    pub prefetch: u16,
+    /// Deliveries of one task before it is dead-lettered (and reported failed).
+    pub delivery_limit: u32,
+    /// Unacknowledged events the aggregator may hold.
+    pub event_prefetch: u16,
+    /// Seconds to wait for a publisher confirm before the publish counts as failed.
+    pub confirm_timeout_secs: u64,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            queue_prefix: "imgidx".into(),
+            prefetch: 64,
+            delivery_limit: 5,
+            event_prefetch: 512,
+            confirm_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobStoreSettings {
+    /// PostgreSQL connection URL.
+    pub url: String,
+    /// Most pooled connections.
+    pub pool_size: usize,
+}
+
+impl Default for JobStoreSettings {
+    fn default() -> Self {
+        Self { url: "postgres://postgres@127.0.0.1:5432/imgidx".into(), pool_size: 16 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VectorSettings {
+    /// gRPC URL of a Qdrant server (e.g. `http://127.0.0.1:6334`); embedded Qdrant Edge when unset.
+    pub qdrant_url: Option<String>,
+    pub qdrant_api_key: Option<String>,
+    /// Collection name (Qdrant server) holding the image points.
+    pub collection: String,
+    /// Directory of the embedded index; `<data_dir>/vectors` when unset.
+    pub edge_path: Option<PathBuf>,
+}
+
+impl Default for VectorSettings {
+    fn default() -> Self {
+        Self { qdrant_url: None, qdrant_api_key: None, collection: "images".into(), edge_path: None }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    #[default]
+    Cpu,
+    Cuda,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Model directory holding `manifest.json` and the ONNX graphs.
+    pub dir: PathBuf,
+    pub execution_provider: ExecutionProvider,
+    /// CUDA device ordinal when `execution_provider = "cuda"`.
+    pub cuda_device: i32,
+    /// ONNX Runtime intra-op threads; 0 lets ONNX Runtime choose.
+    pub intra_threads: usize,
+    /// Path of `libonnxruntime.so`; falls back to the `ORT_DYLIB_PATH` environment variable.
+    pub ort_dylib_path: Option<PathBuf>,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("models/clip-vit-b-32"),
+            execution_provider: ExecutionProvider::Cpu,
+            cuda_device: 0,
+            intra_threads: 0,
+            ort_dylib_path: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Most images per inference batch.
+    pub batch_size: usize,
+    /// Longest wait, in milliseconds, for a batch to fill before running it part-full.
+    pub batch_wait_ms: u64,
+    /// Threads that decode and preprocess images; 0 means one per core.
+    pub decode_threads: usize,
+    /// Images with more pixels than this are rejected without decoding them.
+    pub max_image_pixels: u64,
+    /// Files larger than this many bytes are rejected without reading them.
+    pub max_file_bytes: u64,
+    /// Name in consumer tags and events; the host name when unset.
+    pub name: Option<String>,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 32,
+            batch_wait_ms: 50,
+            decode_threads: 0,
+            max_image_pixels: 100_000_000,
+            max_file_bytes: 256 * 1024 * 1024,
+            name: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregatorSettings {
+    /// Most events applied in one job-store transaction.
+    pub max_batch: usize,
+    /// Longest wait, in milliseconds, to fill an event batch.
+    pub batch_wait_ms: u64,
+}
+
+impl Default for AggregatorSettings {
+    fn default() -> Self {
+        Self { max_batch: 256, batch_wait_ms: 20 }
+    }
+}
+
+/// Environment variable prefix and separator: `IMGIDX__WORKER__BATCH_SIZE=64`.
+pub const ENV_PREFIX: &str = "IMGIDX";
+pub const ENV_SEPARATOR: &str = "__";
+
+impl Settings {
+    /// Defaults, then `file` when given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, None)
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file).required(true));
+        }
+        let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator(ENV_SEPARATOR)
+            .separator(ENV_SEPARATOR)
+            .list_separator(",")
+            .with_list_parse_key("api.allowed_roots")
+            .try_parsing(true);
+        if let Some(env) = env {
+            environment = environment.source(Some(env));
+        }
+        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.worker.batch_size == 0 {
+            return bad("worker.batch_size must be at least 1");
+        }
+        if self.broker.prefetch == 0 || self.broker.event_prefetch == 0 {
+            return bad("broker.prefetch and broker.event_prefetch must be at least 1");
+        }
+        if self.broker.delivery_limit == 0 {
+            return bad("broker.delivery_limit must be at least 1");
+        }
+        if self.api.max_paths_per_request == 0 {
+            return bad("api.max_paths_per_request must be at least 1");
+        }
+        if self.aggregator.max_batch == 0 {
+            return bad("aggregator.max_batch must be at least 1");
+        }
+        if self.api.allowed_roots.iter().any(|r| !r.is_absolute()) {
+            return bad("api.allowed_roots entries must be absolute paths");
+        }
+        Ok(())
+    }
+
+    /// Directory of the embedded vector index.
+    pub fn edge_path(&self) -> PathBuf {
+        self.vectors.edge_path.clone().unwrap_or_else(|| self.data_dir.join("vectors"))
+    }
+
+    /// Name used in consumer tags: configured name, else the host name.
+    pub fn node_name(&self) -> String {
+        self.worker.name.clone().unwrap_or_else(|| {
+            hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "node".into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn defaults_file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("imgidx.toml");
+        std::fs::write(&file, "[worker]\nbatch_size = 8\nbatch_wait_ms = 7\n").unwrap();
+        let s = Settings::load_from(Some(&file), env(&[("IMGIDX__WORKER__BATCH_SIZE", "16")])).unwrap();
+        assert_eq!(s.worker.batch_size, 16, "env beats file");
+        assert_eq!(s.worker.batch_wait_ms, 7, "file beats default");
+        assert_eq!(s.broker.prefetch, BrokerSettings::default().prefetch);
+    }
+
+    #[test]
+    fn env_lists_and_options() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                ("IMGIDX__API__ALLOWED_ROOTS", "/srv/a,/srv/b"),
+                ("IMGIDX__VECTORS__QDRANT_URL", "http://127.0.0.1:6334"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.api.allowed_roots, vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]);
+        assert_eq!(s.vectors.qdrant_url.as_deref(), Some("http://127.0.0.1:6334"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(Settings::load_from(None, env(&[("IMGIDX__WORKER__BATCHSIZE", "1")])).is_err());
+        assert!(Settings::load_from(None, env(&[("IMGIDX__WORKER__BATCH_SIZE", "0")])).is_err());
+        assert!(Settings::load_from(None, env(&[("IMGIDX__API__ALLOWED_ROOTS", "rel/path")])).is_err());
+    }
+}

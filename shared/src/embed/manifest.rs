@@ -1,0 +1,6 @@
+//! PLACEHOLDER
+#[derive(Debug, Clone)]
+pub struct ModelManifest;
+#[derive(Debug, thiserror::Error)]
+#[error("manifest")]
+pub struct ManifestError;

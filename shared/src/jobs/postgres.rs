@@ -1,0 +1,2 @@
+//! PLACEHOLDER: replaced by the PostgreSQL job store.
+pub struct PostgresJobStore;

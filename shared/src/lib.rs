@@ -1,0 +1,13 @@
+//! Pieces every imgidx service shares: configuration, queue messages, and the
+//! traits (with production and embedded backends) for the broker, the job
+//! store, the vector store and the CLIP embedder.
+
+pub mod broker;
+pub mod config;
+pub mod embed;
+pub mod ids;
+pub mod jobs;
+pub mod messages;
+pub mod shutdown;
+pub mod time;
+pub mod vectors;

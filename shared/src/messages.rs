@@ -1,0 +1,131 @@
+//! What travels on the broker: image tasks (API → workers), completion events
+//! (workers → aggregator) and progress events (aggregator → fanout).
+//! Tagged with `type` so a queue can carry more kinds later without ambiguity.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Queue priority of a job. Higher is taken first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Low,
+    Normal,
+    High,
+}
+
+impl Priority {
+    /// Highest first: the order in which consumers drain queues.
+    pub const DESCENDING: [Priority; 3] = [Priority::High, Priority::Normal, Priority::Low];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "low" => Some(Priority::Low),
+            "normal" => Some(Priority::Normal),
+            "high" => Some(Priority::High),
+            _ => None,
+        }
+    }
+}
+
+/// File identity used for change detection: an indexed point is current when
+/// both match the file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+/// One image to embed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "image_task")]
+pub struct ImageTask {
+    pub job_id: String,
+    pub point_id: Uuid,
+    /// Canonical absolute path.
+    pub path: String,
+    /// Stamp seen by the API at submission (None when the file could not be read then).
+    pub stamp: Option<FileStamp>,
+}
+
+/// Why an image could not be indexed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    NotFound,
+    Unreadable,
+    NotAnImage,
+    TooLarge,
+    /// Transient failures that exhausted their retries.
+    RetriesExhausted,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Indexed,
+    Failed { kind: FailureKind, reason: String },
+}
+
+/// Result of one task. Applying the same event twice must count once; the
+/// (job_id, point_id) pair identifies it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "completion")]
+pub struct CompletionEvent {
+    pub job_id: String,
+    pub point_id: Uuid,
+    pub path: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Who produced it (consumer tag), for operators.
+    pub worker: String,
+}
+
+/// Published on the progress fanout exchange after the aggregator applies events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "progress")]
+pub struct ProgressEvent {
+    pub job_id: String,
+    pub status: String,
+    pub total_images: u64,
+    pub processed_images: u64,
+    pub failed_images: u64,
+    pub percent_complete: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_event_wire_format_is_flat_and_tagged() {
+        let ev = CompletionEvent {
+            job_id: "idx_1".into(),
+            point_id: Uuid::nil(),
+            path: "/x.jpg".into(),
+            outcome: Outcome::Failed { kind: FailureKind::NotFound, reason: "no such file".into() },
+            worker: "w".into(),
+        };
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["type"], "completion");
+        assert_eq!(v["outcome"], "failed");
+        assert_eq!(v["kind"], "not_found");
+        let back: CompletionEvent = serde_json::from_value(v).unwrap();
+        assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn priority_parses_only_known_values() {
+        assert_eq!(Priority::parse("high"), Some(Priority::High));
+        assert_eq!(Priority::parse("urgent"), None);
+        assert!(Priority::High > Priority::Normal && Priority::Normal > Priority::Low);
+    }
+}

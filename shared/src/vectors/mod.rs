@@ -1,0 +1,117 @@
+//! Vector store: where embeddings and their readable payloads live.
+//! Production: Qdrant server over gRPC (`qdrant.rs`). Embedded: Qdrant Edge in-process (`edge.rs`).
+
+mod edge;
+mod qdrant;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use edge::EdgeStore;
+pub use qdrant::QdrantStore;
+
+use crate::config::Settings;
+use crate::messages::FileStamp;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VectorStoreError {
+    /// The store could not be reached or refused the request; worth retrying.
+    #[error("vector store unavailable: {0}")]
+    Unavailable(String),
+    /// The collection exists with an incompatible shape (e.g. another embedding dim).
+    #[error("vector store collection mismatch: {0}")]
+    Mismatch(String),
+    #[error("vector store error: {0}")]
+    Other(String),
+}
+
+/// What a person sees on a point in the Qdrant dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImagePayload {
+    pub path: String,
+    pub file_name: String,
+    pub size: u64,
+    /// Modification time, RFC 3339 (readable); `mtime_ns` is the exact value used for change detection.
+    pub mtime: String,
+    pub mtime_ns: i64,
+    pub width: u32,
+    pub height: u32,
+    /// Decoded format, lowercase (`jpeg`, `png`, ...).
+    pub format: String,
+    pub model: String,
+    /// RFC 3339.
+    pub indexed_at: String,
+    pub job_id: String,
+}
+
+impl ImagePayload {
+    pub fn stamp(&self) -> FileStamp {
+        FileStamp { size: self.size, mtime_ns: self.mtime_ns }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub id: Uuid,
+    /// L2-normalised embedding.
+    pub vector: Vec<f32>,
+    pub payload: ImagePayload,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredImage {
+    pub id: Uuid,
+    /// Cosine similarity.
+    pub score: f32,
+    pub payload: ImagePayload,
+}
+
+/// Optional restrictions on a search.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchFilter {
+    /// Only images whose path starts with this.
+    pub path_prefix: Option<String>,
+    /// Only results scoring at least this.
+    pub min_score: Option<f32>,
+}
+
+#[async_trait]
+pub trait VectorStore: Send + Sync {
+    /// Create the collection (cosine distance, `dim`) if missing; error if it exists with another dim.
+    async fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError>;
+    /// Insert or replace points, returning only once the write is durable.
+    async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorStoreError>;
+    /// File stamps of the given points that exist (missing ids are absent from the map).
+    async fn stamps(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, FileStamp>, VectorStoreError>;
+    /// Nearest images by cosine similarity, best first.
+    async fn search(
+        &self,
+        vector: &[f32],
+        top_k: usize,
+        filter: &SearchFilter,
+    ) -> Result<Vec<ScoredImage>, VectorStoreError>;
+    /// Number of points in the collection (exact).
+    async fn count(&self) -> Result<u64, VectorStoreError>;
+    /// Bytes the index takes (on disk for the embedded store, an estimate from the server otherwise).
+    async fn size_bytes(&self) -> Result<u64, VectorStoreError>;
+    /// Whether the store answers.
+    async fn healthy(&self) -> bool;
+}
+
+/// The store the configuration asks for: Qdrant server when `vectors.qdrant_url` is set, else embedded Edge.
+pub async fn open(settings: &Settings, dim: usize) -> Result<Arc<dyn VectorStore>, VectorStoreError> {
+    let store: Arc<dyn VectorStore> = match &settings.vectors.qdrant_url {
+        Some(url) => Arc::new(QdrantStore::connect(
+            url,
+            settings.vectors.qdrant_api_key.as_deref(),
+            &settings.vectors.collection,
+        )?),
+        None => Arc::new(EdgeStore::open(&settings.edge_path())?),
+    };
+    store.ensure_collection(dim).await?;
+    Ok(store)
+}
