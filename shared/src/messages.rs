@@ -44,6 +44,19 @@ pub struct FileStamp {
     pub mtime_ns: i64,
 }
 
+impl FileStamp {
+    /// Stamp of a file from its metadata (mtime 0 when the platform has none).
+    pub fn from_metadata(meta: &std::fs::Metadata) -> Self {
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        Self { size: meta.len(), mtime_ns }
+    }
+}
+
 /// One image to embed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "image_task")]

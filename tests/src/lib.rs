@@ -1,1 +1,297 @@
+//! Test harness for end-to-end tests: a whole imgidx deployment (API, workers,
+//! aggregator) in the test process against the real RabbitMQ and PostgreSQL that
+//! `tests/run.sh` starts, with fresh names (queue prefix, database) per cluster so
+//! runs never share state. The vector store is embedded and shared in-process.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+
+use imgidx_api::ApiDeps;
+use imgidx_shared::broker::{Broker, RabbitBroker};
+use imgidx_shared::config::Settings;
+use imgidx_shared::embed::VisionEncoder;
+use imgidx_shared::jobs::{JobStore, PostgresJobStore};
+use imgidx_shared::shutdown::Shutdown;
+use imgidx_shared::vectors::{EdgeStore, VectorStore};
+use imgidx_worker::{WorkerDeps, WorkerReport};
+
+/// Where the services the tests need are (exported by `tests/run.sh`).
+#[derive(Clone, Debug)]
+pub struct Services {
+    pub amqp_url: String,
+    pub pg_admin_url: String,
+    pub mgmt_url: Option<String>,
+}
+
+/// The running services, or None to skip. With `IMGIDX_REQUIRE_SERVICES=1` (set by
+/// `tests/run.sh`) a missing service is a failure, never a silent skip.
+pub fn services() -> Option<Services> {
+    let amqp = std::env::var("IMGIDX_TEST_AMQP_URL").ok();
+    let pg = std::env::var("IMGIDX_TEST_PG_URL").ok();
+    match (amqp, pg) {
+        (Some(amqp_url), Some(pg_admin_url)) => {
+            Some(Services { amqp_url, pg_admin_url, mgmt_url: std::env::var("IMGIDX_TEST_RABBIT_MGMT_URL").ok() })
+        }
+        _ if std::env::var("IMGIDX_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+            panic!("IMGIDX_TEST_AMQP_URL and IMGIDX_TEST_PG_URL must be set: run tests/run.sh")
+        }
+        _ => {
+            eprintln!("skipping: RabbitMQ/PostgreSQL not configured (run tests/run.sh)");
+            None
+        }
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn tiny_model_dir() -> PathBuf {
+    repo_root().join("tests/fixtures/models/tiny-clip")
+}
+
+/// The sample images (scikit-image, BSD), copied into a fresh directory the test may modify.
+pub fn sample_images(dir: &Path) -> Vec<PathBuf> {
+    let src = repo_root().join("tests/fixtures/images");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ["png", "jpg", "gif", "tif"].contains(&ext) {
+            let dest = dir.join(path.file_name().unwrap());
+            std::fs::copy(&path, &dest).unwrap();
+            out.push(dest);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Settings for one isolated cluster: fresh queue prefix and database.
+pub fn cluster_settings(svc: &Services, data_dir: &Path) -> Settings {
+    let mut s = Settings::default();
+    s.data_dir = data_dir.to_path_buf();
+    s.broker.url = svc.amqp_url.clone();
+    s.broker.queue_prefix = unique("t");
+    s.broker.prefetch = 8;
+    s.broker.delivery_limit = 3;
+    s.jobs.url = replace_db(&svc.pg_admin_url, &unique("imgidx_test"));
+    s.jobs.pool_size = 4;
+    s.model.dir = tiny_model_dir();
+    s.worker.batch_size = 4;
+    s.worker.batch_wait_ms = 20;
+    s.worker.decode_threads = 2;
+    s
+}
+
+fn replace_db(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{db}")
+}
+
+pub struct Cluster {
+    pub settings: Settings,
+    pub base_url: String,
+    pub http: reqwest::Client,
+    pub jobs: Arc<dyn JobStore>,
+    pub vectors: Arc<dyn VectorStore>,
+    pub encoder: Arc<VisionEncoder>,
+    shutdown: Shutdown,
+    api: JoinHandle<()>,
+    aggregator: JoinHandle<()>,
+    workers: Vec<Worker>,
+    brokers: Vec<Arc<dyn Broker>>,
+}
+
+pub struct Worker {
+    pub tag: String,
+    shutdown: Shutdown,
+    handle: JoinHandle<WorkerReport>,
+    broker: Arc<dyn Broker>,
+}
+
+impl Worker {
+    /// Graceful stop: drain, then close the connection.
+    pub async fn stop(self) -> WorkerReport {
+        self.shutdown.cancel();
+        let report = self.handle.await.unwrap();
+        self.broker.close().await;
+        report
+    }
+
+    /// Crash: the task dies wherever it is and its connection drops without acks.
+    pub async fn crash(self) {
+        self.handle.abort();
+        let _ = self.handle.await;
+        self.broker.close().await;
+    }
+}
+
+async fn connect_broker(settings: &Settings, role: &str) -> Arc<dyn Broker> {
+    Arc::new(RabbitBroker::connect(&settings.broker, role).await.unwrap())
+}
+
+impl Cluster {
+    /// API + aggregator (+ `workers` workers) on fresh names.
+    pub async fn start(settings: Settings, workers: usize) -> Cluster {
+        let model = settings.model.clone();
+        let encoder = Arc::new(
+            tokio::task::spawn_blocking(move || VisionEncoder::load(&model.dir, &model)).await.unwrap().unwrap(),
+        );
+        let jobs: Arc<dyn JobStore> =
+            Arc::new(PostgresJobStore::connect(&settings.jobs.url, settings.jobs.pool_size).await.unwrap());
+        let vectors: Arc<dyn VectorStore> = Arc::new(EdgeStore::open(&settings.edge_path()).unwrap());
+        vectors.ensure_collection(encoder.manifest().embedding_dim).await.unwrap();
+        let shutdown = Shutdown::new();
+
+        let api_broker = connect_broker(&settings, "test-api").await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let deps = ApiDeps {
+            jobs: jobs.clone(),
+            vectors: vectors.clone(),
+            broker: api_broker.clone(),
+            model_name: encoder.manifest().name.clone(),
+            embedding_dim: encoder.manifest().embedding_dim,
+        };
+        let api_settings = settings.api.clone();
+        let s = shutdown.clone();
+        let api = tokio::spawn(async move { imgidx_api::serve(&api_settings, deps, listener, s).await.unwrap() });
+
+        let agg_broker = connect_broker(&settings, "test-aggregator").await;
+        let agg_deps = imgidx_aggregator::AggregatorDeps { broker: agg_broker.clone(), jobs: jobs.clone() };
+        let agg_settings = settings.aggregator.clone();
+        let s = shutdown.clone();
+        let aggregator = tokio::spawn(async move {
+            imgidx_aggregator::serve(&agg_settings, agg_deps, "test.aggregator", s).await.unwrap()
+        });
+
+        let mut cluster = Cluster {
+            settings,
+            base_url,
+            http: reqwest::Client::new(),
+            jobs,
+            vectors,
+            encoder,
+            shutdown,
+            api,
+            aggregator,
+            workers: Vec::new(),
+            brokers: vec![api_broker, agg_broker],
+        };
+        for i in 0..workers {
+            let w = cluster.spawn_worker(&format!("test-host.w{i}"), cluster.settings.worker.clone()).await;
+            cluster.workers.push(w);
+        }
+        cluster
+    }
+
+    /// A worker with its own connection, as a separate node would have.
+    pub async fn spawn_worker(&self, tag: &str, worker_settings: imgidx_shared::config::WorkerSettings) -> Worker {
+        self.spawn_worker_with(tag, worker_settings, self.vectors.clone()).await
+    }
+
+    /// As `spawn_worker`, writing to the given store (fault injection).
+    pub async fn spawn_worker_with(
+        &self,
+        tag: &str,
+        worker_settings: imgidx_shared::config::WorkerSettings,
+        vectors: Arc<dyn VectorStore>,
+    ) -> Worker {
+        let broker = connect_broker(&self.settings, tag).await;
+        let deps = WorkerDeps { broker: broker.clone(), vectors, encoder: self.encoder.clone() };
+        let shutdown = Shutdown::new();
+        let s = shutdown.clone();
+        let prefetch = self.settings.broker.prefetch;
+        let t = tag.to_string();
+        let handle = tokio::spawn(async move { imgidx_worker::serve(&worker_settings, prefetch, deps, &t, s).await.unwrap() });
+        Worker { tag: tag.to_string(), shutdown, handle, broker }
+    }
+
+    pub fn add_worker(&mut self, worker: Worker) {
+        self.workers.push(worker);
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.http.post(format!("{}{path}", self.base_url)).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(format!("{}{path}", self.base_url)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn add_images(&self, paths: &[PathBuf], priority: &str) -> (u16, Value) {
+        let paths: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        self.post("/api/v1/index/add-images", json!({ "image_paths": paths, "priority": priority })).await
+    }
+
+    /// Poll the job's status until it is completed or failed.
+    pub async fn wait_job(&self, job_id: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (code, body) = self.get(&format!("/api/v1/index/status/{job_id}")).await;
+            assert_eq!(code, 200, "{body}");
+            if body["status"] == "completed" || body["status"] == "failed" {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "job {job_id} did not finish: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stop workers gracefully (their reports, in start order), then the rest.
+    pub async fn stop(self) -> Vec<(String, WorkerReport)> {
+        let mut reports = Vec::new();
+        for w in self.workers {
+            let tag = w.tag.clone();
+            reports.push((tag, w.stop().await));
+        }
+        self.shutdown.cancel();
+        let _ = self.api.await;
+        let _ = self.aggregator.await;
+        for b in self.brokers {
+            b.close().await;
+        }
+        reports
+    }
+}
+
+/// GET a RabbitMQ management API resource (guest credentials, loopback only).
+pub async fn management_get(mgmt_url: &str, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{mgmt_url}/api/{path}"))
+        .basic_auth("guest", Some("guest"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

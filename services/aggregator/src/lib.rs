@@ -1,1 +1,126 @@
+//! Progress aggregator: applies completion events (and tasks that exhausted their
+//! retries) to the job store idempotently, then publishes progress on the fanout.
 
+mod batch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imgidx_shared::broker::{Broker, Delivery, DeliveryStream};
+use imgidx_shared::config::{AggregatorSettings, Settings};
+use imgidx_shared::jobs::{JobRecord, JobStore};
+use imgidx_shared::messages::{CompletionEvent, FailureKind, ImageTask, Outcome, ProgressEvent};
+use imgidx_shared::service::{self, ServiceError};
+use imgidx_shared::shutdown::Shutdown;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct AggregatorDeps {
+    pub broker: Arc<dyn Broker>,
+    pub jobs: Arc<dyn JobStore>,
+}
+
+pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), ServiceError> {
+    let jobs = service::job_store(&settings).await?;
+    let broker = service::broker(&settings, "aggregator").await?;
+    let tag = format!("{}.aggregator-{}", settings.node_name(), std::process::id());
+    let result = serve(&settings.aggregator, AggregatorDeps { broker: broker.clone(), jobs }, &tag, shutdown).await;
+    broker.close().await;
+    result
+}
+
+pub async fn serve(
+    settings: &AggregatorSettings,
+    deps: AggregatorDeps,
+    tag: &str,
+    shutdown: Shutdown,
+) -> Result<(), ServiceError> {
+    let events = deps.broker.consume_events(&format!("{tag}.events")).await?;
+    let dead = deps.broker.consume_dead_tasks(&format!("{tag}.dead")).await?;
+    tracing::info!(aggregator = tag, "aggregator consuming");
+    let (a, b) = tokio::join!(
+        apply_loop(settings, &deps, events, |e| e, shutdown.clone()),
+        apply_loop(settings, &deps, dead, retries_exhausted, shutdown.clone()),
+    );
+    a.and(b)
+}
+
+/// A task the broker dead-lettered after its delivery limit becomes a failure event.
+fn retries_exhausted(task: ImageTask) -> CompletionEvent {
+    CompletionEvent {
+        job_id: task.job_id,
+        point_id: task.point_id,
+        path: task.path,
+        outcome: Outcome::Failed {
+            kind: FailureKind::RetriesExhausted,
+            reason: "gave up after repeated transient failures".into(),
+        },
+        worker: "dead-letter".into(),
+    }
+}
+
+async fn apply_loop<T, F>(
+    settings: &AggregatorSettings,
+    deps: &AggregatorDeps,
+    mut stream: DeliveryStream<T>,
+    to_event: F,
+    shutdown: Shutdown,
+) -> Result<(), ServiceError>
+where
+    T: Clone,
+    F: Fn(T) -> CompletionEvent,
+{
+    let wait = Duration::from_millis(settings.batch_wait_ms);
+    let mut backoff = Duration::from_millis(200);
+    while let Some(batch) = batch::next_batch(&mut stream, settings.max_batch, wait, &shutdown).await? {
+        let events: Vec<CompletionEvent> = batch.iter().map(|d| to_event(d.message.clone())).collect();
+        match deps.jobs.apply_events(&events).await {
+            Ok(changed) => {
+                publish_progress(deps, &changed).await;
+                settle(batch, true).await;
+                backoff = Duration::from_millis(200);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "could not apply events; returning them to the queue");
+                settle(batch, false).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {},
+                    () = shutdown.cancelled() => {},
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn settle<T>(batch: Vec<Delivery<T>>, applied: bool) {
+    for d in batch {
+        let r = if applied { d.ack().await } else { d.retry().await };
+        if let Err(e) = r {
+            // Redelivery is harmless: applying an event twice counts once.
+            tracing::warn!(error = %e, "could not settle event delivery");
+        }
+    }
+}
+
+/// Live progress is best effort: watchers can always read the job store.
+async fn publish_progress(deps: &AggregatorDeps, changed: &[JobRecord]) {
+    for job in changed {
+        let event = ProgressEvent {
+            job_id: job.job_id.clone(),
+            status: job.status.as_str().to_string(),
+            total_images: job.total_images,
+            processed_images: job.processed_images,
+            failed_images: job.failed_images,
+            percent_complete: job.percent_complete(),
+        };
+        if let Err(e) = deps.broker.publish_progress(&event).await {
+            tracing::debug!(error = %e, job_id = %job.job_id, "progress not published");
+        }
+        if !job.status.is_active() {
+            tracing::info!(job_id = %job.job_id, status = job.status.as_str(), processed = job.processed_images, failed = job.failed_images, "job finished");
+        }
+    }
+}

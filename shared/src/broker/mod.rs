@@ -1,6 +1,8 @@
 //! Message broker: task queues (one per priority), the completion-event queue,
-//! the dead-letter queue and the progress fanout. Production: RabbitMQ (`rabbit.rs`).
+//! the dead-letter queue and the progress fanout. Production: RabbitMQ (`rabbit/`);
+//! embedded: an in-process queue with the same semantics (`memory.rs`).
 
+mod memory;
 mod rabbit;
 
 use std::pin::Pin;
@@ -8,6 +10,7 @@ use std::pin::Pin;
 use async_trait::async_trait;
 use futures::Stream;
 
+pub use memory::MemoryBroker;
 pub use rabbit::RabbitBroker;
 
 use crate::messages::{CompletionEvent, ImageTask, Priority, ProgressEvent};
@@ -54,9 +57,8 @@ impl<T> Delivery<T> {
 /// and the broker implementation dead-letters it so it is never lost nor redelivered forever.
 pub type DeliveryStream<T> = Pin<Box<dyn Stream<Item = Result<Delivery<T>, BrokerError>> + Send>>;
 
-/// Task deliveries of one priority level.
+/// Task deliveries, one stream per priority level, highest first.
 pub struct PriorityStreams {
-    /// Index `i` holds the stream for `Priority::DESCENDING[i]`.
     pub streams: Vec<(Priority, DeliveryStream<ImageTask>)>,
 }
 

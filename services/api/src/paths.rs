@@ -1,0 +1,139 @@
+//! Turning a client's path into the canonical path we index: absolute, symlinks
+//! resolved, inside the allowed roots, with the file stamp used for change detection.
+
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use imgidx_shared::messages::FileStamp;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedPath {
+    pub canonical: String,
+    /// None when the path is not a readable regular file (the worker reports why).
+    pub stamp: Option<FileStamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PathRejection {
+    #[error("path must be absolute: {0:?}")]
+    Relative(String),
+    #[error("path is not valid: {0:?}")]
+    Invalid(String),
+    #[error("path {0:?} resolves to {1:?}, outside the allowed roots")]
+    OutsideRoots(String, String),
+}
+
+/// Resolve the allowed roots once at start-up (they may themselves be symlinks).
+pub fn canonical_roots(roots: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
+    roots
+        .iter()
+        .map(|r| {
+            std::fs::canonicalize(r)
+                .map_err(|e| io::Error::new(e.kind(), format!("allowed root {}: {e}", r.display())))
+        })
+        .collect()
+}
+
+/// Resolve one client path. Follows symlinks where the path exists; a missing path is
+/// resolved through its deepest existing ancestor so that `..` and symlinked parents
+/// cannot escape the allowed roots either.
+pub fn resolve(raw: &str, roots: &[PathBuf]) -> Result<ResolvedPath, PathRejection> {
+    let path = Path::new(raw);
+    if raw.is_empty() || !path.is_absolute() {
+        return Err(PathRejection::Relative(raw.to_string()));
+    }
+    if raw.contains('\0') {
+        return Err(PathRejection::Invalid(raw.to_string()));
+    }
+    let canonical = canonicalize_lenient(path);
+    let canonical_str = canonical.to_str().ok_or_else(|| PathRejection::Invalid(raw.to_string()))?.to_string();
+    if !roots.is_empty() && !roots.iter().any(|root| canonical.starts_with(root)) {
+        return Err(PathRejection::OutsideRoots(raw.to_string(), canonical_str));
+    }
+    Ok(ResolvedPath { stamp: stamp_of(&canonical), canonical: canonical_str })
+}
+
+/// Size and modification time of a regular file.
+pub fn stamp_of(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    Some(FileStamp::from_metadata(&meta))
+}
+
+fn canonicalize_lenient(path: &Path) -> PathBuf {
+    let components: Vec<Component> = path.components().collect();
+    // Deepest existing prefix, canonicalized (symlinks and `..` resolved by the OS), then the rest.
+    for split in (1..=components.len()).rev() {
+        let prefix: PathBuf = components[..split].iter().collect();
+        if let Ok(mut out) = std::fs::canonicalize(&prefix) {
+            for c in &components[split..] {
+                out.push(c.as_os_str());
+            }
+            return lexical_normalize(&out);
+        }
+    }
+    lexical_normalize(path)
+}
+
+/// Remove `.` and resolve `..` without touching the file system.
+fn lexical_normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_and_empty_paths_are_rejected() {
+        assert_eq!(resolve("images/a.jpg", &[]), Err(PathRejection::Relative("images/a.jpg".into())));
+        assert_eq!(resolve("", &[]), Err(PathRejection::Relative(String::new())));
+    }
+
+    #[test]
+    fn symlinks_resolve_and_roots_are_enforced() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret.png"), b"x").unwrap();
+        std::fs::write(root.join("ok.png"), b"xy").unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.png"), root.join("link.png")).unwrap();
+        let roots = canonical_roots(&[root.clone()]).unwrap();
+
+        let ok = resolve(root.join("ok.png").to_str().unwrap(), &roots).unwrap();
+        assert_eq!(ok.stamp.unwrap().size, 2);
+        assert!(matches!(
+            resolve(root.join("link.png").to_str().unwrap(), &roots),
+            Err(PathRejection::OutsideRoots(..))
+        ));
+        let escape = format!("{}/../outside/missing.png", root.display());
+        assert!(matches!(resolve(&escape, &roots), Err(PathRejection::OutsideRoots(..))));
+        // A missing file inside the root is accepted (the worker reports it), with no stamp.
+        let missing = resolve(root.join("nope/missing.png").to_str().unwrap(), &roots).unwrap();
+        assert!(missing.stamp.is_none());
+        assert!(missing.canonical.ends_with("/root/nope/missing.png"));
+    }
+
+    #[test]
+    fn same_file_through_two_spellings_is_one_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.png"), b"x").unwrap();
+        let a = resolve(dir.path().join("a.png").to_str().unwrap(), &[]).unwrap();
+        let b = resolve(&format!("{}/./sub/../a.png", dir.path().display()), &[]).unwrap();
+        assert_eq!(a.canonical, b.canonical);
+    }
+}

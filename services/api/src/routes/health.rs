@@ -1,0 +1,33 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+use serde::Serialize;
+
+use imgidx_shared::time::rfc3339;
+
+use crate::state::AppState;
+
+#[derive(Serialize)]
+pub struct Health {
+    status: &'static str,
+    timestamp: String,
+    index_available: bool,
+    queue_available: bool,
+    job_store_available: bool,
+}
+
+/// 200 when every backend answers, 503 otherwise (load balancers act on the code).
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let d = &state.deps;
+    let (index, queue, jobs) = tokio::join!(d.vectors.healthy(), d.broker.healthy(), d.jobs.healthy());
+    let ok = index && queue && jobs;
+    let body = Health {
+        status: if ok { "healthy" } else { "unhealthy" },
+        timestamp: rfc3339(Utc::now()),
+        index_available: index,
+        queue_available: queue,
+        job_store_available: jobs,
+    };
+    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}

@@ -1,0 +1,121 @@
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Serialize;
+
+use imgidx_shared::jobs::JobRecord;
+use imgidx_shared::time::rfc3339;
+
+use super::stats::{index_stats, IndexStats};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Serialize)]
+pub struct Progress {
+    total_images: u64,
+    processed_images: u64,
+    failed_images: u64,
+    percent_complete: f64,
+}
+
+#[derive(Serialize)]
+pub struct JobStatusBody {
+    job_id: String,
+    status: &'static str,
+    priority: &'static str,
+    progress: Progress,
+    created_at: String,
+    started_at: Option<String>,
+    completed_at: Option<String>,
+    error_message: Option<String>,
+}
+
+impl From<JobRecord> for JobStatusBody {
+    fn from(j: JobRecord) -> Self {
+        Self {
+            progress: Progress {
+                total_images: j.total_images,
+                processed_images: j.processed_images,
+                failed_images: j.failed_images,
+                percent_complete: j.percent_complete(),
+            },
+            status: j.status.as_str(),
+            priority: j.priority.as_str(),
+            created_at: rfc3339(j.created_at),
+            started_at: j.started_at.map(rfc3339),
+            completed_at: j.completed_at.map(rfc3339),
+            error_message: j.error_message,
+            job_id: j.job_id,
+        }
+    }
+}
+
+pub async fn job_status(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobStatusBody>, ApiError> {
+    match state.deps.jobs.job(&job_id).await? {
+        Some(job) => Ok(Json(job.into())),
+        None => Err(ApiError::JobNotFound(job_id)),
+    }
+}
+
+#[derive(Serialize)]
+pub struct ActiveJob {
+    job_id: String,
+    status: &'static str,
+    created_at: String,
+    images: u64,
+    percent_complete: f64,
+}
+
+#[derive(Serialize)]
+pub struct RecentJob {
+    job_id: String,
+    status: &'static str,
+    created_at: String,
+    completed_at: Option<String>,
+    images: u64,
+}
+
+#[derive(Serialize)]
+pub struct OverallStatus {
+    total_indexed_images: u64,
+    active_jobs: usize,
+    active_job_details: Vec<ActiveJob>,
+    recent_jobs: Vec<RecentJob>,
+    index_stats: IndexStats,
+}
+
+pub async fn overall_status(State(state): State<AppState>) -> Result<Json<OverallStatus>, ApiError> {
+    let jobs = &state.deps.jobs;
+    let (active, recent, index_stats) = tokio::try_join!(
+        async { jobs.active_jobs().await.map_err(ApiError::from) },
+        async { jobs.recent_jobs(state.settings.recent_jobs).await.map_err(ApiError::from) },
+        index_stats(&state),
+    )?;
+    Ok(Json(OverallStatus {
+        total_indexed_images: index_stats.total_images,
+        active_jobs: active.len(),
+        active_job_details: active
+            .into_iter()
+            .map(|j| ActiveJob {
+                percent_complete: j.percent_complete(),
+                job_id: j.job_id,
+                status: j.status.as_str(),
+                created_at: rfc3339(j.created_at),
+                images: j.total_images,
+            })
+            .collect(),
+        recent_jobs: recent
+            .into_iter()
+            .map(|j| RecentJob {
+                job_id: j.job_id,
+                status: j.status.as_str(),
+                created_at: rfc3339(j.created_at),
+                completed_at: j.completed_at.map(rfc3339),
+                images: j.total_images,
+            })
+            .collect(),
+        index_stats,
+    }))
+}

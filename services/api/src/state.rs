@@ -1,0 +1,29 @@
+//! What every handler shares.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use imgidx_shared::broker::Broker;
+use imgidx_shared::config::ApiSettings;
+use imgidx_shared::jobs::JobStore;
+use imgidx_shared::vectors::VectorStore;
+
+/// Backends the API talks to; built from configuration by `run`, or handed in by
+/// `serve` (tests and `imgidx serve` share one embedded vector store across services).
+#[derive(Clone)]
+pub struct ApiDeps {
+    pub jobs: Arc<dyn JobStore>,
+    pub vectors: Arc<dyn VectorStore>,
+    pub broker: Arc<dyn Broker>,
+    /// Model name and dimension reported by `/stats` (from the model manifest).
+    pub model_name: String,
+    pub embedding_dim: usize,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub deps: ApiDeps,
+    pub settings: Arc<ApiSettings>,
+    /// `settings.allowed_roots`, canonicalized once.
+    pub roots: Arc<Vec<PathBuf>>,
+}

@@ -1,0 +1,63 @@
+//! Stage 1: read, decode and preprocess a batch on a bounded CPU pool.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use imgidx_shared::embed::{DecodeError, Preprocessed, Preprocessor};
+use imgidx_shared::messages::FileStamp;
+
+use crate::inbox::Task;
+
+/// A decoded image ready for the encoder, with what its payload needs.
+pub struct Decoded {
+    pub image: Preprocessed,
+    pub stamp: FileStamp,
+}
+
+pub struct Prepared {
+    pub task: Task,
+    pub result: Result<Decoded, DecodeError>,
+}
+
+/// Preprocess every task of a batch in parallel, at most `pool` permits at once
+/// (shared by all batches of this worker, so decoding never oversubscribes the CPU).
+pub async fn prepare_batch(tasks: Vec<Task>, preprocessor: Arc<Preprocessor>, pool: Arc<Semaphore>) -> Vec<Prepared> {
+    let handles: Vec<_> = tasks
+        .iter()
+        .map(|task| {
+            let preprocessor = preprocessor.clone();
+            let pool = pool.clone();
+            let path = task.message.path.clone();
+            tokio::spawn(async move {
+                // Held until the blocking decode finishes; the semaphore is never closed.
+                let _permit = pool.acquire_owned().await.ok();
+                tokio::task::spawn_blocking(move || decode(&preprocessor, Path::new(&path))).await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for (task, handle) in tasks.into_iter().zip(handles) {
+        let result = match handle.await {
+            Ok(Ok(r)) => r,
+            // A panic inside the decoder is a property of this file: report it, don't crash.
+            _ => Err(DecodeError::NotAnImage("the decoder failed on this file".into())),
+        };
+        out.push(Prepared { task, result });
+    }
+    out
+}
+
+/// Stat first so the stamp describes the bytes we are about to read.
+fn decode(preprocessor: &Preprocessor, path: &Path) -> Result<Decoded, DecodeError> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => DecodeError::NotFound("file not found".into()),
+        _ => DecodeError::Unreadable(format!("cannot read file: {e}")),
+    })?;
+    if !meta.is_file() {
+        return Err(DecodeError::NotAnImage("not a regular file".into()));
+    }
+    let image = preprocessor.load_path(path)?;
+    Ok(Decoded { image, stamp: FileStamp::from_metadata(&meta) })
+}

@@ -1,2 +1,0 @@
-//! PLACEHOLDER
-pub struct RabbitBroker;

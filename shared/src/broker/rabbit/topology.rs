@@ -1,0 +1,106 @@
+//! Queue and exchange names, and their declaration. Everything is durable;
+//! work queues are quorum queues (replicated, with a delivery limit).
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+use crate::messages::Priority;
+
+/// Routing key under which dead-lettered tasks reach the dead queue.
+const DEAD_ROUTING_KEY: &str = "dead";
+
+/// All names derived from one prefix, so deployments and test runs never share state.
+#[derive(Debug, Clone)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_string() }
+    }
+
+    /// RabbitMQ 3.10 quorum queues have no message priorities, so each level has its own queue.
+    pub fn task_queue(&self, p: Priority) -> String {
+        format!("{}.tasks.{}", self.prefix, p.as_str())
+    }
+    pub fn dead_exchange(&self) -> String {
+        format!("{}.dlx", self.prefix)
+    }
+    pub fn dead_queue(&self) -> String {
+        format!("{}.tasks.dead", self.prefix)
+    }
+    pub fn event_queue(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+    pub fn progress_exchange(&self) -> String {
+        format!("{}.progress", self.prefix)
+    }
+}
+
+fn quorum_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+    args
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }
+}
+
+/// Declare every queue and exchange (idempotent: same arguments each time).
+pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> lapin::Result<()> {
+    let exchange_opts = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    channel
+        .exchange_declare(&names.dead_exchange(), ExchangeKind::Direct, exchange_opts, FieldTable::default())
+        .await?;
+    channel.queue_declare(&names.dead_queue(), durable(), quorum_args()).await?;
+    channel
+        .queue_bind(
+            &names.dead_queue(),
+            &names.dead_exchange(),
+            DEAD_ROUTING_KEY,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+
+    for p in Priority::DESCENDING {
+        let mut args = quorum_args();
+        // A task that keeps failing (or keeps crashing its worker) is dead-lettered after
+        // this many deliveries instead of looping forever; the aggregator reports it failed.
+        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(delivery_limit.min(i32::MAX as u32) as i32));
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(names.dead_exchange().into()));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(DEAD_ROUTING_KEY.into()));
+        // At-least-once dead-lettering (quorum queues, 3.10+) so a dead task is never dropped
+        // in transit; it requires reject-publish overflow.
+        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        channel.queue_declare(&names.task_queue(p), durable(), args).await?;
+    }
+
+    channel.queue_declare(&names.event_queue(), durable(), quorum_args()).await?;
+    channel
+        .exchange_declare(&names.progress_exchange(), ExchangeKind::Fanout, exchange_opts, FieldTable::default())
+        .await?;
+    Ok(())
+}
+
+/// `x-delivery-count` header set by quorum queues on redelivery.
+pub fn previous_deliveries(properties: &lapin::BasicProperties) -> u32 {
+    let key: ShortString = "x-delivery-count".into();
+    properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(&key).cloned())
+        .and_then(|v| match v {
+            AMQPValue::LongLongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongInt(n) => u32::try_from(n).ok(),
+            AMQPValue::LongUInt(n) => Some(n),
+            AMQPValue::ShortInt(n) => u32::try_from(n).ok(),
+            AMQPValue::ShortUInt(n) => Some(u32::from(n)),
+            _ => None,
+        })
+        .unwrap_or(0)
+}

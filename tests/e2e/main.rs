@@ -1,0 +1,9 @@
+//! End-to-end tests: the whole distributed pipeline against real RabbitMQ and
+//! PostgreSQL (started by `tests/run.sh`), embedded vector store, tiny CLIP fixture.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api_contract;
+mod pipeline;
+mod priority;
+mod redelivery;

@@ -1,0 +1,107 @@
+//! Nothing is lost: a worker that dies holding unacknowledged tasks, and tasks that
+//! keep failing transiently (dead-lettered after the delivery limit, reported failed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use imgidx_shared::messages::FileStamp;
+use imgidx_shared::vectors::{Point, ScoredImage, SearchFilter, VectorStore, VectorStoreError};
+use imgidx_tests::{cluster_settings, management_get, sample_images, services, Cluster};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_dropped_mid_batch_loses_nothing() {
+    let Some(svc) = services() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let images = sample_images(dir.path());
+    let n = images.len();
+    let cluster = Cluster::start(cluster_settings(&svc, dir.path()), 0).await;
+    let (code, body) = cluster.add_images(&images, "normal").await;
+    assert_eq!(code, 202, "{body}");
+    let job_id = body["job_id"].as_str().unwrap().to_string();
+
+    // This worker waits to fill a huge batch, holding its prefetched tasks unacked.
+    let mut slow = cluster.settings.worker.clone();
+    slow.batch_size = 1000;
+    slow.batch_wait_ms = 60_000;
+    let doomed = cluster.spawn_worker("doomed", slow).await;
+    let held = usize::from(cluster.settings.broker.prefetch).min(n);
+    if let Some(mgmt) = &svc.mgmt_url {
+        let queue = format!("queues/%2f/{}.tasks.normal", cluster.settings.broker.queue_prefix);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let q = management_get(mgmt, &queue).await;
+            if q["messages_unacknowledged"].as_u64() == Some(held as u64) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "doomed worker never held its tasks: {q}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    } else {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    doomed.crash().await;
+
+    let w = cluster.spawn_worker("survivor", cluster.settings.worker.clone()).await;
+    let done = cluster.wait_job(&job_id, WAIT).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"]["processed_images"], n, "{done}");
+    assert_eq!(done["progress"]["failed_images"], 0, "{done}");
+    assert_eq!(cluster.vectors.count().await.unwrap(), n as u64);
+    assert_eq!(w.stop().await.indexed, n as u64);
+    cluster.stop().await;
+}
+
+/// A store whose writes always fail: a transient fault, retried until the broker's
+/// delivery limit dead-letters the task.
+struct UnavailableStore(Arc<dyn VectorStore>);
+
+#[async_trait::async_trait]
+impl VectorStore for UnavailableStore {
+    async fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError> {
+        self.0.ensure_collection(dim).await
+    }
+    async fn upsert(&self, _points: Vec<Point>) -> Result<(), VectorStoreError> {
+        Err(VectorStoreError::Unavailable("injected fault".into()))
+    }
+    async fn stamps(&self, ids: &[uuid::Uuid]) -> Result<HashMap<uuid::Uuid, FileStamp>, VectorStoreError> {
+        self.0.stamps(ids).await
+    }
+    async fn search(&self, v: &[f32], k: usize, f: &SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
+        self.0.search(v, k, f).await
+    }
+    async fn count(&self) -> Result<u64, VectorStoreError> {
+        self.0.count().await
+    }
+    async fn size_bytes(&self) -> Result<u64, VectorStoreError> {
+        self.0.size_bytes().await
+    }
+    async fn healthy(&self) -> bool {
+        false
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_then_dead_lettered_and_reported() {
+    let Some(svc) = services() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let images = sample_images(dir.path());
+    let cluster = Cluster::start(cluster_settings(&svc, dir.path()), 0).await;
+    let (code, body) = cluster.add_images(&images[..2], "high").await;
+    assert_eq!(code, 202, "{body}");
+    let job_id = body["job_id"].as_str().unwrap().to_string();
+
+    let mut fast = cluster.settings.worker.clone();
+    fast.batch_wait_ms = 1;
+    let broken = Arc::new(UnavailableStore(cluster.vectors.clone()));
+    let w = cluster.spawn_worker_with("flaky", fast, broken).await;
+    let done = cluster.wait_job(&job_id, WAIT).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["progress"]["failed_images"], 2, "{done}");
+    assert_eq!(done["progress"]["processed_images"], 0, "{done}");
+    assert!(done["error_message"].as_str().unwrap().contains("retries_exhausted"), "{done}");
+    w.stop().await;
+    cluster.stop().await;
+}
