@@ -1,6 +1,0 @@
-//! PLACEHOLDER
-pub struct Preprocessor;
-pub struct Preprocessed;
-#[derive(Debug, thiserror::Error)]
-#[error("decode")]
-pub struct DecodeError;

@@ -1,0 +1,200 @@
+//! Image decoding and preprocessing exactly as OpenAI CLIP's `preprocess`:
+//! torchvision `Resize(S, BICUBIC)` -> `CenterCrop(S)` -> `convert("RGB")` ->
+//! `ToTensor` -> `Normalize`, applied to the PIL image, with the EXIF
+//! orientation applied first.
+//!
+//! Exactness notes (see `scripts/preprocess_reference.py`, which computes the
+//! references the tests compare against):
+//! * Resizing re-implements Pillow's 8-bit fixed-point BICUBIC and, in the
+//!   image's own mode as Pillow has it: RGBA/LA are resized premultiplied;
+//!   palette and 1-bit images use NEAREST (Pillow forces it for "P"/"1").
+//!   `convert("RGB")` happens after the crop, as in CLIP, so alpha is simply
+//!   dropped then.
+//! * 16-bit samples become 8-bit by keeping the high byte (Pillow does this
+//!   for 16-bit RGB/RGBA/LA PNGs; for 16-bit greyscale Pillow clips at 255,
+//!   which we deliberately do not copy).
+//! * Pixels are exact for lossless formats. JPEG/lossy WebP go through Rust
+//!   decoders, whose output differs from libjpeg-turbo/libwebp by a few levels.
+
+mod decode;
+mod resample;
+#[cfg(test)]
+mod tests;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use crate::messages::FailureKind;
+
+use resample::{resize_window, Raster, Window};
+
+/// Decodes image files and turns them into normalised CLIP input tensors.
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    image_size: u32,
+    /// Per channel `(x / 255 - mean) / std` for every byte value.
+    lut: [[f32; 256]; 3],
+    max_pixels: u64,
+    max_file_bytes: u64,
+}
+
+/// A preprocessed image.
+#[derive(Debug, Clone)]
+pub struct Preprocessed {
+    /// `3 * S * S` values, CHW, normalised.
+    pub tensor: Vec<f32>,
+    /// Size of the decoded image after EXIF orientation.
+    pub width: u32,
+    pub height: u32,
+    /// "jpeg" | "png" | "gif" | "webp" | "tiff" | "bmp"
+    pub format: &'static str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("{0}")]
+    NotAnImage(String),
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+impl DecodeError {
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            DecodeError::NotFound(_) => FailureKind::NotFound,
+            DecodeError::Unreadable(_) => FailureKind::Unreadable,
+            DecodeError::NotAnImage(_) => FailureKind::NotAnImage,
+            DecodeError::TooLarge(_) => FailureKind::TooLarge,
+        }
+    }
+}
+
+impl Preprocessor {
+    pub fn new(image_size: u32, mean: [f32; 3], std: [f32; 3], max_pixels: u64, max_file_bytes: u64) -> Self {
+        Self { image_size, lut: normalise_lut(mean, std), max_pixels, max_file_bytes }
+    }
+
+    pub fn image_size(&self) -> u32 {
+        self.image_size
+    }
+
+    /// Reads and preprocesses a file. Blocking (CPU pool).
+    pub fn load_path(&self, path: &Path) -> Result<Preprocessed, DecodeError> {
+        let bytes = self.read_bounded(path)?;
+        self.load_bytes(&bytes)
+    }
+
+    pub fn load_bytes(&self, bytes: &[u8]) -> Result<Preprocessed, DecodeError> {
+        let len = bytes.len() as u64;
+        if len > self.max_file_bytes {
+            return Err(file_too_large(len, self.max_file_bytes));
+        }
+        let decoded = decode::decode(bytes, self.max_pixels)?;
+        let (width, height) = (decoded.raster.width, decoded.raster.height);
+        let window = clip_window(width, height, self.image_size as usize);
+        let crop = resize_window(decoded.raster, window, decoded.filter);
+        Ok(Preprocessed {
+            tensor: self.to_tensor(&crop),
+            width: width as u32,
+            height: height as u32,
+            format: decoded.format,
+        })
+    }
+
+    /// Checks the size before reading, and reads at most one byte past the
+    /// limit so a file growing meanwhile cannot exhaust memory.
+    fn read_bounded(&self, path: &Path) -> Result<Vec<u8>, DecodeError> {
+        let mut file = File::open(path).map_err(|e| io_error(&e))?;
+        let meta = file.metadata().map_err(|e| io_error(&e))?;
+        if meta.is_dir() {
+            return Err(DecodeError::Unreadable("is a directory, not a file".into()));
+        }
+        if meta.len() > self.max_file_bytes {
+            return Err(file_too_large(meta.len(), self.max_file_bytes));
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.by_ref()
+            .take(self.max_file_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_error(&e))?;
+        Ok(bytes)
+    }
+
+    /// ToTensor + Normalize on the cropped image, converting to RGB as
+    /// `convert("RGB")` does: grey replicated, alpha dropped.
+    fn to_tensor(&self, crop: &Raster) -> Vec<f32> {
+        let plane = crop.width * crop.height;
+        let mut tensor = vec![0f32; 3 * plane];
+        let rgb_source: [usize; 3] = match crop.channels {
+            1 | 2 => [0, 0, 0],
+            _ => [0, 1, 2],
+        };
+        for (c, (&src, lut)) in rgb_source.iter().zip(&self.lut).enumerate() {
+            let out = &mut tensor[c * plane..(c + 1) * plane];
+            for (dst, px) in out.iter_mut().zip(crop.data.chunks_exact(crop.channels)) {
+                *dst = lut[usize::from(px[src])];
+            }
+        }
+        tensor
+    }
+}
+
+/// Same float32 operations, in the same order, as torchvision's
+/// `ToTensor` (`x.float().div(255)`) and `Normalize` (`sub_(mean).div_(std)`).
+fn normalise_lut(mean: [f32; 3], std: [f32; 3]) -> [[f32; 256]; 3] {
+    let mut lut = [[0f32; 256]; 3];
+    for (c, table) in lut.iter_mut().enumerate() {
+        for (v, slot) in table.iter_mut().enumerate() {
+            *slot = (v as f32 / 255.0 - mean[c]) / std[c];
+        }
+    }
+    lut
+}
+
+/// torchvision `Resize(S)` output size (shorter side S, longer side
+/// `int(S * long / short)`) and `CenterCrop(S)` offsets (Python `round`,
+/// half to even).
+fn clip_window(width: usize, height: usize, size: usize) -> Window {
+    let (short, long) = if width <= height { (width, height) } else { (height, width) };
+    // S * long is exact in f64 for any realistic size; the division is then
+    // correctly rounded, like Python's int / int.
+    let new_long = ((size * long) as f64 / short as f64) as usize;
+    let (out_w, out_h) = if width <= height { (size, new_long) } else { (new_long, size) };
+    let left = round_half_even(out_w.saturating_sub(size) as f64 / 2.0);
+    let top = round_half_even(out_h.saturating_sub(size) as f64 / 2.0);
+    Window { out_w, out_h, left, top, width: size, height: size }
+}
+
+fn round_half_even(x: f64) -> usize {
+    x.round_ties_even() as usize
+}
+
+fn file_too_large(len: u64, limit: u64) -> DecodeError {
+    DecodeError::TooLarge(format!("file is {}, more than the limit of {}", human_bytes(len), human_bytes(limit)))
+}
+
+fn io_error(err: &io::Error) -> DecodeError {
+    match err.kind() {
+        io::ErrorKind::NotFound => DecodeError::NotFound("file not found".into()),
+        io::ErrorKind::PermissionDenied => DecodeError::Unreadable("permission denied".into()),
+        io::ErrorKind::IsADirectory => DecodeError::Unreadable("is a directory, not a file".into()),
+        _ => DecodeError::Unreadable(format!("cannot read file: {err}")),
+    }
+}
+
+/// "300 MB", "1.5 MB", "812 kB", "17 bytes" (decimal units).
+fn human_bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1_000_000_000, "GB"), (1_000_000, "MB"), (1_000, "kB")];
+    for (scale, unit) in UNITS {
+        if n >= scale {
+            let v = n as f64 / scale as f64;
+            return if v >= 10.0 || n % scale == 0 { format!("{v:.0} {unit}") } else { format!("{v:.1} {unit}") };
+        }
+    }
+    format!("{n} bytes")
+}
