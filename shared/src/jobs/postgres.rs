@@ -1,2 +1,587 @@
-//! PLACEHOLDER: replaced by the PostgreSQL job store.
-pub struct PostgresJobStore;
+//! PostgreSQL job store (`deadpool-postgres` pool, migrations in `shared/migrations/`).
+//!
+//! Tables: `jobs` (status and counters), `job_items` (one row per queued image,
+//! `pending` until its completion event), `pending_points` (the claim: a point is
+//! queued in at most one active job; the primary key makes check-and-claim atomic)
+//! and `point_outcomes` (latest finished attempt per point, for the failed-image count).
+//!
+//! Claims are released when an item finishes and when [`JobStore::fail_job`] fails a
+//! job. A failed job's unfinished items stay `pending`: nothing will count them, and a
+//! late event for one is still recorded on the item (the image's latest attempt) but
+//! leaves the finished job's counters and status alone.
+//!
+//! Lock order, to keep concurrent writers deadlock-free: job rows (by `job_id`), then
+//! their items and claims; claims and outcomes are inserted in `point_id` order.
+
+mod progress;
+mod schema;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Transaction};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use self::progress::{Advance, Counters, FailureGroup};
+use super::{JobRecord, JobStatus, JobStore, JobStoreError, NewItem};
+use crate::messages::{CompletionEvent, FailureKind, Outcome, Priority};
+
+/// How long a caller waits for a free pooled connection before the store counts as unavailable.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+/// Bound on [`JobStore::healthy`], so a health probe never hangs.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest failure reason stored per item; workers' messages are for humans, not archives.
+const MAX_REASON_CHARS: usize = 2000;
+
+const JOB_COLUMNS: &str =
+    "job_id, status, priority, total, processed, failed, created_at, started_at, completed_at, error_message";
+
+#[derive(Clone)]
+pub struct PostgresJobStore {
+    pool: Pool,
+}
+
+impl PostgresJobStore {
+    /// Connects to `url`, creating its database when missing, with at most `pool_size`
+    /// connections, and brings the schema up to date.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Self, JobStoreError> {
+        let config = schema::parse_url(url)?;
+        schema::ensure_database(&config).await?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(|e| JobStoreError::Other(format!("building the job store pool: {e}")))?;
+        let store = Self { pool };
+        let mut client = store.client().await?;
+        schema::migrate(&mut client).await?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, JobStoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn query_jobs(
+        &self,
+        context: &'static str,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<JobRecord>, JobStoreError> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.ctx(context)?;
+        client.query(&stmt, params).await.ctx(context)?.iter().map(job_from_row).collect()
+    }
+}
+
+#[async_trait]
+impl JobStore for PostgresJobStore {
+    async fn create_job(
+        &self,
+        job_id: &str,
+        priority: Priority,
+        candidates: &[NewItem],
+    ) -> Result<Vec<NewItem>, JobStoreError> {
+        let unique = unique_by_point(candidates);
+        if unique.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("create_job: begin")?;
+        // The job row goes first because claims reference it; its total is set once known.
+        tx.execute(
+            "INSERT INTO jobs (job_id, status, priority, total) VALUES ($1, 'queued', $2, 0)",
+            &[&job_id, &priority.as_str()],
+        )
+        .await
+        .ctx("create_job: insert job")?;
+        let claimed = claim_points(&tx, job_id, &unique).await?;
+        if claimed.is_empty() {
+            tx.rollback().await.ctx("create_job: rollback")?;
+            return Ok(Vec::new());
+        }
+        let items: Vec<&NewItem> = unique.into_iter().filter(|i| claimed.contains(&i.point_id)).collect();
+        insert_items(&tx, job_id, &items).await?;
+        let total = to_i32(items.len(), "job size")?;
+        tx.execute("UPDATE jobs SET total = $2 WHERE job_id = $1", &[&job_id, &total])
+            .await
+            .ctx("create_job: set total")?;
+        tx.commit().await.ctx("create_job: commit")?;
+        Ok(items.into_iter().cloned().collect())
+    }
+
+    async fn fail_job(&self, job_id: &str, message: &str) -> Result<(), JobStoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("fail_job: begin")?;
+        let updated = tx
+            .execute(
+                "UPDATE jobs SET status = 'failed', completed_at = now(), error_message = $2
+                 WHERE job_id = $1 AND status IN ('queued', 'running')",
+                &[&job_id, &message],
+            )
+            .await
+            .ctx("fail_job: update job")?;
+        if updated == 0 {
+            tracing::warn!(job_id, "fail_job: job unknown or already finished; left as it is");
+        }
+        tx.execute("DELETE FROM pending_points WHERE job_id = $1", &[&job_id]).await.ctx("fail_job: release claims")?;
+        tx.commit().await.ctx("fail_job: commit")
+    }
+
+    async fn apply_events(&self, events: &[CompletionEvent]) -> Result<Vec<JobRecord>, JobStoreError> {
+        let events = unique_events(events);
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.ctx("apply_events: begin")?;
+        let jobs = lock_jobs(&tx, &events).await?;
+        let finished = finish_items(&tx, &events).await?;
+        release_claims(&tx, &finished).await?;
+        record_outcomes(&tx, &finished).await?;
+        let updates = job_updates(&tx, &jobs, &finished).await?;
+        let mut records = write_jobs(&tx, &updates).await?;
+        tx.commit().await.ctx("apply_events: commit")?;
+        records.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+        Ok(records)
+    }
+
+    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1");
+        Ok(self.query_jobs("job", &sql, &[&job_id]).await?.into_iter().next())
+    }
+
+    async fn active_jobs(&self) -> Result<Vec<JobRecord>, JobStoreError> {
+        let sql =
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at, job_id");
+        self.query_jobs("active_jobs", &sql, &[]).await
+    }
+
+    async fn recent_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, JobStoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('completed', 'failed')
+             ORDER BY completed_at DESC, job_id DESC LIMIT $1"
+        );
+        self.query_jobs("recent_jobs", &sql, &[&limit]).await
+    }
+
+    async fn failed_image_count(&self) -> Result<u64, JobStoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT count(*) FROM point_outcomes WHERE state = 'failed'", &[])
+            .await
+            .ctx("failed_image_count")?;
+        let count: i64 = row.try_get(0).ctx("failed_image_count")?;
+        Ok(count.max(0).unsigned_abs())
+    }
+
+    async fn last_update(&self) -> Result<Option<DateTime<Utc>>, JobStoreError> {
+        // point_outcomes keeps each point's latest finish, so its maximum is the overall one.
+        let client = self.client().await?;
+        let row = client.query_one("SELECT max(finished_at) FROM point_outcomes", &[]).await.ctx("last_update")?;
+        row.try_get(0).ctx("last_update")
+    }
+
+    async fn healthy(&self) -> bool {
+        let probe = async {
+            let client = self.client().await.ok()?;
+            client.query_one("SELECT 1", &[]).await.ok()
+        };
+        matches!(tokio::time::timeout(HEALTH_TIMEOUT, probe).await, Ok(Some(_)))
+    }
+}
+
+/// First occurrence of each point, in input order.
+fn unique_by_point(candidates: &[NewItem]) -> Vec<&NewItem> {
+    let mut seen = HashSet::with_capacity(candidates.len());
+    candidates.iter().filter(|c| seen.insert(c.point_id)).collect()
+}
+
+/// Claims the points no active job holds yet; returns those claimed.
+async fn claim_points(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem]) -> Result<HashSet<Uuid>, JobStoreError> {
+    // Sorted, so two requests with overlapping points wait on each other instead of deadlocking.
+    let mut ids: Vec<Uuid> = items.iter().map(|i| i.point_id).collect();
+    ids.sort_unstable();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO pending_points (point_id, job_id)
+             SELECT p, $1::text FROM unnest($2::uuid[]) AS p ORDER BY p
+             ON CONFLICT (point_id) DO NOTHING
+             RETURNING point_id",
+        )
+        .await
+        .ctx("create_job: claim")?;
+    let rows = tx.query(&stmt, &[&job_id, &ids]).await.ctx("create_job: claim")?;
+    rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>().ctx("create_job: claim")
+}
+
+async fn insert_items(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem]) -> Result<(), JobStoreError> {
+    let ids: Vec<Uuid> = items.iter().map(|i| i.point_id).collect();
+    let paths: Vec<&str> = items.iter().map(|i| i.path.as_str()).collect();
+    let sizes: Vec<Option<i64>> = items
+        .iter()
+        .map(|i| i.stamp.map(|s| i64::try_from(s.size)).transpose())
+        .collect::<Result<_, _>>()
+        .map_err(|_| JobStoreError::Other("create_job: file size out of range".into()))?;
+    let mtimes: Vec<Option<i64>> = items.iter().map(|i| i.stamp.map(|s| s.mtime_ns)).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO job_items (job_id, point_id, path, size, mtime_ns)
+             SELECT $1::text, u.point_id, u.path, u.size, u.mtime_ns
+             FROM unnest($2::uuid[], $3::text[], $4::int8[], $5::int8[]) AS u(point_id, path, size, mtime_ns)",
+        )
+        .await
+        .ctx("create_job: insert items")?;
+    tx.execute(&stmt, &[&job_id, &ids, &paths, &sizes, &mtimes]).await.ctx("create_job: insert items")?;
+    Ok(())
+}
+
+/// First event per (job, item): a batch may carry a redelivered duplicate.
+fn unique_events(events: &[CompletionEvent]) -> Vec<&CompletionEvent> {
+    let mut seen = HashSet::with_capacity(events.len());
+    events.iter().filter(|e| seen.insert((e.job_id.as_str(), e.point_id))).collect()
+}
+
+/// Locks the events' jobs in `job_id` order and returns them by id (unknown jobs are absent).
+async fn lock_jobs(
+    tx: &Transaction<'_>,
+    events: &[&CompletionEvent],
+) -> Result<HashMap<String, JobRecord>, JobStoreError> {
+    let mut ids: Vec<&str> = events.iter().map(|e| e.job_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE");
+    let stmt = tx.prepare_cached(&sql).await.ctx("apply_events: lock jobs")?;
+    let rows = tx.query(&stmt, &[&ids]).await.ctx("apply_events: lock jobs")?;
+    rows.iter().map(|r| job_from_row(r).map(|j| (j.job_id.clone(), j))).collect()
+}
+
+/// An item this batch moved from `pending` to finished.
+struct Finished {
+    job_id: String,
+    point_id: Uuid,
+    indexed: bool,
+}
+
+/// Marks still-pending items finished; returns those that changed and logs the rest.
+async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Result<Vec<Finished>, JobStoreError> {
+    let job_ids: Vec<&str> = events.iter().map(|e| e.job_id.as_str()).collect();
+    let point_ids: Vec<Uuid> = events.iter().map(|e| e.point_id).collect();
+    let states: Vec<&str> = events.iter().map(|e| outcome_state(&e.outcome)).collect();
+    let kinds: Vec<Option<&str>> = events.iter().map(|e| failure(&e.outcome).map(|(k, _)| kind_str(k))).collect();
+    let reasons: Vec<Option<String>> =
+        events.iter().map(|e| failure(&e.outcome).map(|(_, r)| truncate(r, MAX_REASON_CHARS))).collect();
+    // The final SELECT sees the items as they were before the UPDATE, which tells a
+    // duplicate event (item known, not updated) from one for an unknown item.
+    let stmt = tx
+        .prepare_cached(
+            "WITH e AS (
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+                     AS e(job_id, point_id, state, failure_kind, reason)
+             ), done AS (
+                 UPDATE job_items i
+                 SET state = e.state, failure_kind = e.failure_kind, reason = e.reason, finished_at = now()
+                 FROM e
+                 WHERE i.job_id = e.job_id AND i.point_id = e.point_id AND i.state = 'pending'
+                 RETURNING i.job_id, i.point_id
+             )
+             SELECT e.job_id, e.point_id, e.state, done.point_id IS NOT NULL, known.point_id IS NOT NULL
+             FROM e
+             LEFT JOIN done ON done.job_id = e.job_id AND done.point_id = e.point_id
+             LEFT JOIN job_items known ON known.job_id = e.job_id AND known.point_id = e.point_id",
+        )
+        .await
+        .ctx("apply_events: finish items")?;
+    let rows =
+        tx.query(&stmt, &[&job_ids, &point_ids, &states, &kinds, &reasons]).await.ctx("apply_events: finish items")?;
+    let mut finished = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let job_id: String = row.try_get(0).ctx("apply_events: finish items")?;
+        let point_id: Uuid = row.try_get(1).ctx("apply_events: finish items")?;
+        let state: &str = row.try_get(2).ctx("apply_events: finish items")?;
+        let applied: bool = row.try_get(3).ctx("apply_events: finish items")?;
+        let known: bool = row.try_get(4).ctx("apply_events: finish items")?;
+        match (applied, known) {
+            (true, _) => finished.push(Finished { job_id, point_id, indexed: state == "indexed" }),
+            (false, true) => tracing::debug!(job_id, %point_id, "duplicate completion event ignored"),
+            (false, false) => tracing::warn!(job_id, %point_id, "completion event for an unknown job or item ignored"),
+        }
+    }
+    Ok(finished)
+}
+
+/// Releases the claims of finished items, only where the claim is still this job's.
+async fn release_claims(tx: &Transaction<'_>, finished: &[Finished]) -> Result<(), JobStoreError> {
+    if finished.is_empty() {
+        return Ok(());
+    }
+    let job_ids: Vec<&str> = finished.iter().map(|f| f.job_id.as_str()).collect();
+    let point_ids: Vec<Uuid> = finished.iter().map(|f| f.point_id).collect();
+    let stmt = tx
+        .prepare_cached(
+            "DELETE FROM pending_points p
+             USING unnest($1::text[], $2::uuid[]) AS f(job_id, point_id)
+             WHERE p.point_id = f.point_id AND p.job_id = f.job_id",
+        )
+        .await
+        .ctx("apply_events: release claims")?;
+    tx.execute(&stmt, &[&job_ids, &point_ids]).await.ctx("apply_events: release claims")?;
+    Ok(())
+}
+
+/// Records each finished point's outcome as its latest attempt.
+async fn record_outcomes(tx: &Transaction<'_>, finished: &[Finished]) -> Result<(), JobStoreError> {
+    // One row per point (an upsert may not touch a row twice); a success wins a tie,
+    // since the image is then indexed.
+    let mut by_point: HashMap<Uuid, bool> = HashMap::with_capacity(finished.len());
+    for f in finished {
+        *by_point.entry(f.point_id).or_insert(false) |= f.indexed;
+    }
+    if by_point.is_empty() {
+        return Ok(());
+    }
+    let mut outcomes: Vec<(Uuid, bool)> = by_point.into_iter().collect();
+    outcomes.sort_unstable();
+    let point_ids: Vec<Uuid> = outcomes.iter().map(|o| o.0).collect();
+    let states: Vec<&str> = outcomes.iter().map(|o| if o.1 { "indexed" } else { "failed" }).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO point_outcomes (point_id, state, finished_at)
+             SELECT u.point_id, u.state, now()
+             FROM unnest($1::uuid[], $2::text[]) AS u(point_id, state) ORDER BY u.point_id
+             ON CONFLICT (point_id) DO UPDATE SET state = EXCLUDED.state, finished_at = EXCLUDED.finished_at
+             WHERE point_outcomes.finished_at <= EXCLUDED.finished_at",
+        )
+        .await
+        .ctx("apply_events: record outcomes")?;
+    tx.execute(&stmt, &[&point_ids, &states]).await.ctx("apply_events: record outcomes")?;
+    Ok(())
+}
+
+/// New counters and status of one active job.
+struct JobUpdate {
+    job_id: String,
+    advance: Advance,
+    error_message: Option<String>,
+}
+
+/// Works out the new state of every active job that had items finish.
+async fn job_updates(
+    tx: &Transaction<'_>,
+    jobs: &HashMap<String, JobRecord>,
+    finished: &[Finished],
+) -> Result<Vec<JobUpdate>, JobStoreError> {
+    let mut tally: HashMap<&str, (u64, u64)> = HashMap::new();
+    for f in finished {
+        let entry = tally.entry(f.job_id.as_str()).or_default();
+        if f.indexed {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+    let mut updates = Vec::with_capacity(tally.len());
+    for (job_id, (indexed, failed)) in tally {
+        let Some(job) = jobs.get(job_id).filter(|j| j.status.is_active()) else {
+            tracing::debug!(job_id, "items of a finished job recorded; its counters stay as they are");
+            continue;
+        };
+        let before = Counters { total: job.total_images, processed: job.processed_images, failed: job.failed_images };
+        let advance = progress::advance(before, indexed, failed);
+        if advance.dropped > 0 {
+            tracing::warn!(job_id, dropped = advance.dropped, "finished items beyond the job's total were not counted");
+        }
+        updates.push(JobUpdate { job_id: job_id.to_owned(), advance, error_message: None });
+    }
+    add_failure_messages(tx, &mut updates).await?;
+    Ok(updates)
+}
+
+/// Fills in the error message of jobs this batch finishes with nothing indexed.
+async fn add_failure_messages(tx: &Transaction<'_>, updates: &mut [JobUpdate]) -> Result<(), JobStoreError> {
+    let failing: Vec<&str> =
+        updates.iter().filter(|u| u.advance.status == JobStatus::Failed).map(|u| u.job_id.as_str()).collect();
+    if failing.is_empty() {
+        return Ok(());
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT job_id, coalesce(failure_kind, 'unknown') AS kind, count(*),
+                    (array_agg(path ORDER BY finished_at, path))[1],
+                    (array_agg(coalesce(reason, '') ORDER BY finished_at, path))[1]
+             FROM job_items WHERE job_id = ANY($1) AND state = 'failed'
+             GROUP BY job_id, kind",
+        )
+        .await
+        .ctx("apply_events: failure summary")?;
+    let rows = tx.query(&stmt, &[&failing]).await.ctx("apply_events: failure summary")?;
+    let mut groups: HashMap<String, Vec<FailureGroup>> = HashMap::new();
+    for row in &rows {
+        let job_id: String = row.try_get(0).ctx("apply_events: failure summary")?;
+        let count: i64 = row.try_get(2).ctx("apply_events: failure summary")?;
+        groups.entry(job_id).or_default().push(FailureGroup {
+            kind: row.try_get(1).ctx("apply_events: failure summary")?,
+            count: count.max(0).unsigned_abs(),
+            example_path: row.try_get(3).ctx("apply_events: failure summary")?,
+            example_reason: row.try_get(4).ctx("apply_events: failure summary")?,
+        });
+    }
+    for update in updates.iter_mut().filter(|u| u.advance.status == JobStatus::Failed) {
+        let total = update.advance.processed + update.advance.failed;
+        let job_groups = groups.get(&update.job_id).map(Vec::as_slice).unwrap_or_default();
+        update.error_message = Some(progress::all_failed_message(total, job_groups));
+    }
+    Ok(())
+}
+
+/// Writes the new counters and status; times come from the database clock, like `created_at`.
+async fn write_jobs(tx: &Transaction<'_>, updates: &[JobUpdate]) -> Result<Vec<JobRecord>, JobStoreError> {
+    if updates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let job_ids: Vec<&str> = updates.iter().map(|u| u.job_id.as_str()).collect();
+    let processed: Vec<i32> =
+        updates.iter().map(|u| to_i32(u.advance.processed, "processed")).collect::<Result<_, _>>()?;
+    let failed: Vec<i32> = updates.iter().map(|u| to_i32(u.advance.failed, "failed")).collect::<Result<_, _>>()?;
+    let statuses: Vec<&str> = updates.iter().map(|u| u.advance.status.as_str()).collect();
+    let finished: Vec<bool> = updates.iter().map(|u| u.advance.finished).collect();
+    let messages: Vec<Option<&str>> = updates.iter().map(|u| u.error_message.as_deref()).collect();
+    let sql = format!(
+        "UPDATE jobs j SET
+             processed = u.processed, failed = u.failed, status = u.status,
+             started_at = coalesce(j.started_at, now()),
+             completed_at = CASE WHEN u.finished THEN now() ELSE j.completed_at END,
+             error_message = coalesce(u.error_message, j.error_message)
+         FROM unnest($1::text[], $2::int4[], $3::int4[], $4::text[], $5::bool[], $6::text[])
+             AS u(job_id, processed, failed, status, finished, error_message)
+         WHERE j.job_id = u.job_id
+         RETURNING {}",
+        JOB_COLUMNS.split(", ").map(|c| format!("j.{c}")).collect::<Vec<_>>().join(", ")
+    );
+    let stmt = tx.prepare_cached(&sql).await.ctx("apply_events: update jobs")?;
+    let rows = tx
+        .query(&stmt, &[&job_ids, &processed, &failed, &statuses, &finished, &messages])
+        .await
+        .ctx("apply_events: update jobs")?;
+    rows.iter().map(job_from_row).collect()
+}
+
+fn outcome_state(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Indexed => "indexed",
+        Outcome::Failed { .. } => "failed",
+    }
+}
+
+fn failure(outcome: &Outcome) -> Option<(FailureKind, &str)> {
+    match outcome {
+        Outcome::Indexed => None,
+        Outcome::Failed { kind, reason } => Some((*kind, reason.as_str())),
+    }
+}
+
+/// Same spelling as the wire format (`snake_case`).
+fn kind_str(kind: FailureKind) -> &'static str {
+    match kind {
+        FailureKind::NotFound => "not_found",
+        FailureKind::Unreadable => "unreadable",
+        FailureKind::NotAnImage => "not_an_image",
+        FailureKind::TooLarge => "too_large",
+        FailureKind::RetriesExhausted => "retries_exhausted",
+    }
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}
+
+fn to_i32<T: TryInto<i32>>(n: T, what: &str) -> Result<i32, JobStoreError> {
+    n.try_into().map_err(|_| JobStoreError::Other(format!("{what} does not fit the job store's counters")))
+}
+
+fn to_u64(n: i32, what: &str) -> Result<u64, JobStoreError> {
+    u64::try_from(n).map_err(|_| JobStoreError::Other(format!("negative {what} in the job store")))
+}
+
+fn job_from_row(row: &Row) -> Result<JobRecord, JobStoreError> {
+    const CONTEXT: &str = "reading a job";
+    let status: &str = row.try_get("status").ctx(CONTEXT)?;
+    let priority: &str = row.try_get("priority").ctx(CONTEXT)?;
+    Ok(JobRecord {
+        job_id: row.try_get("job_id").ctx(CONTEXT)?,
+        status: JobStatus::parse(status)
+            .ok_or_else(|| JobStoreError::Other(format!("unknown job status {status:?} in the job store")))?,
+        priority: Priority::parse(priority)
+            .ok_or_else(|| JobStoreError::Other(format!("unknown job priority {priority:?} in the job store")))?,
+        total_images: to_u64(row.try_get("total").ctx(CONTEXT)?, "total")?,
+        processed_images: to_u64(row.try_get("processed").ctx(CONTEXT)?, "processed")?,
+        failed_images: to_u64(row.try_get("failed").ctx(CONTEXT)?, "failed")?,
+        created_at: row.try_get("created_at").ctx(CONTEXT)?,
+        started_at: row.try_get("started_at").ctx(CONTEXT)?,
+        completed_at: row.try_get("completed_at").ctx(CONTEXT)?,
+        error_message: row.try_get("error_message").ctx(CONTEXT)?,
+    })
+}
+
+/// Attaches what was being done to a driver error and classifies it.
+trait PgResultExt<T> {
+    fn ctx(self, context: &str) -> Result<T, JobStoreError>;
+}
+
+impl<T> PgResultExt<T> for Result<T, tokio_postgres::Error> {
+    fn ctx(self, context: &str) -> Result<T, JobStoreError> {
+        self.map_err(|e| db_error(context, &e))
+    }
+}
+
+/// Connection trouble is `Unavailable` (retry later); anything else is `Other`. The
+/// message carries the server's error text and SQLSTATE, never the statement.
+fn db_error(context: &str, e: &tokio_postgres::Error) -> JobStoreError {
+    let message = match e.as_db_error() {
+        Some(db) => format!("{context}: {} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{context}: {e}: {cause}"),
+            None => format!("{context}: {e}"),
+        },
+    };
+    if is_connection_problem(e) {
+        JobStoreError::Unavailable(message)
+    } else {
+        JobStoreError::Other(message)
+    }
+}
+
+fn is_connection_problem(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        // Connection exceptions, operator intervention (shutdown, crash recovery), too many connections.
+        Some(code) => {
+            let code = code.code();
+            code.starts_with("08") || code.starts_with("57P") || code == SqlState::TOO_MANY_CONNECTIONS.code()
+        }
+        // No server error: the link failed (I/O), or a value did not convert (our bug).
+        None => std::error::Error::source(e).is_some_and(|cause| cause.is::<std::io::Error>()),
+    }
+}
+
+fn pool_error(e: PoolError) -> JobStoreError {
+    match e {
+        PoolError::Backend(pg) => {
+            let err = db_error("connecting to the job store", &pg);
+            // Whatever the server said, a connection that cannot be opened means unavailable.
+            JobStoreError::Unavailable(err.to_string())
+        }
+        other => JobStoreError::Unavailable(format!("job store connection pool: {other}")),
+    }
+}

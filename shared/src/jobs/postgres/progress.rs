@@ -1,0 +1,122 @@
+//! Job progress rules, kept apart from the SQL so they are testable without a database.
+
+use crate::jobs::JobStatus;
+
+/// Counters of a job before a batch of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Counters {
+    pub total: u64,
+    pub processed: u64,
+    pub failed: u64,
+}
+
+/// What a batch does to one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Advance {
+    pub processed: u64,
+    pub failed: u64,
+    pub status: JobStatus,
+    /// Every item is finished: the job gets its `completed_at`.
+    pub finished: bool,
+    /// Finished items that did not fit under `total` and were not counted. Cannot happen
+    /// while items are counted once each; reported so a broken invariant gets logged.
+    pub dropped: u64,
+}
+
+/// Adds newly finished items to an active job and picks its next status: running once
+/// anything finished, then completed (something indexed) or failed (nothing indexed).
+pub(super) fn advance(before: Counters, newly_indexed: u64, newly_failed: u64) -> Advance {
+    let room = before.total.saturating_sub(before.processed + before.failed);
+    let indexed = newly_indexed.min(room);
+    let failed = newly_failed.min(room - indexed);
+    let processed = before.processed + indexed;
+    let failed_total = before.failed + failed;
+    let finished = processed + failed_total >= before.total;
+    let status = match (finished, processed > 0) {
+        (false, _) => JobStatus::Running,
+        (true, true) => JobStatus::Completed,
+        (true, false) => JobStatus::Failed,
+    };
+    Advance {
+        processed,
+        failed: failed_total,
+        status,
+        finished,
+        dropped: newly_indexed + newly_failed - indexed - failed,
+    }
+}
+
+/// Failed items of one kind, with one example for the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct FailureGroup {
+    pub kind: String,
+    pub count: u64,
+    pub example_path: String,
+    pub example_reason: String,
+}
+
+/// Longest example reason quoted in a job's error message.
+const MAX_EXAMPLE_CHARS: usize = 200;
+
+/// Error message of a job none of whose items was indexed, e.g.
+/// `all 3 images failed: not_found ×2, not_an_image ×1 (e.g. /a.jpg: no such file)`.
+pub(super) fn all_failed_message(total: u64, groups: &[FailureGroup]) -> String {
+    let mut groups: Vec<&FailureGroup> = groups.iter().collect();
+    // Most common cause first; ties by name so the message is stable.
+    groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
+    let head = if total == 1 { "the only image failed".to_string() } else { format!("all {total} images failed") };
+    let kinds: Vec<String> = groups.iter().map(|g| format!("{} ×{}", g.kind, g.count)).collect();
+    let mut message = if kinds.is_empty() { head } else { format!("{head}: {}", kinds.join(", ")) };
+    if let Some(top) = groups.first() {
+        let reason: String = top.example_reason.chars().take(MAX_EXAMPLE_CHARS).collect();
+        message.push_str(&format!(" (e.g. {}: {})", top.example_path, reason));
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(total: u64, processed: u64, failed: u64) -> Counters {
+        Counters { total, processed, failed }
+    }
+
+    #[test]
+    fn first_progress_runs_then_completes() {
+        let a = advance(counters(3, 0, 0), 1, 0);
+        assert_eq!((a.processed, a.failed, a.status, a.finished), (1, 0, JobStatus::Running, false));
+        let a = advance(counters(3, 1, 0), 0, 2);
+        assert_eq!((a.processed, a.failed, a.status, a.finished), (1, 2, JobStatus::Completed, true));
+    }
+
+    #[test]
+    fn nothing_indexed_fails_the_job() {
+        let a = advance(counters(2, 0, 1), 0, 1);
+        assert_eq!((a.status, a.finished), (JobStatus::Failed, true));
+    }
+
+    #[test]
+    fn counters_never_pass_total() {
+        let a = advance(counters(3, 1, 1), 2, 2);
+        assert_eq!((a.processed, a.failed, a.dropped), (2, 1, 3));
+        assert_eq!(a.status, JobStatus::Completed);
+    }
+
+    #[test]
+    fn message_lists_causes_most_common_first() {
+        let group = |kind: &str, count, path: &str, reason: &str| FailureGroup {
+            kind: kind.into(),
+            count,
+            example_path: path.into(),
+            example_reason: reason.into(),
+        };
+        let msg = all_failed_message(
+            3,
+            &[group("not_an_image", 1, "/b.txt", "unknown format"), group("not_found", 2, "/a.jpg", "no such file")],
+        );
+        assert_eq!(msg, "all 3 images failed: not_found ×2, not_an_image ×1 (e.g. /a.jpg: no such file)");
+        let msg = all_failed_message(1, &[group("too_large", 1, "/big.png", "too many pixels")]);
+        assert_eq!(msg, "the only image failed: too_large ×1 (e.g. /big.png: too many pixels)");
+    }
+}
