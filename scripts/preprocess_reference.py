@@ -173,6 +173,11 @@ def generate_fixtures(images: Path, out: Path) -> dict[str, np.ndarray]:
     Image.fromarray(rgba, "RGBA").save(out / "rgba_lossless.webp", lossless=True)
     photo.save(out / "lossy.webp", quality=90)
 
+    # GIF with a transparent palette index: PIL's convert("RGB") shows the
+    # palette colour behind it (mode "P", resized with NEAREST).
+    gif = photo.quantize(colors=32)
+    gif.save(out / "transparent.gif", transparency=int(np.asarray(gif)[35, 48]))
+
     photo.save(out / "rgb.bmp")
     pal.save(out / "palette.bmp")
 
@@ -191,7 +196,7 @@ def reference_jobs(images: Path, out: Path) -> list[tuple[str, Path, int]]:
             jobs.append((p.name, p, 64))
     jobs.append(("chelsea.png", images / "chelsea.png", 224))
     for p in sorted(out.iterdir()):
-        if p.suffix in {".png", ".jpg", ".webp", ".bmp", ".tif"}:
+        if p.suffix in {".png", ".jpg", ".gif", ".webp", ".bmp", ".tif"}:
             jobs.append((p.name, p, 64))
     return jobs
 

@@ -193,7 +193,7 @@ fn human_bytes(n: u64) -> String {
     for (scale, unit) in UNITS {
         if n >= scale {
             let v = n as f64 / scale as f64;
-            return if v >= 10.0 || n % scale == 0 { format!("{v:.0} {unit}") } else { format!("{v:.1} {unit}") };
+            return if v >= 10.0 || n.is_multiple_of(scale) { format!("{v:.0} {unit}") } else { format!("{v:.1} {unit}") };
         }
     }
     format!("{n} bytes")

@@ -308,6 +308,7 @@ fn unpremultiply(img: &mut Raster) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
