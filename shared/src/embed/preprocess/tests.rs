@@ -22,18 +22,13 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/preprocess")
 }
 
-/// `$IMGIDX_TESTDATA`, else the nearest ancestor holding
-/// `shared/testdata/images` (the repo's parent for /work/main, further up for
-/// worktrees).
+/// `$IMGIDX_TESTDATA`, else the copy committed under `tests/fixtures/images`
+/// (the same scikit-image samples as `../shared/testdata/images`).
 fn sample_images() -> PathBuf {
     if let Ok(dir) = std::env::var("IMGIDX_TESTDATA") {
         return PathBuf::from(dir);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .map(|a| a.join("shared/testdata/images"))
-        .find(|p| p.is_dir())
-        .unwrap_or_else(|| panic!("sample images not found: set IMGIDX_TESTDATA"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images")
 }
 
 fn preprocessor(size: u32) -> Preprocessor {
