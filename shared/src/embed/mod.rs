@@ -1,5 +1,5 @@
 //! CLIP embedding: model manifest, image decoding and preprocessing exactly as
-//! OpenAI CLIP does it, and the ONNX Runtime vision encoder.
+//! OpenAI CLIP does it, and the ONNX Runtime vision and text encoders.
 
 pub mod manifest;
 pub mod npy;
@@ -8,6 +8,7 @@ pub mod runtime;
 pub mod text;
 pub mod vision;
 
-pub use manifest::{ModelManifest, ManifestError};
+pub use manifest::{GraphSpec, ManifestError, ModelManifest};
 pub use preprocess::{DecodeError, Preprocessed, Preprocessor};
-pub use vision::{EmbedError, VisionEncoder};
+pub use text::TextEncoder;
+pub use vision::{l2_normalize, EmbedError, VisionEncoder};

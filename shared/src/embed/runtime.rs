@@ -75,8 +75,7 @@ fn dylib_path_from(settings: &ModelSettings, env: Option<std::ffi::OsString>) ->
         Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
         _ => Err(EmbedError::Setup(format!(
             "ONNX Runtime library not configured: set model.ort_dylib_path (IMGIDX__MODEL__ORT_DYLIB_PATH) or \
-             {DYLIB_ENV} to the path of libonnxruntime.so (ONNX Runtime >= 1.{}); run the project's setup script \
-             to install it",
+             {DYLIB_ENV} to the path of libonnxruntime.so (ONNX Runtime >= 1.{}); run scripts/setup-ort.sh (it installs the library and prints its path)",
             ort::MINOR_VERSION
         ))),
     }
