@@ -1,18 +1,487 @@
-//! PLACEHOLDER: replaced by the Qdrant Edge backend.
+//! Qdrant Edge embedded in-process: one shard directory holding one unnamed dense vector.
+//!
+//! `EdgeShard` is synchronous, so every call runs on tokio's blocking pool (`spawn_blocking`)
+//! and never stalls the async runtime. Readers run concurrently; writers are serialised by
+//! `Inner::writes` (see there).
+//!
+//! Durability: Edge 0.7.2 writes each update to a WAL but does not fsync it, and `EdgeShard::load`
+//! never replays the WAL: data survives a restart only once the segments are flushed. So every
+//! `upsert` ends with `EdgeShard::flush()` (WAL + all segments, synced) before returning. A flush
+//! costs tens of milliseconds against well under one for the update itself, so concurrent
+//! upserts share flushes (group commit): one flush covers every update applied before it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use qdrant_edge::external::ordered_float::OrderedFloat;
+use qdrant_edge::{
+    Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeVectorParams,
+    FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, NamedQuery, OperationError,
+    Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
+    PointOperations, PointStructPersisted, QueryEnum, QueryRequest, ScoringQuery, UpdateOperation,
+    VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector, DEFAULT_VECTOR_NAME,
+};
+
+use super::payload::{self, DIRS_KEY, STAMP_KEYS};
 use super::*;
-pub struct EdgeStore;
+
+/// File Edge persists its configuration in; its presence means a shard exists at the path.
+const EDGE_CONFIG_FILE: &str = "edge_config.json";
+
+/// Shares one shard across API handlers and workers; cheap to clone.
+#[derive(Clone)]
+pub struct EdgeStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// Set once: at `open` for an existing shard, else by the first `ensure_collection`.
+    shard: OnceLock<EdgeShard>,
+    /// Serialises writers (updates, flushes, creation): `EdgeShard::flush` panics instead of
+    /// waiting when an update holds the WAL lock, and the shard must be created only once.
+    writes: Mutex<WriteLog>,
+}
+
+/// Update sequence numbers, for group commit.
+#[derive(Default)]
+struct WriteLog {
+    /// Updates applied to the shard so far.
+    applied: u64,
+    /// `applied` as of the last completed flush: updates up to it are durable.
+    flushed: u64,
+}
+
 impl EdgeStore {
-    pub fn open(_path: &std::path::Path) -> Result<Self, VectorStoreError> {
-        Err(VectorStoreError::Other("not built yet".into()))
+    /// Load the shard at `path` if one exists there; otherwise `ensure_collection` creates it.
+    pub fn open(path: &Path) -> Result<Self, VectorStoreError> {
+        let shard = OnceLock::new();
+        if path.join(EDGE_CONFIG_FILE).is_file() {
+            let loaded = EdgeShard::load(path, None).map_err(edge_err)?;
+            let _ = shard.set(loaded);
+        }
+        let inner = Inner { path: path.to_path_buf(), shard, writes: Mutex::default() };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Run `f` on the blocking pool so the shard's synchronous I/O never blocks the runtime.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, VectorStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, VectorStoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| VectorStoreError::Other(format!("edge task failed: {e}")))?
     }
 }
+
+impl Inner {
+    fn shard(&self) -> Result<&EdgeShard, VectorStoreError> {
+        self.shard
+            .get()
+            .ok_or_else(|| VectorStoreError::Other("edge collection not created (call ensure_collection)".into()))
+    }
+
+    fn lock_writes(&self) -> MutexGuard<'_, WriteLog> {
+        // A writer that panicked mid-flush left `flushed` behind, which only costs a later flush.
+        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError> {
+        let _writes = self.lock_writes();
+        if let Some(shard) = self.shard.get() {
+            return check_shape(&shard.config(), dim);
+        }
+        fs::create_dir_all(&self.path)
+            .map_err(|e| VectorStoreError::Other(format!("create {}: {e}", self.path.display())))?;
+        let shard = EdgeShard::new(&self.path, new_config(dim)).map_err(edge_err)?;
+        shard.update(dirs_index_operation()?).map_err(edge_err)?;
+        shard.flush();
+        let _ = self.shard.set(shard);
+        Ok(())
+    }
+
+    fn upsert(&self, points: Vec<Point>) -> Result<(), VectorStoreError> {
+        let shard = self.shard()?;
+        let dim = vector_dim(&shard.config())?;
+        let points = points.iter().map(|p| to_edge_point(p, dim)).collect::<Result<Vec<_>, _>>()?;
+        let operation =
+            UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)));
+        let seq = {
+            let mut log = self.lock_writes();
+            shard.update(operation).map_err(edge_err)?;
+            log.applied += 1;
+            log.applied
+        };
+        // Load does not replay the WAL: only flushed segments survive a restart. Writers that
+        // queued up meanwhile are covered by whichever of them flushes first.
+        let mut log = self.lock_writes();
+        if log.flushed < seq {
+            let covered = log.applied;
+            shard.flush();
+            log.flushed = covered;
+        }
+        Ok(())
+    }
+
+    fn stamps(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, FileStamp>, VectorStoreError> {
+        let point_ids: Vec<PointId> = ids.iter().copied().map(PointId::Uuid).collect();
+        let fields = STAMP_KEYS.iter().map(|k| json_path(k)).collect::<Result<Vec<_>, _>>()?;
+        let records = self
+            .shard()?
+            .retrieve(&point_ids, Some(WithPayloadInterface::Fields(fields)), Some(WithVector::Bool(false)))
+            .map_err(edge_err)?;
+        records
+            .into_iter()
+            .map(|r| Ok((uuid_of(r.id)?, payload::stamp_from_json(&r.payload.unwrap_or_default().0)?)))
+            .collect()
+    }
+
+    fn search(&self, vector: Vec<f32>, top_k: usize, filter: SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
+        let shard = self.shard()?;
+        check_query_dim(vector.len(), vector_dim(&shard.config())?)?;
+        let request = QueryRequest {
+            prefetches: vec![],
+            query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
+                query: VectorInternal::Dense(vector),
+                using: None,
+            }))),
+            filter: dirs_filter(filter.path_prefix.as_deref())?,
+            score_threshold: filter.min_score.map(|min| OrderedFloat(payload::score_threshold(min))),
+            limit: top_k,
+            offset: 0,
+            params: None,
+            with_vector: WithVector::Bool(false),
+            with_payload: WithPayloadInterface::Bool(true),
+        };
+        let hits = shard.query(request).map_err(edge_err)?;
+        hits.into_iter()
+            .map(|hit| {
+                let payload = payload::from_json(hit.payload.unwrap_or_default().0)?;
+                Ok(ScoredImage { id: uuid_of(hit.id)?, score: hit.score, payload })
+            })
+            .collect()
+    }
+
+    fn count(&self) -> Result<u64, VectorStoreError> {
+        let n = self.shard()?.count(CountRequest { filter: None, exact: true }).map_err(edge_err)?;
+        Ok(n as u64)
+    }
+}
+
 #[async_trait]
 impl VectorStore for EdgeStore {
-    async fn ensure_collection(&self, _dim: usize) -> Result<(), VectorStoreError> { unimplemented!() }
-    async fn upsert(&self, _points: Vec<Point>) -> Result<(), VectorStoreError> { unimplemented!() }
-    async fn stamps(&self, _ids: &[Uuid]) -> Result<HashMap<Uuid, FileStamp>, VectorStoreError> { unimplemented!() }
-    async fn search(&self, _v: &[f32], _k: usize, _f: &SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> { unimplemented!() }
-    async fn count(&self) -> Result<u64, VectorStoreError> { unimplemented!() }
-    async fn size_bytes(&self) -> Result<u64, VectorStoreError> { unimplemented!() }
-    async fn healthy(&self) -> bool { unimplemented!() }
+    async fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError> {
+        self.blocking(move |inner| inner.ensure_collection(dim)).await
+    }
+
+    async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorStoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |inner| inner.upsert(points)).await
+    }
+
+    async fn stamps(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, FileStamp>, VectorStoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids = ids.to_vec();
+        self.blocking(move |inner| inner.stamps(&ids)).await
+    }
+
+    async fn search(
+        &self,
+        vector: &[f32],
+        top_k: usize,
+        filter: &SearchFilter,
+    ) -> Result<Vec<ScoredImage>, VectorStoreError> {
+        if top_k == 0 {
+            return Ok(Vec::new());
+        }
+        let (vector, filter) = (vector.to_vec(), filter.clone());
+        self.blocking(move |inner| inner.search(vector, top_k, filter)).await
+    }
+
+    async fn count(&self) -> Result<u64, VectorStoreError> {
+        self.blocking(|inner| inner.count()).await
+    }
+
+    async fn size_bytes(&self) -> Result<u64, VectorStoreError> {
+        self.blocking(|inner| {
+            dir_size(&inner.path).map_err(|e| VectorStoreError::Other(format!("size of {}: {e}", inner.path.display())))
+        })
+        .await
+    }
+
+    async fn healthy(&self) -> bool {
+        self.inner.shard.get().is_some()
+    }
+}
+
+fn new_config(dim: usize) -> EdgeConfig {
+    EdgeConfig::builder()
+        .vector(DEFAULT_VECTOR_NAME, EdgeVectorParams::builder(dim, Distance::Cosine).build())
+        .build()
+}
+
+/// Dimension of the shard's unnamed vector.
+fn vector_dim(config: &EdgeConfig) -> Result<usize, VectorStoreError> {
+    config
+        .vectors
+        .get(DEFAULT_VECTOR_NAME)
+        .map(|v| v.size)
+        .ok_or_else(|| VectorStoreError::Mismatch("edge shard has no unnamed dense vector".into()))
+}
+
+fn check_shape(config: &EdgeConfig, dim: usize) -> Result<(), VectorStoreError> {
+    let Some(params) = config.vectors.get(DEFAULT_VECTOR_NAME) else {
+        return Err(VectorStoreError::Mismatch("edge shard has no unnamed dense vector".into()));
+    };
+    if params.size != dim || params.distance != Distance::Cosine {
+        return Err(VectorStoreError::Mismatch(format!(
+            "edge shard holds {}-dim {:?} vectors, expected {dim}-dim Cosine",
+            params.size, params.distance
+        )));
+    }
+    Ok(())
+}
+
+fn check_query_dim(got: usize, dim: usize) -> Result<(), VectorStoreError> {
+    if got != dim {
+        return Err(VectorStoreError::Mismatch(format!("vector has {got} dims, collection has {dim}")));
+    }
+    Ok(())
+}
+
+/// Keyword index on `dirs` so path-prefix searches use the index instead of a payload scan.
+fn dirs_index_operation() -> Result<UpdateOperation, VectorStoreError> {
+    Ok(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+        field_name: json_path(DIRS_KEY)?,
+        field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
+    })))
+}
+
+fn dirs_filter(prefix: Option<&str>) -> Result<Option<Filter>, VectorStoreError> {
+    let Some(dir) = prefix.and_then(payload::prefix_dir) else {
+        return Ok(None);
+    };
+    let condition = FieldCondition::new_match(json_path(DIRS_KEY)?, Match::from(dir));
+    Ok(Some(Filter::new_must(Condition::Field(condition))))
+}
+
+fn to_edge_point(point: &Point, dim: usize) -> Result<PointStructPersisted, VectorStoreError> {
+    check_query_dim(point.vector.len(), dim)?;
+    Ok(PointStructPersisted {
+        id: PointId::Uuid(point.id),
+        vector: VectorStructInternal::Single(point.vector.clone()).into(),
+        payload: Some(Payload(payload::to_json(&point.payload)?)),
+    })
+}
+
+fn json_path(key: &str) -> Result<JsonPath, VectorStoreError> {
+    key.parse().map_err(|_| VectorStoreError::Other(format!("invalid payload key {key}")))
+}
+
+fn uuid_of(id: PointId) -> Result<Uuid, VectorStoreError> {
+    match id {
+        PointId::Uuid(uuid) => Ok(uuid),
+        PointId::NumId(n) => Err(VectorStoreError::Other(format!("unexpected numeric point id {n}"))),
+    }
+}
+
+/// Bytes allocated on disk under `path` (files only). Uses allocated blocks on Unix because
+/// Edge preallocates sparse mmap files whose apparent length overstates their real cost.
+fn dir_size(path: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        let meta = entry.metadata()?; // does not follow symlinks
+        if meta.is_dir() {
+            total += dir_size(&entry.path())?;
+        } else if meta.is_file() {
+            total += allocated_bytes(&meta);
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(unix)]
+fn allocated_bytes(meta: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.blocks() * 512
+}
+
+#[cfg(not(unix))]
+fn allocated_bytes(meta: &fs::Metadata) -> u64 {
+    meta.len()
+}
+
+fn edge_err(e: OperationError) -> VectorStoreError {
+    VectorStoreError::Other(format!("qdrant edge: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conformance as suite;
+    use super::*;
+
+    const DIM: usize = 8;
+
+    async fn new_store(dir: &tempfile::TempDir) -> EdgeStore {
+        let store = EdgeStore::open(&dir.path().join("vectors")).expect("open");
+        store.ensure_collection(DIM).await.expect("ensure_collection");
+        store
+    }
+
+    #[tokio::test]
+    async fn ensure_collection_idempotent_and_mismatch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EdgeStore::open(&dir.path().join("vectors")).expect("open");
+        assert!(!store.healthy().await, "no shard before ensure_collection");
+        suite::ensure_collection_idempotent_and_mismatch(&store, DIM).await;
+        assert!(store.healthy().await);
+        drop(store);
+        // The dim check also holds for a shard loaded from disk.
+        let reopened = EdgeStore::open(&dir.path().join("vectors")).expect("reopen");
+        let err = reopened.ensure_collection(DIM + 1).await.expect_err("dim mismatch");
+        assert!(matches!(err, VectorStoreError::Mismatch(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn upsert_count_and_stamps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        suite::upsert_count_and_stamps(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test]
+    async fn search_orders_by_cosine() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        suite::search_orders_by_cosine(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test]
+    async fn search_path_prefix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        suite::search_path_prefix(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test]
+    async fn search_min_score() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        suite::search_min_score(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test]
+    async fn upsert_replaces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        suite::upsert_replaces(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test]
+    async fn wrong_dim_vectors_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        suite::wrong_dim_vectors_rejected(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_upserts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        suite::concurrent_upserts(Arc::new(new_store(&dir).await), DIM).await;
+    }
+
+    #[tokio::test]
+    async fn persists_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vectors");
+        let points = suite::points(DIM, 20);
+        {
+            let store = new_store(&dir).await;
+            store.upsert(points.clone()).await.expect("upsert");
+        }
+        let store = EdgeStore::open(&path).expect("reopen");
+        assert!(store.healthy().await, "existing shard is loaded at open");
+        store.ensure_collection(DIM).await.expect("same dim is fine");
+        suite::expect_contents(&store, &points).await;
+        assert!(store.size_bytes().await.expect("size") > 0);
+    }
+
+    /// Edge locks its WAL directory: a second store on the same path fails instead of corrupting
+    /// it, which is why one process must share one `EdgeStore`.
+    #[tokio::test]
+    async fn second_open_of_a_live_shard_fails() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = new_store(&dir).await;
+        assert!(EdgeStore::open(&dir.path().join("vectors")).is_err());
+        drop(store);
+        assert!(EdgeStore::open(&dir.path().join("vectors")).is_ok(), "lock released on drop");
+    }
+
+    /// Durability must not depend on a clean shutdown: a clone of the store kept alive (so Edge's
+    /// flush-on-drop never runs) while a second process-like instance reads the directory.
+    #[tokio::test]
+    async fn upsert_durable_without_drop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = new_store(&dir).await;
+        let points = suite::points(DIM, 10);
+        store.upsert(points.clone()).await.expect("upsert");
+        let copy = tempfile::tempdir().expect("tempdir");
+        copy_dir(&dir.path().join("vectors"), copy.path()).expect("copy shard files");
+        let from_disk = EdgeStore::open(copy.path()).expect("open copy");
+        suite::expect_contents(&from_disk, &points).await;
+        drop(store);
+    }
+
+    /// Cost probe, not a check: `cargo test -p imgidx-shared edge_flush_cost -- --ignored --nocapture`.
+    /// Times update vs flush for 512-dim points and shows how the (never truncated) WAL grows.
+    #[test]
+    #[ignore]
+    fn edge_flush_cost() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = Inner { path: dir.path().to_path_buf(), shard: OnceLock::new(), writes: Mutex::default() };
+        inner.ensure_collection(512).expect("create");
+        let shard = inner.shard().expect("shard");
+        for batch in [1u64, 32] {
+            let (mut update, mut flush) = (Duration::ZERO, Duration::ZERO);
+            let rounds = 50;
+            for r in 0..rounds {
+                let points: Vec<_> = (0..batch)
+                    .map(|i| to_edge_point(&suite::point(512, r * batch + i + batch * 1000), 512).expect("point"))
+                    .collect();
+                let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)));
+                let t = Instant::now();
+                shard.update(op).expect("update");
+                update += t.elapsed();
+                let t = Instant::now();
+                shard.flush();
+                flush += t.elapsed();
+            }
+            println!(
+                "batch {batch}: update {:?}/op, flush {:?}/op",
+                update / rounds as u32,
+                flush / rounds as u32
+            );
+        }
+        let wal = dir_size(&dir.path().join("wal")).expect("wal size");
+        let total = dir_size(dir.path()).expect("size");
+        println!("after {} points: wal {wal} B allocated, shard total {total} B", 50 * 33);
+    }
+
+    fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+        fs::create_dir_all(to)?;
+        for entry in fs::read_dir(from)? {
+            let entry = entry?;
+            let target = to.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                copy_dir(&entry.path(), &target)?;
+            } else {
+                fs::copy(entry.path(), target)?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -1,7 +1,10 @@
 //! Vector store: where embeddings and their readable payloads live.
 //! Production: Qdrant server over gRPC (`qdrant.rs`). Embedded: Qdrant Edge in-process (`edge.rs`).
 
+#[cfg(test)]
+mod conformance;
 mod edge;
+mod payload;
 mod qdrant;
 
 use std::collections::HashMap;

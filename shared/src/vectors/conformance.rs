@@ -1,0 +1,208 @@
+//! Behaviour every `VectorStore` backend must show; run by each backend's tests.
+//! Collections are expected to be created (`ensure_collection(dim)`) and empty unless stated.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::{ImagePayload, Point, SearchFilter, VectorStore, VectorStoreError};
+use crate::messages::FileStamp;
+
+/// Deterministic unit vector for `seed`: reproducible tests without a rand dependency.
+pub fn unit_vector(dim: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let raw: Vec<f32> = (0..dim)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        })
+        .collect();
+    normalise(raw)
+}
+
+pub fn normalise(v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+pub fn payload(path: &str, size: u64, mtime_ns: i64) -> ImagePayload {
+    let file_name = path.rsplit('/').next().unwrap_or(path).to_string();
+    ImagePayload {
+        path: path.into(),
+        file_name,
+        size,
+        mtime: "2024-05-01T12:00:00Z".into(),
+        mtime_ns,
+        width: 640,
+        height: 480,
+        format: "jpeg".into(),
+        model: "test-clip".into(),
+        indexed_at: "2024-05-02T12:00:00Z".into(),
+        job_id: "job-1".into(),
+    }
+}
+
+pub fn point_id(path: &str) -> Uuid {
+    Uuid::new_v5(&Uuid::NAMESPACE_URL, path.as_bytes())
+}
+
+/// Point `i`: lives in `/photos/a`, `/photos/ab` or `/photos/a/deep` by `i % 3`, so a prefix
+/// of `/photos/a` must match the first and third groups but not `/photos/ab`.
+pub fn point(dim: usize, i: u64) -> Point {
+    let path = match i % 3 {
+        0 => format!("/photos/a/img{i}.jpg"),
+        1 => format!("/photos/ab/img{i}.jpg"),
+        _ => format!("/photos/a/deep/img{i}.jpg"),
+    };
+    Point {
+        id: point_id(&path),
+        vector: unit_vector(dim, i),
+        payload: payload(&path, 1000 + i, 1_700_000_000_000_000_000 + i as i64),
+    }
+}
+
+pub fn points(dim: usize, n: u64) -> Vec<Point> {
+    (0..n).map(|i| point(dim, i)).collect()
+}
+
+/// The store holds exactly `points` (count, stamps, payloads via self-search).
+pub async fn expect_contents(store: &dyn VectorStore, points: &[Point]) {
+    assert_eq!(store.count().await.expect("count"), points.len() as u64);
+    let ids: Vec<Uuid> = points.iter().map(|p| p.id).collect();
+    let stamps = store.stamps(&ids).await.expect("stamps");
+    let expected: HashMap<Uuid, FileStamp> = points.iter().map(|p| (p.id, p.payload.stamp())).collect();
+    assert_eq!(stamps, expected);
+    for p in points.iter().take(3) {
+        let hits = store.search(&p.vector, 1, &SearchFilter::default()).await.expect("search");
+        assert_eq!(hits.first().map(|h| (&h.id, &h.payload)), Some((&p.id, &p.payload)));
+    }
+}
+
+pub async fn ensure_collection_idempotent_and_mismatch(store: &dyn VectorStore, dim: usize) {
+    store.ensure_collection(dim).await.expect("create");
+    store.ensure_collection(dim).await.expect("second call is a no-op");
+    let err = store.ensure_collection(dim + 1).await.expect_err("other dim must fail");
+    assert!(matches!(err, VectorStoreError::Mismatch(_)), "{err:?}");
+    assert_eq!(store.count().await.expect("count"), 0);
+}
+
+pub async fn upsert_count_and_stamps(store: &dyn VectorStore, dim: usize) {
+    let pts = points(dim, 25);
+    store.upsert(pts.clone()).await.expect("upsert");
+    store.upsert(Vec::new()).await.expect("empty upsert is a no-op");
+    assert_eq!(store.count().await.expect("count"), 25);
+
+    let missing = point_id("/nowhere/x.jpg");
+    let stamps = store.stamps(&[pts[3].id, missing, pts[7].id]).await.expect("stamps");
+    assert_eq!(stamps.len(), 2, "missing ids are absent: {stamps:?}");
+    assert_eq!(stamps.get(&pts[3].id), Some(&pts[3].payload.stamp()));
+    assert_eq!(stamps.get(&pts[7].id), Some(&pts[7].payload.stamp()));
+    assert!(store.stamps(&[]).await.expect("no ids").is_empty());
+    assert!(store.size_bytes().await.expect("size") > 0);
+    assert!(store.healthy().await);
+}
+
+pub async fn search_orders_by_cosine(store: &dyn VectorStore, dim: usize) {
+    let pts = points(dim, 30);
+    store.upsert(pts.clone()).await.expect("upsert");
+    let query = &pts[11];
+    let hits = store.search(&query.vector, 10, &SearchFilter::default()).await.expect("search");
+    assert_eq!(hits.len(), 10);
+    assert_eq!(hits[0].id, query.id, "the point itself is the best match");
+    assert!((hits[0].score - 1.0).abs() < 1e-4, "self score {}", hits[0].score);
+    assert_eq!(hits[0].payload, query.payload, "payload comes back without dirs");
+    for pair in hits.windows(2) {
+        assert!(pair[0].score >= pair[1].score, "descending scores: {hits:?}");
+    }
+    // Scores are cosine similarities: check one against a direct computation.
+    let other = pts.iter().find(|p| p.id == hits[4].id).expect("hit is a stored point");
+    let cosine: f32 = other.vector.iter().zip(&query.vector).map(|(a, b)| a * b).sum();
+    assert!((hits[4].score - cosine).abs() < 1e-4, "{} vs {cosine}", hits[4].score);
+    assert!(store.search(&query.vector, 0, &SearchFilter::default()).await.expect("k=0").is_empty());
+}
+
+pub async fn search_path_prefix(store: &dyn VectorStore, dim: usize) {
+    let pts = points(dim, 30);
+    store.upsert(pts.clone()).await.expect("upsert");
+    let query = &pts[1]; // lives in /photos/ab
+    let all = SearchFilter::default();
+    for prefix in ["/photos/a", "/photos/a/"] {
+        let filter = SearchFilter { path_prefix: Some(prefix.into()), ..all.clone() };
+        let hits = store.search(&query.vector, 100, &filter).await.expect("search");
+        assert_eq!(hits.len(), 20, "groups /photos/a and /photos/a/deep, not /photos/ab");
+        assert!(hits.iter().all(|h| h.payload.path.starts_with("/photos/a/")), "{hits:?}");
+    }
+    let deep = SearchFilter { path_prefix: Some("/photos/a/deep".into()), ..all.clone() };
+    let hits = store.search(&query.vector, 100, &deep).await.expect("search");
+    assert_eq!(hits.len(), 10);
+    let root = SearchFilter { path_prefix: Some("/".into()), ..all.clone() };
+    assert_eq!(store.search(&query.vector, 100, &root).await.expect("search").len(), 30);
+    let none = SearchFilter { path_prefix: Some("/elsewhere".into()), ..all };
+    assert!(store.search(&query.vector, 100, &none).await.expect("search").is_empty());
+}
+
+pub async fn search_min_score(store: &dyn VectorStore, dim: usize) {
+    let pts = points(dim, 30);
+    store.upsert(pts.clone()).await.expect("upsert");
+    let query = &pts[5];
+    let all = store.search(&query.vector, 30, &SearchFilter::default()).await.expect("search");
+    assert_eq!(all.len(), 30);
+    let threshold = all[6].score; // random unit vectors: scores spread over [-1, 1]
+    let filter = SearchFilter { min_score: Some(threshold), ..SearchFilter::default() };
+    let hits = store.search(&query.vector, 30, &filter).await.expect("search");
+    let expected = all.iter().filter(|h| h.score >= threshold).count();
+    assert!(expected < 30, "threshold must exclude something");
+    assert_eq!(hits.len(), expected);
+    assert!(hits.iter().all(|h| h.score >= threshold));
+}
+
+pub async fn upsert_replaces(store: &dyn VectorStore, dim: usize) {
+    let pts = points(dim, 10);
+    store.upsert(pts.clone()).await.expect("upsert");
+    let mut changed = pts[4].clone();
+    changed.payload.size = 77;
+    changed.payload.mtime_ns = 42;
+    changed.payload.job_id = "job-2".into();
+    changed.vector = unit_vector(dim, 999);
+    store.upsert(vec![changed.clone()]).await.expect("re-upsert");
+    assert_eq!(store.count().await.expect("count"), 10, "same id replaces");
+    let stamps = store.stamps(&[changed.id]).await.expect("stamps");
+    assert_eq!(stamps.get(&changed.id), Some(&FileStamp { size: 77, mtime_ns: 42 }));
+    let hits = store.search(&changed.vector, 1, &SearchFilter::default()).await.expect("search");
+    assert_eq!(hits[0].id, changed.id, "new vector is the one searched");
+    assert_eq!(hits[0].payload, changed.payload);
+}
+
+pub async fn wrong_dim_vectors_rejected(store: &dyn VectorStore, dim: usize) {
+    let mut bad = point(dim, 1);
+    bad.vector = unit_vector(dim + 2, 1);
+    let err = store.upsert(vec![bad]).await.expect_err("wrong dim upsert");
+    assert!(matches!(err, VectorStoreError::Mismatch(_)), "{err:?}");
+    let err = store.search(&unit_vector(dim + 2, 1), 3, &SearchFilter::default()).await.expect_err("wrong dim search");
+    assert!(matches!(err, VectorStoreError::Mismatch(_)), "{err:?}");
+    assert_eq!(store.count().await.expect("count"), 0);
+}
+
+/// Several tasks upsert disjoint batches at once while others read; nothing is lost.
+pub async fn concurrent_upserts(store: Arc<dyn VectorStore>, dim: usize) {
+    let tasks = 8u64;
+    let per_task = 15u64;
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            for chunk in 0..3 {
+                let start = t * per_task + chunk * 5;
+                let batch: Vec<Point> = (start..start + 5).map(|i| point(dim, i)).collect();
+                store.upsert(batch).await.expect("upsert");
+                store.count().await.expect("count while writing");
+                store.search(&unit_vector(dim, t), 3, &SearchFilter::default()).await.expect("search while writing");
+            }
+        }));
+    }
+    for h in handles {
+        h.await.expect("task");
+    }
+    expect_contents(store.as_ref(), &points(dim, tasks * per_task)).await;
+}
