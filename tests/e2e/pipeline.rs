@@ -1,11 +1,12 @@
-//! The main path: submit the sample images plus a missing path and a non-image,
+//! The main path: submit the sample images plus a missing path, a non-image and an
+//! undecodable TIFF,
 //! two workers, exact counts, dedup on resubmit, re-embedding after a change.
 
 use std::time::Duration;
 
 use imgidx_shared::embed::Preprocessor;
 use imgidx_shared::vectors::SearchFilter;
-use imgidx_tests::{cluster_settings, management_get, sample_images, services, Cluster};
+use imgidx_tests::{cluster_settings, management_get, repo_root, sample_images, services, Cluster, UNDECODABLE_SAMPLE};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -21,6 +22,8 @@ async fn index_sample_images_end_to_end() {
     let missing = images_dir.join("missing.png");
     let not_image = images_dir.join("notes.txt");
     std::fs::write(&not_image, "this is not an image").unwrap();
+    let undecodable = images_dir.join(UNDECODABLE_SAMPLE);
+    std::fs::copy(repo_root().join("tests/fixtures/images").join(UNDECODABLE_SAMPLE), &undecodable).unwrap();
 
     let settings = cluster_settings(&svc, dir.path());
     let cluster = Cluster::start(settings, 2).await;
@@ -29,43 +32,51 @@ async fn index_sample_images_end_to_end() {
     let mut submitted = images.clone();
     submitted.push(missing.clone());
     submitted.push(not_image.clone());
+    submitted.push(undecodable.clone());
     submitted.push(images[0].clone());
     let (code, body) = cluster.add_images(&submitted, "normal").await;
     assert_eq!(code, 202, "{body}");
     assert!(body["job_id"].as_str().unwrap().starts_with("idx_"), "{body}");
     assert_eq!(body["status"], "queued");
-    assert_eq!(body["images_count"], n + 2);
-    assert_eq!(body["new_images_count"], n + 2);
+    assert_eq!(body["images_count"], n + 3);
+    assert_eq!(body["new_images_count"], n + 3);
     assert_eq!(body["already_indexed_count"], 0);
     let job_id = body["job_id"].as_str().unwrap().to_string();
 
-    // Consumers are visible in the management console under their tags.
+    // Consumers are visible in the management console under their tags (its
+    // statistics refresh every few seconds, hence the polling).
     if let Some(mgmt) = &svc.mgmt_url {
-        let consumers = management_get(mgmt, "consumers").await;
-        let tags: Vec<String> = consumers
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["queue"]["name"].as_str().unwrap_or("").starts_with(&cluster.settings.broker.queue_prefix))
-            .map(|c| c["consumer_tag"].as_str().unwrap().to_string())
-            .collect();
-        for w in ["test-host.w0", "test-host.w1"] {
-            assert!(tags.iter().any(|t| t.starts_with(w)), "consumer {w} not in {tags:?}");
+        let prefix = &cluster.settings.broker.queue_prefix;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let consumers = management_get(mgmt, "consumers").await;
+            let tags: Vec<String> = consumers
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["queue"]["name"].as_str().unwrap_or("").starts_with(prefix.as_str()))
+                .map(|c| c["consumer_tag"].as_str().unwrap().to_string())
+                .collect();
+            if ["test-host.w0", "test-host.w1"].iter().all(|w| tags.iter().any(|t| t.starts_with(w))) {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "worker consumers not listed: {tags:?}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
     let done = cluster.wait_job(&job_id, WAIT).await;
     assert_eq!(done["status"], "completed", "{done}");
     let p = &done["progress"];
-    assert_eq!(p["total_images"], n + 2, "{done}");
+    assert_eq!(p["total_images"], n + 3, "{done}");
     assert_eq!(p["processed_images"], n, "{done}");
-    assert_eq!(p["failed_images"], 2, "{done}");
+    assert_eq!(p["failed_images"], 3, "{done}");
     assert_eq!(p["percent_complete"], 100.0);
     assert!(done["started_at"].is_string() && done["completed_at"].is_string(), "{done}");
 
     let (_, stats) = cluster.get("/api/v1/index/stats").await;
     assert_eq!(stats["total_images"], n, "{stats}");
-    assert_eq!(stats["num_failed"], 2, "{stats}");
+    assert_eq!(stats["num_failed"], 3, "{stats}");
     assert!(stats["index_size_mb"].as_f64().unwrap() > 0.0, "{stats}");
     assert!(stats["last_updated"].is_string());
 

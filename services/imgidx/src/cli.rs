@@ -26,6 +26,21 @@ pub enum Command {
     Worker,
     /// Run the progress aggregator.
     Aggregator,
+    /// Benchmark decode+preprocess, the bare model and the whole worker pipeline in one run.
+    Bench {
+        /// Directory of images to cycle through.
+        #[arg(long)]
+        images: PathBuf,
+        /// Images per measurement.
+        #[arg(long, default_value_t = 256)]
+        count: usize,
+        /// Model directory (default: `model.dir`).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Embedding tools.
     #[command(subcommand)]
     Embed(EmbedCommand),

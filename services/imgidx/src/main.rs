@@ -1,6 +1,7 @@
 //! `imgidx`: one binary, any role. It only parses arguments, loads configuration
 //! and wires the service libraries together.
 
+mod bench;
 mod cli;
 mod embed_cmd;
 
@@ -66,6 +67,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Aggregator => {
             imgidx_aggregator::run(settings, shutdown_on_signal()).await?;
+        }
+        Command::Bench { images, count, model, report } => {
+            if let Some(model) = model {
+                settings.model.dir = model;
+            }
+            let r = bench::run(&settings, bench::BenchArgs { images_dir: images, count, report }).await?;
+            bench::print(&r);
         }
         Command::Embed(cmd) => embed_cmd::run(&settings, cmd)?,
     }
