@@ -22,6 +22,15 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Run the API, workers and aggregator in one process (one shared vector store).
+    Serve {
+        /// Address to listen on (overrides `api.listen`).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Worker pipelines in this process.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
     /// Run a worker: consume image tasks, embed, upsert.
     Worker,
     /// Run the progress aggregator.

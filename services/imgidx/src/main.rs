@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod embed_cmd;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -61,6 +62,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.api.listen))?;
             imgidx_api::run(settings, listener, shutdown_on_signal()).await?;
+        }
+        Command::Serve { listen, workers } => {
+            if let Some(listen) = listen {
+                settings.api.listen = listen;
+            }
+            serve::run(settings, workers, shutdown_on_signal()).await?;
         }
         Command::Worker => {
             imgidx_worker::run(settings, shutdown_on_signal()).await?;
