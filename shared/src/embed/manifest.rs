@@ -16,6 +16,10 @@ pub struct GraphSpec {
     pub file: String,
     pub input: String,
     pub output: String,
+    /// Text graphs only: name of an attention-mask input (int64, 1 for real tokens,
+    /// 0 for padding) that some exports (e.g. Hugging Face's) take beside the ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_input: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,6 +39,10 @@ pub struct ModelManifest {
     /// Absent for vision-only models.
     #[serde(default)]
     pub text: Option<GraphSpec>,
+    /// CLIP BPE merges file for the text encoder (OpenAI's `bpe_simple_vocab_16e6.txt.gz`
+    /// or a Hugging Face `merges.txt`), relative to the model directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +97,11 @@ impl ModelManifest {
                 return Err(ManifestError::MissingGraph { manifest: path.to_path_buf(), graph });
             }
         }
+        if let Some(file) = &self.tokenizer {
+            if !model_dir.join(file).is_file() {
+                return invalid(format!("tokenizer file {file} does not exist in {}", model_dir.display()));
+            }
+        }
         Ok(())
     }
 
@@ -98,6 +111,10 @@ impl ModelManifest {
 
     pub fn text_path(&self, model_dir: &Path) -> Option<PathBuf> {
         self.text.as_ref().map(|t| model_dir.join(&t.file))
+    }
+
+    pub fn tokenizer_path(&self, model_dir: &Path) -> Option<PathBuf> {
+        self.tokenizer.as_ref().map(|t| model_dir.join(t))
     }
 }
 
