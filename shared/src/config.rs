@@ -17,7 +17,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Where embedded backends keep their files (vector index, job database).
+    /// Where embedded backends keep their files (vector index, job database, models).
+    /// Default: the platform's data directory (`$XDG_DATA_HOME/imgidx`, else
+    /// `~/.local/share/imgidx` on Linux).
     pub data_dir: PathBuf,
     pub api: ApiSettings,
     pub broker: BrokerSettings,
@@ -26,6 +28,7 @@ pub struct Settings {
     pub model: ModelSettings,
     pub worker: WorkerSettings,
     pub aggregator: AggregatorSettings,
+    pub serve: ServeSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +43,8 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// How many finished jobs `GET /api/v1/index/status` lists.
     pub recent_jobs: usize,
+    /// Largest `top_k` a query may ask for.
+    pub max_top_k: usize,
 }
 
 impl Default for ApiSettings {
@@ -50,6 +55,7 @@ impl Default for ApiSettings {
             allowed_roots: Vec::new(),
             max_body_bytes: 16 * 1024 * 1024,
             recent_jobs: 10,
+            max_top_k: 1000,
         }
     }
 }
@@ -57,8 +63,9 @@ impl Default for ApiSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerSettings {
-    /// AMQP URL of RabbitMQ.
-    pub url: String,
+    /// AMQP URL of RabbitMQ. Unset: `imgidx serve` uses its in-process queue; the
+    /// distributed roles (`api`, `worker`, `aggregator`) require it.
+    pub url: Option<String>,
     /// Prefix of every queue and exchange name, so several deployments (or test runs) can share a vhost.
     pub queue_prefix: String,
     /// Unacknowledged task deliveries a worker may hold per priority queue.
@@ -69,17 +76,21 @@ pub struct BrokerSettings {
     pub event_prefetch: u16,
     /// Seconds to wait for a publisher confirm before the publish counts as failed.
     pub confirm_timeout_secs: u64,
+    /// Most messages the in-process queue (`serve` without `url`) holds; publishes beyond
+    /// it are refused (the API answers 503 and queues nothing) rather than growing memory.
+    pub memory_capacity: usize,
 }
 
 impl Default for BrokerSettings {
     fn default() -> Self {
         Self {
-            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            url: None,
             queue_prefix: "imgidx".into(),
             prefetch: 64,
             delivery_limit: 5,
             event_prefetch: 512,
             confirm_timeout_secs: 30,
+            memory_capacity: 1_000_000,
         }
     }
 }
@@ -87,15 +98,22 @@ impl Default for BrokerSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobStoreSettings {
-    /// PostgreSQL connection URL.
-    pub url: String,
-    /// Most pooled connections.
+    /// `postgres://...` for PostgreSQL, `sqlite:PATH` for a SQLite file; unset: SQLite at
+    /// `<data_dir>/jobs.sqlite3`.
+    pub url: Option<String>,
+    /// Most pooled connections (PostgreSQL).
     pub pool_size: usize,
+    /// Reconcile: pending items queued longer ago than this are queued again (when the task
+    /// queues hold no waiting messages), so a lost task never leaves a job running forever.
+    /// 0 turns the periodic reconcile off.
+    pub requeue_after_secs: u64,
+    /// Seconds between reconcile passes (run by the aggregator).
+    pub reconcile_interval_secs: u64,
 }
 
 impl Default for JobStoreSettings {
     fn default() -> Self {
-        Self { url: "postgres://postgres@127.0.0.1:5432/imgidx".into(), pool_size: 16 }
+        Self { url: None, pool_size: 16, requeue_after_secs: 3600, reconcile_interval_secs: 60 }
     }
 }
 
@@ -196,6 +214,19 @@ impl Default for AggregatorSettings {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Worker pipelines `imgidx serve` runs in its process (`--workers`).
+    pub workers: usize,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        Self { workers: 1 }
+    }
+}
+
 /// Environment variable prefix and separator: `IMGIDX__WORKER__BATCH_SIZE=64`.
 pub const ENV_PREFIX: &str = "IMGIDX";
 pub const ENV_SEPARATOR: &str = "__";
@@ -224,7 +255,10 @@ impl Settings {
         if let Some(env) = env {
             environment = environment.source(Some(env));
         }
-        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        if settings.data_dir.as_os_str().is_empty() {
+            settings.data_dir = default_data_dir();
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -240,8 +274,17 @@ impl Settings {
         if self.broker.delivery_limit == 0 {
             return bad("broker.delivery_limit must be at least 1");
         }
+        if self.api.max_top_k == 0 {
+            return bad("api.max_top_k must be at least 1");
+        }
         if self.api.max_paths_per_request == 0 {
             return bad("api.max_paths_per_request must be at least 1");
+        }
+        if self.serve.workers == 0 {
+            return bad("serve.workers must be at least 1");
+        }
+        if self.broker.memory_capacity == 0 {
+            return bad("broker.memory_capacity must be at least 1");
         }
         if self.aggregator.max_batch == 0 {
             return bad("aggregator.max_batch must be at least 1");
@@ -250,6 +293,22 @@ impl Settings {
             return bad("api.allowed_roots entries must be absolute paths");
         }
         Ok(())
+    }
+
+    /// Where the job store lives, from `jobs.url`.
+    pub fn job_store_location(&self) -> Result<JobStoreLocation, ConfigError> {
+        match self.jobs.url.as_deref() {
+            None | Some("") => Ok(JobStoreLocation::Sqlite(self.data_dir.join("jobs.sqlite3"))),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(JobStoreLocation::Postgres(url.to_string()))
+            }
+            Some(url) => match url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+                Some(path) if !path.is_empty() => Ok(JobStoreLocation::Sqlite(PathBuf::from(path))),
+                _ => Err(ConfigError::Invalid(format!(
+                    "jobs.url {url:?} is neither postgres://... nor sqlite:PATH"
+                ))),
+            },
+        }
     }
 
     /// Directory of the embedded vector index.
@@ -263,6 +322,19 @@ impl Settings {
             hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "node".into())
         })
     }
+}
+
+/// Which job store `jobs.url` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStoreLocation {
+    Postgres(String),
+    Sqlite(PathBuf),
+}
+
+/// The platform's per-user data directory for imgidx; `./imgidx-data` when there is none
+/// (no home directory, e.g. some service accounts).
+fn default_data_dir() -> PathBuf {
+    dirs::data_dir().map(|d| d.join("imgidx")).unwrap_or_else(|| PathBuf::from("imgidx-data"))
 }
 
 #[cfg(test)]
@@ -297,6 +369,25 @@ mod tests {
         .unwrap();
         assert_eq!(s.api.allowed_roots, vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]);
         assert_eq!(s.vectors.qdrant_url.as_deref(), Some("http://127.0.0.1:6334"));
+    }
+
+    #[test]
+    fn data_dir_and_job_store_location() {
+        let s = Settings::load_from(None, env(&[])).unwrap();
+        assert!(s.data_dir.ends_with("imgidx") || s.data_dir.ends_with("imgidx-data"), "{:?}", s.data_dir);
+        assert_eq!(s.job_store_location().unwrap(), JobStoreLocation::Sqlite(s.data_dir.join("jobs.sqlite3")));
+        assert_eq!(s.broker.url, None, "serve's in-process queue by default");
+        let s = Settings::load_from(
+            None,
+            env(&[("IMGIDX__DATA_DIR", "/srv/imgidx"), ("IMGIDX__JOBS__URL", "postgres://u@h/db")]),
+        )
+        .unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/srv/imgidx"));
+        assert_eq!(s.job_store_location().unwrap(), JobStoreLocation::Postgres("postgres://u@h/db".into()));
+        let s = Settings::load_from(None, env(&[("IMGIDX__JOBS__URL", "sqlite:/tmp/j.db")])).unwrap();
+        assert_eq!(s.job_store_location().unwrap(), JobStoreLocation::Sqlite("/tmp/j.db".into()));
+        let s = Settings::load_from(None, env(&[("IMGIDX__JOBS__URL", "mysql://x")])).unwrap();
+        assert!(s.job_store_location().is_err());
     }
 
     #[test]

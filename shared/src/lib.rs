@@ -8,6 +8,7 @@ pub mod embed;
 pub mod ids;
 pub mod jobs;
 pub mod messages;
+pub mod reconcile;
 pub mod service;
 pub mod shutdown;
 pub mod time;

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use crate::broker::{Broker, BrokerError, RabbitBroker};
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, JobStoreLocation, Settings};
 use crate::embed::{EmbedError, ManifestError};
-use crate::jobs::{JobStore, JobStoreError, PostgresJobStore};
+use crate::jobs::{JobStore, JobStoreError, PostgresJobStore, SqliteJobStore};
 use crate::vectors::VectorStoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +28,15 @@ pub enum ServiceError {
     Other(String),
 }
 
-/// The job store the configuration names.
-pub async fn job_store(settings: &Settings) -> Result<Arc<dyn JobStore>, JobStoreError> {
-    Ok(Arc::new(PostgresJobStore::connect(&settings.jobs.url, settings.jobs.pool_size).await?))
+/// The job store the configuration names: PostgreSQL, or SQLite (under `data_dir` by default).
+pub async fn job_store(settings: &Settings) -> Result<Arc<dyn JobStore>, ServiceError> {
+    Ok(match settings.job_store_location()? {
+        JobStoreLocation::Postgres(url) => Arc::new(PostgresJobStore::connect(&url, settings.jobs.pool_size).await?),
+        JobStoreLocation::Sqlite(path) => {
+            tracing::info!(path = %path.display(), "job store: SQLite");
+            Arc::new(SqliteJobStore::open(&path)?)
+        }
+    })
 }
 
 /// The broker the configuration names; `role` shows in the management console.

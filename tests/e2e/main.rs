@@ -6,4 +6,5 @@
 mod api_contract;
 mod pipeline;
 mod priority;
+mod reconcile;
 mod redelivery;

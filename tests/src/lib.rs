@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use imgidx_api::ApiDeps;
+use imgidx_api::{ApiDeps, QueryEngine};
 use imgidx_shared::broker::{Broker, RabbitBroker};
 use imgidx_shared::config::Settings;
 use imgidx_shared::embed::VisionEncoder;
@@ -86,11 +86,11 @@ fn unique(prefix: &str) -> String {
 pub fn cluster_settings(svc: &Services, data_dir: &Path) -> Settings {
     let mut s = Settings::default();
     s.data_dir = data_dir.to_path_buf();
-    s.broker.url = svc.amqp_url.clone();
+    s.broker.url = Some(svc.amqp_url.clone());
     s.broker.queue_prefix = unique("t");
     s.broker.prefetch = 8;
     s.broker.delivery_limit = 3;
-    s.jobs.url = replace_db(&svc.pg_admin_url, &unique("imgidx_test"));
+    s.jobs.url = Some(replace_db(&svc.pg_admin_url, &unique("imgidx_test")));
     s.jobs.pool_size = 4;
     s.model.dir = tiny_model_dir();
     s.worker.batch_size = 4;
@@ -142,6 +142,13 @@ impl Worker {
     }
 }
 
+/// Query encoders sharing the cluster's vision encoder.
+pub async fn query_engine(settings: &Settings, encoder: &Arc<VisionEncoder>) -> Arc<QueryEngine> {
+    let (model, limits, encoder) = (settings.model.clone(), settings.worker.clone(), encoder.clone());
+    let engine = tokio::task::spawn_blocking(move || QueryEngine::load(&model.dir, &model, &limits, Some(encoder)));
+    Arc::new(engine.await.unwrap().unwrap())
+}
+
 async fn connect_broker(settings: &Settings, role: &str) -> Arc<dyn Broker> {
     Arc::new(RabbitBroker::connect(&settings.broker, role).await.unwrap())
 }
@@ -154,7 +161,7 @@ impl Cluster {
             tokio::task::spawn_blocking(move || VisionEncoder::load(&model.dir, &model)).await.unwrap().unwrap(),
         );
         let jobs: Arc<dyn JobStore> =
-            Arc::new(PostgresJobStore::connect(&settings.jobs.url, settings.jobs.pool_size).await.unwrap());
+            Arc::new(PostgresJobStore::connect(settings.jobs.url.as_deref().unwrap(), settings.jobs.pool_size).await.unwrap());
         let vectors: Arc<dyn VectorStore> = Arc::new(EdgeStore::open(&settings.edge_path()).unwrap());
         vectors.ensure_collection(encoder.manifest().embedding_dim).await.unwrap();
         let shutdown = Shutdown::new();
@@ -168,6 +175,7 @@ impl Cluster {
             broker: api_broker.clone(),
             model_name: encoder.manifest().name.clone(),
             embedding_dim: encoder.manifest().embedding_dim,
+            query: Some(query_engine(&settings, &encoder).await),
         };
         let api_settings = settings.api.clone();
         let s = shutdown.clone();

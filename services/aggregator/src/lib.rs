@@ -10,6 +10,7 @@ use imgidx_shared::broker::{Broker, Delivery, DeliveryStream};
 use imgidx_shared::config::{AggregatorSettings, Settings};
 use imgidx_shared::jobs::{JobRecord, JobStore};
 use imgidx_shared::messages::{CompletionEvent, FailureKind, ImageTask, Outcome, ProgressEvent};
+use imgidx_shared::reconcile;
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
 
@@ -25,7 +26,17 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), ServiceEr
     let jobs = service::job_store(&settings).await?;
     let broker = service::broker(&settings, "aggregator").await?;
     let tag = format!("{}.aggregator-{}", settings.node_name(), std::process::id());
-    let result = serve(&settings.aggregator, AggregatorDeps { broker: broker.clone(), jobs }, &tag, shutdown).await;
+    let reconcile = tokio::spawn(reconcile::run_periodic(
+        jobs.clone(),
+        broker.clone(),
+        Duration::from_secs(settings.jobs.requeue_after_secs),
+        Duration::from_secs(settings.jobs.reconcile_interval_secs),
+        shutdown.clone(),
+    ));
+    let result = serve(&settings.aggregator, AggregatorDeps { broker: broker.clone(), jobs }, &tag, shutdown.clone()).await;
+    // A failed serve must stop the reconcile too, or `run` would never return.
+    shutdown.cancel();
+    let _ = reconcile.await;
     broker.close().await;
     result
 }

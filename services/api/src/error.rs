@@ -24,6 +24,15 @@ pub enum ApiError {
     PathNotAllowed(String),
     #[error("job {0} not found")]
     JobNotFound(String),
+    /// The image a query names does not exist.
+    #[error("{0}")]
+    ImageNotFound(String),
+    /// The image a query gives cannot be used (`code`: not_an_image, unreadable_image, image_too_large).
+    #[error("{message}")]
+    QueryImage { code: &'static str, message: String },
+    /// This server cannot answer this kind of query (e.g. its model has no text encoder).
+    #[error("{0}")]
+    SearchUnavailable(String),
     #[error(transparent)]
     Broker(#[from] BrokerError),
     #[error(transparent)]
@@ -51,6 +60,9 @@ impl ApiError {
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
             ApiError::PathNotAllowed(m) => (StatusCode::UNPROCESSABLE_ENTITY, "path_not_allowed", m.clone()),
             ApiError::JobNotFound(id) => (StatusCode::NOT_FOUND, "job_not_found", format!("job {id} not found")),
+            ApiError::ImageNotFound(m) => (StatusCode::NOT_FOUND, "image_not_found", m.clone()),
+            ApiError::QueryImage { code, message } => (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone()),
+            ApiError::SearchUnavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "search_unavailable", m.clone()),
             ApiError::Broker(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "queue_unavailable",

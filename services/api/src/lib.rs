@@ -4,6 +4,7 @@
 
 mod error;
 mod paths;
+mod query_engine;
 mod routes;
 mod state;
 
@@ -13,11 +14,11 @@ use axum::extract::DefaultBodyLimit;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
+pub use query_engine::QueryEngine;
 pub use routes::add_images::AddImagesResponse;
 pub use state::ApiDeps;
 
 use imgidx_shared::config::{ApiSettings, Settings};
-use imgidx_shared::embed::ModelManifest;
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors;
@@ -26,8 +27,12 @@ use state::AppState;
 
 /// Build the backends from configuration and serve until `shutdown`.
 pub async fn run(settings: Settings, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServiceError> {
-    // The API needs only the manifest (name, dimension), not the ONNX graphs.
-    let manifest = ModelManifest::load(&settings.model.dir)?;
+    // Search embeds queries with the model's encoders (text and vision).
+    let (dir, model, limits) = (settings.model.dir.clone(), settings.model.clone(), settings.worker.clone());
+    let engine = tokio::task::spawn_blocking(move || QueryEngine::load(&dir, &model, &limits, None))
+        .await
+        .map_err(|e| ServiceError::Other(format!("loading the query encoders: {e}")))??;
+    let manifest = engine.manifest().clone();
     let jobs = service::job_store(&settings).await?;
     let vectors = vectors::open(&settings, manifest.embedding_dim).await?;
     let broker = service::broker(&settings, "api").await?;
@@ -37,6 +42,7 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Shutdown) 
         broker: broker.clone(),
         model_name: manifest.name.clone(),
         embedding_dim: manifest.embedding_dim,
+        query: Some(Arc::new(engine)),
     };
     let result = serve(&settings.api, deps, listener, shutdown).await;
     broker.close().await;

@@ -8,6 +8,8 @@ use imgidx_shared::config::ApiSettings;
 use imgidx_shared::jobs::JobStore;
 use imgidx_shared::vectors::VectorStore;
 
+use crate::query_engine::QueryEngine;
+
 /// Backends the API talks to; built from configuration by `run`, or handed in by
 /// `serve` (tests and `imgidx serve` share one embedded vector store across services).
 #[derive(Clone)]
@@ -18,6 +20,8 @@ pub struct ApiDeps {
     /// Model name and dimension reported by `/stats` (from the model manifest).
     pub model_name: String,
     pub embedding_dim: usize,
+    /// Query embedding (text and image search); None: search answers 503.
+    pub query: Option<Arc<QueryEngine>>,
 }
 
 #[derive(Clone)]

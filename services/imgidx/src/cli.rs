@@ -22,14 +22,22 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
-    /// Run the API, workers and aggregator in one process (one shared vector store).
+    /// Run the API, workers and aggregator in one process. Without `broker.url` and
+    /// `jobs.url` it needs nothing else: in-process queue, SQLite and embedded Qdrant
+    /// under the data directory.
     Serve {
-        /// Address to listen on (overrides `api.listen`).
+        /// Address to listen on (overrides `api.listen`; default 127.0.0.1:8000).
         #[arg(long)]
         listen: Option<String>,
-        /// Worker pipelines in this process.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
+        /// Where the index, the job database and the lock live (overrides `data_dir`).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Model directory (overrides `model.dir`).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Worker pipelines in this process (overrides `serve.workers`).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Run a worker: consume image tasks, embed, upsert.
     Worker,

@@ -63,11 +63,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.api.listen))?;
             imgidx_api::run(settings, listener, shutdown_on_signal()).await?;
         }
-        Command::Serve { listen, workers } => {
+        Command::Serve { listen, data_dir, model, workers } => {
             if let Some(listen) = listen {
                 settings.api.listen = listen;
             }
-            serve::run(settings, workers, shutdown_on_signal()).await?;
+            if let Some(dir) = data_dir {
+                settings.data_dir = dir;
+            }
+            if let Some(model) = model {
+                settings.model.dir = model;
+            }
+            if let Some(workers) = workers {
+                anyhow::ensure!(workers > 0, "--workers must be at least 1");
+                settings.serve.workers = workers;
+            }
+            serve::run(settings, shutdown_on_signal()).await?;
         }
         Command::Worker => {
             imgidx_worker::run(settings, shutdown_on_signal()).await?;

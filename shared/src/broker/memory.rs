@@ -236,6 +236,11 @@ impl Drop for MemoryAcker {
 
 #[async_trait]
 impl Broker for MemoryBroker {
+    async fn waiting_tasks(&self) -> Result<u64, BrokerError> {
+        let total: usize = Priority::DESCENDING.iter().map(|p| self.queued_tasks(*p)).sum();
+        Ok(total as u64)
+    }
+
     async fn publish_tasks(&self, priority: Priority, tasks: &[ImageTask]) -> Result<(), BrokerError> {
         self.publish(QueueId::Task(priority), tasks)
     }

@@ -68,6 +68,8 @@ pub trait Broker: Send + Sync {
     async fn publish_tasks(&self, priority: Priority, tasks: &[ImageTask]) -> Result<(), BrokerError>;
     /// Consume all task queues. `tag` names the consumer in the management console.
     async fn consume_tasks(&self, tag: &str) -> Result<PriorityStreams, BrokerError>;
+    /// Messages waiting (not yet delivered) in the task queues, all priorities together.
+    async fn waiting_tasks(&self) -> Result<u64, BrokerError>;
     /// Publish completion events; returns once the broker confirmed every one.
     async fn publish_events(&self, events: &[CompletionEvent]) -> Result<(), BrokerError>;
     async fn consume_events(&self, tag: &str) -> Result<DeliveryStream<CompletionEvent>, BrokerError>;

@@ -2,6 +2,7 @@
 
 pub(crate) mod add_images;
 mod health;
+mod query;
 mod stats;
 mod status;
 
@@ -17,6 +18,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/index/status/{job_id}", get(status::job_status))
         .route("/api/v1/index/status", get(status::overall_status))
         .route("/api/v1/index/stats", get(stats::stats))
+        .route("/api/v1/query", post(query::query))
         .route("/health", get(health::health))
         .fallback(|| async { ApiError::NoRoute })
         .with_state(state)

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions,
+    BasicRejectOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::FieldTable;
@@ -43,7 +43,14 @@ impl RabbitBroker {
     /// `connection_name` shows in the management console's connection list.
     pub async fn connect(settings: &BrokerSettings, connection_name: &str) -> Result<Self, BrokerError> {
         let props = ConnectionProperties::default().with_connection_name(connection_name.into());
-        let connection = Connection::connect(&settings.url, props).await.map_err(unavailable)?;
+        let Some(url) = settings.url.as_deref().filter(|u| !u.is_empty()) else {
+            return Err(BrokerError::Unavailable(
+                "broker.url is not set: the distributed roles need RabbitMQ (set IMGIDX__BROKER__URL, \
+                 e.g. amqp://guest:guest@127.0.0.1:5672/%2f); only `imgidx serve` runs without it"
+                    .into(),
+            ));
+        };
+        let connection = Connection::connect(url, props).await.map_err(unavailable)?;
         let names = Names::new(&settings.queue_prefix);
         let setup = connection.create_channel().await.map_err(unavailable)?;
         topology::declare(&setup, &names, settings.delivery_limit).await.map_err(unavailable)?;
@@ -175,6 +182,23 @@ impl Broker for RabbitBroker {
             streams.push((p, stream));
         }
         Ok(PriorityStreams { streams })
+    }
+
+    async fn waiting_tasks(&self) -> Result<u64, BrokerError> {
+        // A passive declare reports the ready count; a short-lived channel keeps a failure
+        // (which closes the channel) away from the publisher's.
+        let channel = self.connection.create_channel().await.map_err(unavailable)?;
+        let mut waiting = 0u64;
+        for p in Priority::DESCENDING {
+            let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+            let queue = channel
+                .queue_declare(&self.names.task_queue(p), options, FieldTable::default())
+                .await
+                .map_err(unavailable)?;
+            waiting += u64::from(queue.message_count());
+        }
+        let _ = channel.close(200, "counted").await;
+        Ok(waiting)
     }
 
     async fn publish_events(&self, events: &[CompletionEvent]) -> Result<(), BrokerError> {

@@ -1,0 +1,219 @@
+//! `POST /api/v1/query`: nearest images to a text (seed 002), to an image on this
+//! machine (`image_path`, indexed or not), or to an uploaded image (multipart field
+//! `image`). Optional filters: `path_prefix`, `min_score`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use imgidx_shared::vectors::{ImagePayload, SearchFilter};
+
+use crate::error::ApiError;
+use crate::paths::{resolve, PathRejection};
+use crate::query_engine::QueryEngine;
+use crate::state::AppState;
+
+const DEFAULT_TOP_K: usize = 10;
+/// Longest query text accepted; CLIP reads at most 77 tokens of it anyway.
+const MAX_TEXT_BYTES: usize = 4096;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct QueryRequest {
+    text: Option<String>,
+    image_path: Option<String>,
+    top_k: Option<usize>,
+    path_prefix: Option<String>,
+    min_score: Option<f32>,
+    /// Seed 002's clients send `false`; copying result files is not something this server does.
+    copy_results: Option<bool>,
+}
+
+enum Subject {
+    Text(String),
+    Path(String),
+    Upload { name: String, bytes: Bytes },
+}
+
+#[derive(Serialize)]
+pub struct QueryResponse {
+    /// The text, the image path, or the uploaded file's name.
+    query: String,
+    query_type: &'static str,
+    results: Vec<QueryResult>,
+    query_time_seconds: f64,
+    index_stats: IndexStats,
+}
+
+#[derive(Serialize)]
+struct QueryResult {
+    rank: usize,
+    score: f32,
+    image_path: String,
+    id: Uuid,
+    payload: ImagePayload,
+}
+
+#[derive(Serialize)]
+struct IndexStats {
+    total_images: u64,
+    model: String,
+}
+
+pub async fn query(State(state): State<AppState>, request: Request) -> Result<Json<QueryResponse>, ApiError> {
+    let started = Instant::now();
+    let engine = state
+        .deps
+        .query
+        .clone()
+        .ok_or_else(|| ApiError::SearchUnavailable("this server was started without a model for search".into()))?;
+    let is_multipart = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let (subject, req) = if is_multipart {
+        let form = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::MalformedJson(format!("malformed multipart body: {}", e.body_text())))?;
+        read_form(form, state.settings.max_body_bytes).await?
+    } else {
+        let body = Bytes::from_request(request, &state)
+            .await
+            .map_err(|_| ApiError::PayloadTooLarge(state.settings.max_body_bytes))?;
+        read_json(&body)?
+    };
+    let top_k = req.top_k.unwrap_or(DEFAULT_TOP_K);
+    if top_k == 0 || top_k > state.settings.max_top_k {
+        return Err(ApiError::Validation(format!("top_k must be between 1 and {} (got {top_k})", state.settings.max_top_k)));
+    }
+    if let Some(s) = req.min_score {
+        if !(-1.0..=1.0).contains(&s) {
+            return Err(ApiError::Validation(format!("min_score must be between -1 and 1 (got {s})")));
+        }
+    }
+    if req.copy_results == Some(true) {
+        return Err(ApiError::Validation("copy_results is not supported: results are returned as paths".into()));
+    }
+    let filter = SearchFilter { path_prefix: req.path_prefix.filter(|p| !p.is_empty()), min_score: req.min_score };
+
+    let (query, query_type, vector) = embed(&state, &engine, subject).await?;
+    let hits = state.deps.vectors.search(&vector, top_k, &filter).await?;
+    let total_images = state.deps.vectors.count().await?;
+    let results = hits
+        .into_iter()
+        .enumerate()
+        .map(|(i, hit)| QueryResult {
+            rank: i + 1,
+            score: hit.score,
+            image_path: hit.payload.path.clone(),
+            id: hit.id,
+            payload: hit.payload,
+        })
+        .collect();
+    Ok(Json(QueryResponse {
+        query,
+        query_type,
+        results,
+        query_time_seconds: started.elapsed().as_secs_f64(),
+        index_stats: IndexStats { total_images, model: state.deps.model_name.clone() },
+    }))
+}
+
+async fn embed(
+    state: &AppState,
+    engine: &Arc<QueryEngine>,
+    subject: Subject,
+) -> Result<(String, &'static str, Vec<f32>), ApiError> {
+    Ok(match subject {
+        Subject::Text(text) => {
+            let vector = engine.embed_text(text.clone()).await?;
+            (text, "text", vector)
+        }
+        Subject::Path(raw) => {
+            // The same rules as indexing: absolute, and inside the allowed roots once
+            // symlinks are followed; the API never reads a file it would not index.
+            let resolved = resolve(&raw, &state.roots).map_err(|e| match e {
+                PathRejection::OutsideRoots(..) => ApiError::PathNotAllowed(e.to_string()),
+                _ => ApiError::Validation(format!("image_path: {e}")),
+            })?;
+            let vector = engine.embed_path(resolved.canonical.into()).await?;
+            (raw, "image", vector)
+        }
+        Subject::Upload { name, bytes } => {
+            let vector = engine.embed_bytes(bytes, name.clone()).await?;
+            (name, "upload", vector)
+        }
+    })
+}
+
+/// Malformed JSON is a 400; well-formed JSON that breaks the contract is a 422.
+fn read_json(body: &[u8]) -> Result<(Subject, QueryRequest), ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?;
+    let mut req: QueryRequest =
+        serde_json::from_value(value).map_err(|e| ApiError::Validation(format!("invalid request: {e}")))?;
+    let subject = match (req.text.take(), req.image_path.take()) {
+        (Some(text), None) => {
+            let text = text.trim().to_string();
+            if text.is_empty() {
+                return Err(ApiError::Validation("text must not be empty".into()));
+            }
+            if text.len() > MAX_TEXT_BYTES {
+                return Err(ApiError::Validation(format!("text is longer than {MAX_TEXT_BYTES} bytes")));
+            }
+            Subject::Text(text)
+        }
+        (None, Some(path)) => Subject::Path(path),
+        (Some(_), Some(_)) => return Err(ApiError::Validation("give either text or image_path, not both".into())),
+        (None, None) => {
+            return Err(ApiError::Validation(
+                "give text, or image_path, or upload an image as multipart field \"image\"".into(),
+            ))
+        }
+    };
+    Ok((subject, req))
+}
+
+/// Multipart: the image file in field `image`; `top_k`, `path_prefix`, `min_score` as text fields.
+async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<(Subject, QueryRequest), ApiError> {
+    let mut req = QueryRequest::default();
+    let mut upload = None;
+    let malformed = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(max_bytes)
+        } else {
+            ApiError::MalformedJson(format!("malformed multipart body: {}", e.body_text()))
+        }
+    };
+    while let Some(field) = form.next_field().await.map_err(malformed)? {
+        let name = field.name().unwrap_or_default().to_string();
+        match name.as_str() {
+            "image" => {
+                let file_name = field.file_name().unwrap_or("upload").to_string();
+                let bytes = field.bytes().await.map_err(malformed)?;
+                upload = Some(Subject::Upload { name: file_name, bytes });
+            }
+            "top_k" => req.top_k = Some(parse_field(&name, &field.text().await.map_err(malformed)?)?),
+            "min_score" => req.min_score = Some(parse_field(&name, &field.text().await.map_err(malformed)?)?),
+            "path_prefix" => req.path_prefix = Some(field.text().await.map_err(malformed)?),
+            other => {
+                return Err(ApiError::Validation(format!(
+                    "unknown multipart field {other:?} (expected image, top_k, path_prefix, min_score)"
+                )))
+            }
+        }
+    }
+    let subject = upload.ok_or_else(|| ApiError::Validation("multipart query needs the image in field \"image\"".into()))?;
+    Ok((subject, req))
+}
+
+fn parse_field<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ApiError> {
+    value.trim().parse().map_err(|_| ApiError::Validation(format!("{name} is not a valid number: {value:?}")))
+}

@@ -1,0 +1,149 @@
+//! A real `imgidx serve` child process on embedded defaults, for end-to-end tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub fn tiny_model_dir() -> PathBuf {
+    repo_root().join("tests/fixtures/models/tiny-clip")
+}
+
+/// Copies the decodable sample images into `dir`: once under their own names, or
+/// `copies` times as `<stem>_<i>.<ext>`.
+pub fn copy_images(dir: &Path, copies: usize) -> Vec<PathBuf> {
+    let src = repo_root().join("tests/fixtures/images");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_string();
+        if !["png", "jpg", "gif"].contains(&ext.as_str()) {
+            continue;
+        }
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        for i in 0..copies {
+            let name = if copies == 1 { format!("{stem}.{ext}") } else { format!("{stem}_{i}.{ext}") };
+            let dest = dir.join(name);
+            std::fs::copy(&path, &dest).unwrap();
+            out.push(dest.canonicalize().unwrap());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub struct Serve {
+    child: Child,
+    pub base_url: String,
+    http: reqwest::Client,
+    log: PathBuf,
+}
+
+fn command(data_dir: &Path, port: u16, env: &[(&str, &str)], log: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgidx"));
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--model")
+        .arg(tiny_model_dir());
+    // Embedded defaults only: nothing from the developer's environment leaks in.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("IMGIDX__") || k == "IMGIDX_CONFIG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("RUST_LOG", "info,lapin=warn").envs(env.iter().copied());
+    let log = std::fs::File::create(log).unwrap();
+    cmd.stdout(Stdio::null()).stderr(log).kill_on_drop(true);
+    cmd
+}
+
+impl Serve {
+    /// Starts serve and waits until `/health` answers.
+    pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Serve {
+        let port = free_port();
+        let log = data_dir.join(format!("serve-{port}.log"));
+        let mut child = command(data_dir, port, env, &log).spawn().unwrap();
+        let base_url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(format!("{base_url}/health")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("serve exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            assert!(tokio::time::Instant::now() < deadline, "serve not healthy: {}", std::fs::read_to_string(&log).unwrap());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Serve { child, base_url, http, log }
+    }
+
+    /// Starts serve expecting it to exit on its own; returns what it logged.
+    pub async fn try_start(data_dir: &Path, env: &[(&str, &str)]) -> String {
+        let port = free_port();
+        let log = data_dir.join(format!("serve-{port}.log"));
+        let mut child = command(data_dir, port, env, &log).spawn().unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("serve kept running").unwrap();
+        assert!(!status.success());
+        std::fs::read_to_string(&log).unwrap()
+    }
+
+    async fn answer(r: reqwest::Response) -> (u16, Value) {
+        let code = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        Self::answer(self.http.get(format!("{}{path}", self.base_url)).send().await.unwrap()).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        Self::answer(self.http.post(format!("{}{path}", self.base_url)).json(body).send().await.unwrap()).await
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self.http.post(format!("{}{path}", self.base_url)).header("content-type", content_type).body(body);
+        Self::answer(r.send().await.unwrap()).await
+    }
+
+    /// Multipart upload: the file in field `image`, plus text fields.
+    pub async fn post_upload(&self, path: &str, name: &str, bytes: Vec<u8>, fields: &[(&str, &str)]) -> (u16, Value) {
+        let mut form =
+            reqwest::multipart::Form::new().part("image", reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()));
+        for (k, v) in fields {
+            form = form.text(k.to_string(), v.to_string());
+        }
+        Self::answer(self.http.post(format!("{}{path}", self.base_url)).multipart(form).send().await.unwrap()).await
+    }
+
+    /// Kill -9: no drain, no goodbye.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// SIGTERM, then wait for the graceful drain.
+    pub async fn stop(mut self) {
+        let pid = self.child.id().unwrap();
+        let term = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        assert!(term.success());
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.expect("serve did not stop").unwrap();
+        assert!(status.success(), "serve exited with {status}: {}", std::fs::read_to_string(&self.log).unwrap());
+    }
+}
