@@ -1,7 +1,15 @@
-//! Job store: jobs, their items and progress. Production: PostgreSQL (`postgres.rs`,
-//! migrations under `shared/migrations/`).
+//! Job store: jobs, their items and progress. Two backends with the same semantics:
+//! PostgreSQL (`postgres.rs`, migrations under `shared/migrations/`) for the distributed
+//! services, and an embedded SQLite file (`sqlite.rs`, migrations under
+//! `shared/migrations/sqlite/`) for `imgidx serve`. `conformance.rs` holds the tests
+//! both must pass.
 
+mod batch;
+#[cfg(test)]
+mod conformance;
 mod postgres;
+mod progress;
+mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -9,7 +17,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use postgres::PostgresJobStore;
-
+pub use sqlite::SqliteJobStore;
 
 use crate::messages::{CompletionEvent, FileStamp, Priority};
 
@@ -61,6 +69,14 @@ pub struct NewItem {
     pub point_id: Uuid,
     pub path: String,
     pub stamp: Option<FileStamp>,
+}
+
+/// An unfinished item to put back on the task queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequeueItem {
+    pub job_id: String,
+    pub priority: Priority,
+    pub item: NewItem,
 }
 
 /// Full state of one job.
@@ -122,5 +138,22 @@ pub trait JobStore: Send + Sync {
     async fn failed_image_count(&self) -> Result<u64, JobStoreError>;
     /// When an item was last finished, if ever.
     async fn last_update(&self) -> Result<Option<DateTime<Utc>>, JobStoreError>;
+
+    /// Takes at most `limit` pending items of active (queued or running) jobs that were last
+    /// queued at or before `queued_before`, oldest job first, and stamps them as queued now, so
+    /// the next call skips them until they are stale again. `imgidx serve` calls it on start
+    /// with `queued_before = now` (its in-process queue starts empty, so every pending item must
+    /// be queued again); the distributed reconcile calls it periodically with `now - timeout`, so
+    /// no job stays `running` forever when a task was lost.
+    ///
+    /// The new stamp is always later than `queued_before`, so a caller paging through with one
+    /// cutoff gets each item once even when its clock runs ahead of the store's. Concurrent
+    /// callers never take the same item. Within a job, items come in `point_id` order.
+    async fn requeue_stale_items(
+        &self,
+        queued_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<RequeueItem>, JobStoreError>;
+
     async fn healthy(&self) -> bool;
 }

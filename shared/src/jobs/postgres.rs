@@ -10,11 +10,16 @@
 //! late event for one is still recorded on the item (the image's latest attempt) but
 //! leaves the finished job's counters and status alone.
 //!
+//! `job_items.queued_at` (migration 0002) is when an item was last put on the task
+//! queue; `requeue_stale_items` (`requeue.rs`) finds stale pending items by it.
+//!
 //! Lock order, to keep concurrent writers deadlock-free: job rows (by `job_id`), then
 //! their items and claims; claims and outcomes are inserted in `point_id` order.
 
-mod progress;
+mod requeue;
 mod schema;
+#[cfg(test)]
+pub(super) mod test_db;
 #[cfg(test)]
 mod tests;
 
@@ -28,16 +33,15 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
-use self::progress::{Advance, Counters, FailureGroup};
-use super::{JobRecord, JobStatus, JobStore, JobStoreError, NewItem};
-use crate::messages::{CompletionEvent, FailureKind, Outcome, Priority};
+use super::batch::{failure, kind_str, outcome_state, stored_reason, unique_by_point, unique_events};
+use super::progress::{self, FailureGroup, Finished, JobUpdate};
+use super::{JobRecord, JobStatus, JobStore, JobStoreError, NewItem, RequeueItem};
+use crate::messages::{CompletionEvent, Priority};
 
 /// How long a caller waits for a free pooled connection before the store counts as unavailable.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 /// Bound on [`JobStore::healthy`], so a health probe never hangs.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest failure reason stored per item; workers' messages are for humans, not archives.
-const MAX_REASON_CHARS: usize = 2000;
 
 const JOB_COLUMNS: &str =
     "job_id, status, priority, total, processed, failed, created_at, started_at, completed_at, error_message";
@@ -147,7 +151,8 @@ impl JobStore for PostgresJobStore {
         let finished = finish_items(&tx, &events).await?;
         release_claims(&tx, &finished).await?;
         record_outcomes(&tx, &finished).await?;
-        let updates = job_updates(&tx, &jobs, &finished).await?;
+        let mut updates = progress::plan_updates(&jobs, &finished);
+        add_failure_messages(&tx, &mut updates).await?;
         let mut records = write_jobs(&tx, &updates).await?;
         tx.commit().await.ctx("apply_events: commit")?;
         records.sort_by(|a, b| a.job_id.cmp(&b.job_id));
@@ -191,6 +196,18 @@ impl JobStore for PostgresJobStore {
         row.try_get(0).ctx("last_update")
     }
 
+    async fn requeue_stale_items(
+        &self,
+        queued_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<RequeueItem>, JobStoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        requeue::take_stale(&client, queued_before, limit).await
+    }
+
     async fn healthy(&self) -> bool {
         let probe = async {
             let client = self.client().await.ok()?;
@@ -198,12 +215,6 @@ impl JobStore for PostgresJobStore {
         };
         matches!(tokio::time::timeout(HEALTH_TIMEOUT, probe).await, Ok(Some(_)))
     }
-}
-
-/// First occurrence of each point, in input order.
-fn unique_by_point(candidates: &[NewItem]) -> Vec<&NewItem> {
-    let mut seen = HashSet::with_capacity(candidates.len());
-    candidates.iter().filter(|c| seen.insert(c.point_id)).collect()
 }
 
 /// Claims the points no active job holds yet; returns those claimed.
@@ -245,12 +256,6 @@ async fn insert_items(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem]) ->
     Ok(())
 }
 
-/// First event per (job, item): a batch may carry a redelivered duplicate.
-fn unique_events(events: &[CompletionEvent]) -> Vec<&CompletionEvent> {
-    let mut seen = HashSet::with_capacity(events.len());
-    events.iter().filter(|e| seen.insert((e.job_id.as_str(), e.point_id))).collect()
-}
-
 /// Locks the events' jobs in `job_id` order and returns them by id (unknown jobs are absent).
 async fn lock_jobs(
     tx: &Transaction<'_>,
@@ -265,21 +270,13 @@ async fn lock_jobs(
     rows.iter().map(|r| job_from_row(r).map(|j| (j.job_id.clone(), j))).collect()
 }
 
-/// An item this batch moved from `pending` to finished.
-struct Finished {
-    job_id: String,
-    point_id: Uuid,
-    indexed: bool,
-}
-
 /// Marks still-pending items finished; returns those that changed and logs the rest.
 async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Result<Vec<Finished>, JobStoreError> {
     let job_ids: Vec<&str> = events.iter().map(|e| e.job_id.as_str()).collect();
     let point_ids: Vec<Uuid> = events.iter().map(|e| e.point_id).collect();
     let states: Vec<&str> = events.iter().map(|e| outcome_state(&e.outcome)).collect();
     let kinds: Vec<Option<&str>> = events.iter().map(|e| failure(&e.outcome).map(|(k, _)| kind_str(k))).collect();
-    let reasons: Vec<Option<String>> =
-        events.iter().map(|e| failure(&e.outcome).map(|(_, r)| truncate(r, MAX_REASON_CHARS))).collect();
+    let reasons: Vec<Option<String>> = events.iter().map(|e| stored_reason(&e.outcome)).collect();
     // The final SELECT sees the items as they were before the UPDATE, which tells a
     // duplicate event (item known, not updated) from one for an unknown item.
     let stmt = tx
@@ -340,17 +337,11 @@ async fn release_claims(tx: &Transaction<'_>, finished: &[Finished]) -> Result<(
 
 /// Records each finished point's outcome as its latest attempt.
 async fn record_outcomes(tx: &Transaction<'_>, finished: &[Finished]) -> Result<(), JobStoreError> {
-    // One row per point (an upsert may not touch a row twice); a success wins a tie,
-    // since the image is then indexed.
-    let mut by_point: HashMap<Uuid, bool> = HashMap::with_capacity(finished.len());
-    for f in finished {
-        *by_point.entry(f.point_id).or_insert(false) |= f.indexed;
-    }
-    if by_point.is_empty() {
+    // One row per point: an upsert may not touch a row twice.
+    let outcomes = progress::latest_outcomes(finished);
+    if outcomes.is_empty() {
         return Ok(());
     }
-    let mut outcomes: Vec<(Uuid, bool)> = by_point.into_iter().collect();
-    outcomes.sort_unstable();
     let point_ids: Vec<Uuid> = outcomes.iter().map(|o| o.0).collect();
     let states: Vec<&str> = outcomes.iter().map(|o| if o.1 { "indexed" } else { "failed" }).collect();
     let stmt = tx
@@ -365,45 +356,6 @@ async fn record_outcomes(tx: &Transaction<'_>, finished: &[Finished]) -> Result<
         .ctx("apply_events: record outcomes")?;
     tx.execute(&stmt, &[&point_ids, &states]).await.ctx("apply_events: record outcomes")?;
     Ok(())
-}
-
-/// New counters and status of one active job.
-struct JobUpdate {
-    job_id: String,
-    advance: Advance,
-    error_message: Option<String>,
-}
-
-/// Works out the new state of every active job that had items finish.
-async fn job_updates(
-    tx: &Transaction<'_>,
-    jobs: &HashMap<String, JobRecord>,
-    finished: &[Finished],
-) -> Result<Vec<JobUpdate>, JobStoreError> {
-    let mut tally: HashMap<&str, (u64, u64)> = HashMap::new();
-    for f in finished {
-        let entry = tally.entry(f.job_id.as_str()).or_default();
-        if f.indexed {
-            entry.0 += 1;
-        } else {
-            entry.1 += 1;
-        }
-    }
-    let mut updates = Vec::with_capacity(tally.len());
-    for (job_id, (indexed, failed)) in tally {
-        let Some(job) = jobs.get(job_id).filter(|j| j.status.is_active()) else {
-            tracing::debug!(job_id, "items of a finished job recorded; its counters stay as they are");
-            continue;
-        };
-        let before = Counters { total: job.total_images, processed: job.processed_images, failed: job.failed_images };
-        let advance = progress::advance(before, indexed, failed);
-        if advance.dropped > 0 {
-            tracing::warn!(job_id, dropped = advance.dropped, "finished items beyond the job's total were not counted");
-        }
-        updates.push(JobUpdate { job_id: job_id.to_owned(), advance, error_message: None });
-    }
-    add_failure_messages(tx, &mut updates).await?;
-    Ok(updates)
 }
 
 /// Fills in the error message of jobs this batch finishes with nothing indexed.
@@ -473,35 +425,6 @@ async fn write_jobs(tx: &Transaction<'_>, updates: &[JobUpdate]) -> Result<Vec<J
         .await
         .ctx("apply_events: update jobs")?;
     rows.iter().map(job_from_row).collect()
-}
-
-fn outcome_state(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Indexed => "indexed",
-        Outcome::Failed { .. } => "failed",
-    }
-}
-
-fn failure(outcome: &Outcome) -> Option<(FailureKind, &str)> {
-    match outcome {
-        Outcome::Indexed => None,
-        Outcome::Failed { kind, reason } => Some((*kind, reason.as_str())),
-    }
-}
-
-/// Same spelling as the wire format (`snake_case`).
-fn kind_str(kind: FailureKind) -> &'static str {
-    match kind {
-        FailureKind::NotFound => "not_found",
-        FailureKind::Unreadable => "unreadable",
-        FailureKind::NotAnImage => "not_an_image",
-        FailureKind::TooLarge => "too_large",
-        FailureKind::RetriesExhausted => "retries_exhausted",
-    }
-}
-
-fn truncate(s: &str, max_chars: usize) -> String {
-    s.chars().take(max_chars).collect()
 }
 
 fn to_i32<T: TryInto<i32>>(n: T, what: &str) -> Result<i32, JobStoreError> {

@@ -17,8 +17,10 @@ pub(super) struct Migration {
 }
 
 /// In apply order; versions strictly increase. Never edit an applied file: add a new one.
-pub(super) const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "0001_init", sql: include_str!("../../../migrations/0001_init.sql") }];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "0001_init", sql: include_str!("../../../migrations/0001_init.sql") },
+    Migration { version: 2, name: "0002_requeue", sql: include_str!("../../../migrations/0002_requeue.sql") },
+];
 
 /// Advisory lock held while migrating ("imgidx" in ASCII, then 1), so concurrent
 /// starters apply migrations one after the other.
@@ -96,7 +98,12 @@ async fn open(config: &Config) -> Result<Client, tokio_postgres::Error> {
 
 /// Applies the migrations not yet recorded in `schema_migrations`, all in one
 /// transaction under an advisory lock.
-pub(super) async fn migrate(client: &mut deadpool_postgres::Client) -> Result<(), JobStoreError> {
+pub(super) async fn migrate(client: &mut Client) -> Result<(), JobStoreError> {
+    migrate_with(client, MIGRATIONS).await
+}
+
+/// [`migrate`] with the given list; tests use a prefix to build an older schema.
+pub(super) async fn migrate_with(client: &mut Client, migrations: &[Migration]) -> Result<(), JobStoreError> {
     let tx = client.transaction().await.ctx("migrations: begin")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY]).await.ctx("migrations: lock")?;
     tx.batch_execute(
@@ -116,7 +123,7 @@ pub(super) async fn migrate(client: &mut deadpool_postgres::Client) -> Result<()
         .map(|row| row.try_get(0))
         .collect::<Result<_, _>>()
         .ctx("migrations: read applied")?;
-    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+    for m in migrations.iter().filter(|m| !applied.contains(&m.version)) {
         let context = format!("migration {}", m.name);
         tx.batch_execute(m.sql).await.map_err(|e| db_error(&context, &e))?;
         tx.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[&m.version, &m.name])

@@ -1,6 +1,11 @@
-//! Job progress rules, kept apart from the SQL so they are testable without a database.
+//! Job progress rules, kept apart from the SQL so they are testable without a database
+//! and shared by every backend.
 
-use crate::jobs::JobStatus;
+use std::collections::HashMap;
+
+use uuid::Uuid;
+
+use crate::jobs::{JobRecord, JobStatus};
 
 /// Counters of a job before a batch of events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +49,62 @@ pub(super) fn advance(before: Counters, newly_indexed: u64, newly_failed: u64) -
         finished,
         dropped: newly_indexed + newly_failed - indexed - failed,
     }
+}
+
+/// An item a batch of events moved from `pending` to finished.
+pub(super) struct Finished {
+    pub job_id: String,
+    pub point_id: Uuid,
+    pub indexed: bool,
+}
+
+/// New counters and status of one active job.
+pub(super) struct JobUpdate {
+    pub job_id: String,
+    pub advance: Advance,
+    /// Set by the backend for jobs this batch fails (see [`all_failed_message`]).
+    pub error_message: Option<String>,
+}
+
+/// The new state of every active job (in `jobs`, the batch's jobs as they were before it)
+/// that had items finish; finished jobs keep their counters and status.
+pub(super) fn plan_updates(jobs: &HashMap<String, JobRecord>, finished: &[Finished]) -> Vec<JobUpdate> {
+    let mut tally: HashMap<&str, (u64, u64)> = HashMap::new();
+    for f in finished {
+        let entry = tally.entry(f.job_id.as_str()).or_default();
+        if f.indexed {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+    let mut updates = Vec::with_capacity(tally.len());
+    for (job_id, (indexed, failed)) in tally {
+        let Some(job) = jobs.get(job_id).filter(|j| j.status.is_active()) else {
+            tracing::debug!(job_id, "items of a finished job recorded; its counters stay as they are");
+            continue;
+        };
+        let before = Counters { total: job.total_images, processed: job.processed_images, failed: job.failed_images };
+        let advance = advance(before, indexed, failed);
+        if advance.dropped > 0 {
+            tracing::warn!(job_id, dropped = advance.dropped, "finished items beyond the job's total were not counted");
+        }
+        updates.push(JobUpdate { job_id: job_id.to_owned(), advance, error_message: None });
+    }
+    updates.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+    updates
+}
+
+/// Each finished point once, in `point_id` order, with whether its latest attempt
+/// succeeded: a success wins a tie within one batch, since the image is then indexed.
+pub(super) fn latest_outcomes(finished: &[Finished]) -> Vec<(Uuid, bool)> {
+    let mut by_point: HashMap<Uuid, bool> = HashMap::with_capacity(finished.len());
+    for f in finished {
+        *by_point.entry(f.point_id).or_insert(false) |= f.indexed;
+    }
+    let mut outcomes: Vec<(Uuid, bool)> = by_point.into_iter().collect();
+    outcomes.sort_unstable();
+    outcomes
 }
 
 /// Failed items of one kind, with one example for the message.
@@ -101,6 +162,13 @@ mod tests {
         let a = advance(counters(3, 1, 1), 2, 2);
         assert_eq!((a.processed, a.failed, a.dropped), (2, 1, 3));
         assert_eq!(a.status, JobStatus::Completed);
+    }
+
+    #[test]
+    fn a_success_wins_a_tie_within_a_batch() {
+        let f = |job: &str, n, indexed| Finished { job_id: job.into(), point_id: Uuid::from_u128(n), indexed };
+        let outcomes = latest_outcomes(&[f("a", 2, false), f("b", 1, false), f("c", 2, true)]);
+        assert_eq!(outcomes, vec![(Uuid::from_u128(1), false), (Uuid::from_u128(2), true)]);
     }
 
     #[test]

@@ -1,0 +1,468 @@
+//! What every job store backend must do, written once against `&dyn JobStore` and run
+//! against SQLite (a temporary file, always) and PostgreSQL (a fresh database per test,
+//! when `IMGIDX_TEST_PG_URL` is set; see `postgres/test_db.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+use std::collections::HashSet;
+
+use chrono::{Duration, Utc};
+use uuid::Uuid;
+
+use self::harness::Harness;
+use super::{JobStatus, NewItem, RequeueItem};
+use crate::messages::{CompletionEvent, FailureKind, FileStamp, Outcome, Priority};
+
+/// Runs each named test body against every backend, as `sqlite::NAME` and `postgres::NAME`.
+macro_rules! conformance_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let h = super::harness::sqlite();
+                    super::$name(&h).await;
+                    h.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let Some(h) = super::harness::postgres().await else { return };
+                    super::$name(&h).await;
+                    h.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance_tests!(
+    create_job_claims_unique_points_in_input_order,
+    large_requests_are_claimed_in_one_go,
+    concurrent_jobs_never_claim_the_same_point,
+    events_move_a_job_through_its_states,
+    duplicate_and_unknown_events_change_nothing,
+    a_job_with_nothing_indexed_fails_with_a_summary,
+    claims_are_released_when_items_finish_or_jobs_fail,
+    active_and_recent_jobs_are_ordered,
+    failed_images_count_only_when_their_latest_attempt_failed,
+    concurrent_aggregators_count_each_item_once,
+    requeue_returns_pending_items_of_active_jobs,
+    requeue_honours_the_limit_oldest_job_first,
+    concurrent_requeues_never_take_the_same_item,
+);
+
+pub(super) fn item(n: u128) -> NewItem {
+    NewItem {
+        point_id: Uuid::from_u128(n),
+        path: format!("/images/{n}.jpg"),
+        stamp: Some(FileStamp { size: 1000 + n as u64, mtime_ns: 1_700_000_000_000_000_000 }),
+    }
+}
+
+pub(super) fn items(range: std::ops::Range<u128>) -> Vec<NewItem> {
+    range.map(item).collect()
+}
+
+pub(super) fn indexed(job_id: &str, n: u128) -> CompletionEvent {
+    CompletionEvent {
+        job_id: job_id.into(),
+        point_id: Uuid::from_u128(n),
+        path: format!("/images/{n}.jpg"),
+        outcome: Outcome::Indexed,
+        worker: "test".into(),
+    }
+}
+
+pub(super) fn failed(job_id: &str, n: u128, kind: FailureKind, reason: &str) -> CompletionEvent {
+    CompletionEvent { outcome: Outcome::Failed { kind, reason: reason.into() }, ..indexed(job_id, n) }
+}
+
+pub(super) fn requeued(job_id: &str, priority: Priority, item: NewItem) -> RequeueItem {
+    RequeueItem { job_id: job_id.into(), priority, item }
+}
+
+fn points(range: std::ops::Range<u128>) -> Vec<Uuid> {
+    range.map(Uuid::from_u128).collect()
+}
+
+async fn create_job_claims_unique_points_in_input_order(h: &Harness) {
+    let s = h.store();
+    let mut candidates = vec![item(3), item(1), item(2)];
+    candidates.push(NewItem { path: "/dup/of/1.jpg".into(), ..item(1) });
+    let claimed = s.create_job("a", Priority::High, &candidates).await.unwrap();
+    assert_eq!(claimed, vec![item(3), item(1), item(2)], "duplicates count once, first occurrence wins");
+    let job = s.job("a").await.unwrap().unwrap();
+    assert_eq!((job.status, job.priority, job.total_images), (JobStatus::Queued, Priority::High, 3));
+    assert_eq!((job.processed_images, job.failed_images, job.started_at, job.completed_at), (0, 0, None, None));
+    assert_eq!(job.error_message, None);
+    assert!(job.created_at <= Utc::now());
+
+    // Points pending in job a are not claimed again.
+    let claimed = s.create_job("b", Priority::Normal, &[item(2), item(4), item(3)]).await.unwrap();
+    assert_eq!(claimed, vec![item(4)]);
+    assert_eq!(s.job("b").await.unwrap().unwrap().total_images, 1);
+
+    // Nothing claimable: no job.
+    assert!(s.create_job("c", Priority::Low, &[item(1), item(4)]).await.unwrap().is_empty());
+    assert!(s.job("c").await.unwrap().is_none());
+    assert!(s.create_job("d", Priority::Low, &[]).await.unwrap().is_empty());
+    assert!(s.job("d").await.unwrap().is_none());
+    assert_eq!(h.claims_of("a").await, points(1..4));
+    assert_eq!(h.claims_of("b").await, points(4..5));
+
+    // A job id is used once.
+    assert!(s.create_job("a", Priority::Low, &[item(9)]).await.is_err());
+    assert_eq!(h.claims_of("a").await, points(1..4), "the failed create claimed nothing");
+    assert_eq!(s.create_job("e", Priority::Low, &[item(9)]).await.unwrap(), vec![item(9)]);
+}
+
+async fn large_requests_are_claimed_in_one_go(h: &Harness) {
+    let s = h.store();
+    let mut many = items(0..10_000);
+    many[5].stamp = None;
+    many[6].path = "/images/ünïcödé 'quoted'.jpg".into();
+    let claimed = s.create_job("big", Priority::Normal, &many).await.unwrap();
+    assert_eq!(claimed, many);
+    assert_eq!(s.job("big").await.unwrap().unwrap().total_images, 10_000);
+    // What was stored comes back as it was given.
+    let back = s.requeue_stale_items(Utc::now() + Duration::seconds(1), 20_000).await.unwrap();
+    let back: Vec<NewItem> = back.into_iter().map(|r| r.item).collect();
+    assert_eq!(back, many, "point_id order is input order here");
+}
+
+async fn concurrent_jobs_never_claim_the_same_point(h: &Harness) {
+    let store = h.shared();
+    // Overlapping windows over 0..400, each in a different order.
+    let tasks: Vec<_> = (0..8u128)
+        .map(|k| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut candidates = items(k * 40..k * 40 + 120);
+                if k % 2 == 1 {
+                    candidates.reverse();
+                }
+                let job_id = format!("job{k}");
+                let claimed = store.create_job(&job_id, Priority::Normal, &candidates).await.unwrap();
+                (job_id, claimed)
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for task in tasks {
+        let (job_id, claimed) = task.await.unwrap();
+        for c in &claimed {
+            assert!(seen.insert(c.point_id), "{} claimed twice (again by {job_id})", c.point_id);
+        }
+        if !claimed.is_empty() {
+            assert_eq!(store.job(&job_id).await.unwrap().unwrap().total_images, claimed.len() as u64);
+        }
+    }
+    assert_eq!(seen.len(), 7 * 40 + 120, "every point of the union claimed once");
+    assert_eq!(h.claims().await.len(), seen.len());
+}
+
+async fn events_move_a_job_through_its_states(h: &Harness) {
+    let s = h.store();
+    s.create_job("j", Priority::Normal, &items(0..4)).await.unwrap();
+    let created = s.job("j").await.unwrap().unwrap();
+    assert_eq!(created.percent_complete(), 0.0);
+
+    let changed = s.apply_events(&[indexed("j", 0)]).await.unwrap();
+    assert_eq!(changed.len(), 1);
+    let running = &changed[0];
+    assert_eq!((running.status, running.processed_images, running.failed_images), (JobStatus::Running, 1, 0));
+    let started = running.started_at.expect("started_at set on the first event");
+    assert!(started >= created.created_at);
+    assert_eq!(running.completed_at, None);
+    assert_eq!(running.percent_complete(), 25.0);
+    assert_eq!(s.job("j").await.unwrap().as_ref(), Some(running));
+
+    let changed =
+        s.apply_events(&[failed("j", 1, FailureKind::NotFound, "no such file"), indexed("j", 2)]).await.unwrap();
+    assert_eq!((changed[0].processed_images, changed[0].failed_images), (2, 1));
+    assert_eq!(changed[0].started_at, Some(started), "started_at is kept");
+    assert_eq!(changed[0].percent_complete(), 75.0);
+
+    let changed = s.apply_events(&[indexed("j", 3)]).await.unwrap();
+    let done = &changed[0];
+    assert_eq!((done.status, done.processed_images, done.failed_images), (JobStatus::Completed, 3, 1));
+    assert!(done.completed_at.unwrap() >= started);
+    assert_eq!(done.error_message, None);
+    assert_eq!(done.percent_complete(), 100.0);
+    assert_eq!(s.job("j").await.unwrap().as_ref(), Some(done));
+    assert!(s.active_jobs().await.unwrap().is_empty());
+    assert_eq!(s.last_update().await.unwrap(), done.completed_at);
+    assert!(h.claims().await.is_empty());
+}
+
+async fn duplicate_and_unknown_events_change_nothing(h: &Harness) {
+    let s = h.store();
+    s.create_job("j", Priority::Normal, &items(0..3)).await.unwrap();
+    // A duplicate inside one batch and across batches, and a late contradicting event.
+    let changed = s.apply_events(&[indexed("j", 0), indexed("j", 0)]).await.unwrap();
+    assert_eq!(changed[0].processed_images, 1);
+    let again = s
+        .apply_events(&[
+            indexed("j", 0),
+            failed("j", 0, FailureKind::Unreadable, "late"),
+            indexed("nope", 1),
+            indexed("j", 99),
+        ])
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "nothing changed, nothing reported");
+    let job = s.job("j").await.unwrap().unwrap();
+    assert_eq!((job.processed_images, job.failed_images, job.status), (1, 0, JobStatus::Running));
+    assert!(s.apply_events(&[]).await.unwrap().is_empty());
+    assert_eq!(s.failed_image_count().await.unwrap(), 0, "the late failure was not recorded");
+
+    // Finishing everything, twice over, never passes the total.
+    let all: Vec<_> = (0..3).map(|n| indexed("j", n)).collect();
+    s.apply_events(&all).await.unwrap();
+    s.apply_events(&all).await.unwrap();
+    let job = s.job("j").await.unwrap().unwrap();
+    assert_eq!((job.processed_images, job.failed_images, job.status), (3, 0, JobStatus::Completed));
+}
+
+async fn a_job_with_nothing_indexed_fails_with_a_summary(h: &Harness) {
+    let s = h.store();
+    s.create_job("bad", Priority::Low, &items(0..3)).await.unwrap();
+    s.apply_events(&[failed("bad", 0, FailureKind::NotFound, "no such file")]).await.unwrap();
+    let changed = s
+        .apply_events(&[
+            failed("bad", 1, FailureKind::NotAnImage, "unknown format"),
+            failed("bad", 2, FailureKind::NotFound, "no such file"),
+        ])
+        .await
+        .unwrap();
+    let job = &changed[0];
+    assert_eq!((job.status, job.processed_images, job.failed_images), (JobStatus::Failed, 0, 3));
+    assert!(job.completed_at.is_some());
+    assert_eq!(
+        job.error_message.as_deref(),
+        Some("all 3 images failed: not_found ×2, not_an_image ×1 (e.g. /images/0.jpg: no such file)")
+    );
+    assert_eq!(job.percent_complete(), 100.0);
+    assert_eq!(s.job("bad").await.unwrap().as_ref(), Some(job));
+    assert!(s.active_jobs().await.unwrap().is_empty());
+
+    // A single failing image, with a reason longer than the store keeps.
+    s.create_job("one", Priority::Low, &[item(7)]).await.unwrap();
+    let long = "x".repeat(5000);
+    let changed = s.apply_events(&[failed("one", 7, FailureKind::TooLarge, &long)]).await.unwrap();
+    let message = changed[0].error_message.clone().unwrap();
+    assert!(message.starts_with("the only image failed: too_large ×1 (e.g. /images/7.jpg: xxx"), "{message}");
+    assert!(message.len() < 400, "the example reason is cut short: {}", message.len());
+}
+
+async fn claims_are_released_when_items_finish_or_jobs_fail(h: &Harness) {
+    let s = h.store();
+    s.create_job("a", Priority::Normal, &items(0..3)).await.unwrap();
+    s.apply_events(&[indexed("a", 0)]).await.unwrap();
+    assert_eq!(h.claims_of("a").await, points(1..3));
+    // The finished point can be queued again while the others stay claimed.
+    assert_eq!(s.create_job("b", Priority::Normal, &items(0..3)).await.unwrap(), vec![item(0)]);
+
+    s.fail_job("a", "could not queue tasks").await.unwrap();
+    let a = s.job("a").await.unwrap().unwrap();
+    assert_eq!((a.status, a.error_message.as_deref()), (JobStatus::Failed, Some("could not queue tasks")));
+    assert!(a.completed_at.is_some());
+    assert_eq!((a.processed_images, a.failed_images), (1, 0), "counters untouched");
+    assert!(h.claims_of("a").await.is_empty());
+    assert_eq!(s.create_job("c", Priority::Normal, &items(0..3)).await.unwrap(), vec![item(1), item(2)]);
+
+    // A late event for the failed job records the item but not the finished job's
+    // progress, and leaves job c's claim alone.
+    assert!(s.apply_events(&[indexed("a", 1)]).await.unwrap().is_empty());
+    assert_eq!(s.job("a").await.unwrap().unwrap(), a);
+    assert_eq!(h.claims_of("c").await, points(1..3));
+
+    // Failing twice, or an unknown job, is harmless.
+    s.fail_job("a", "again").await.unwrap();
+    assert_eq!(s.job("a").await.unwrap().unwrap().error_message.as_deref(), Some("could not queue tasks"));
+    s.fail_job("missing", "x").await.unwrap();
+    assert!(s.job("missing").await.unwrap().is_none());
+}
+
+async fn active_and_recent_jobs_are_ordered(h: &Harness) {
+    let s = h.store();
+    for (k, job_id) in ["first", "second", "third", "fourth"].iter().enumerate() {
+        s.create_job(job_id, Priority::Normal, &[item(k as u128)]).await.unwrap();
+    }
+    s.apply_events(&[indexed("third", 2)]).await.unwrap();
+    s.fail_job("first", "broken").await.unwrap();
+    s.apply_events(&[failed("fourth", 3, FailureKind::TooLarge, "huge")]).await.unwrap();
+
+    let active: Vec<_> = s.active_jobs().await.unwrap().into_iter().map(|j| j.job_id).collect();
+    assert_eq!(active, vec!["second"]);
+    let recent: Vec<_> = s.recent_jobs(10).await.unwrap().into_iter().map(|j| j.job_id).collect();
+    assert_eq!(recent, vec!["fourth", "first", "third"], "newest completion first");
+    let recent: Vec<_> = s.recent_jobs(2).await.unwrap().into_iter().map(|j| j.job_id).collect();
+    assert_eq!(recent, vec!["fourth", "first"]);
+    assert!(s.recent_jobs(0).await.unwrap().is_empty());
+
+    s.create_job("fifth", Priority::High, &[item(10)]).await.unwrap();
+    s.apply_events(&[indexed("fifth", 10)]).await.unwrap(); // finished, not active
+    s.create_job("sixth", Priority::Low, &[item(11), item(12)]).await.unwrap();
+    s.apply_events(&[indexed("sixth", 11)]).await.unwrap(); // running
+    let active: Vec<_> = s.active_jobs().await.unwrap().into_iter().map(|j| (j.job_id, j.status)).collect();
+    assert_eq!(active, vec![("second".to_string(), JobStatus::Queued), ("sixth".to_string(), JobStatus::Running)]);
+}
+
+async fn failed_images_count_only_when_their_latest_attempt_failed(h: &Harness) {
+    let s = h.store();
+    assert_eq!(s.failed_image_count().await.unwrap(), 0);
+    assert_eq!(s.last_update().await.unwrap(), None);
+    s.create_job("a", Priority::Normal, &items(0..3)).await.unwrap();
+    s.apply_events(&[
+        failed("a", 0, FailureKind::Unreadable, "io"),
+        failed("a", 1, FailureKind::NotFound, "gone"),
+        indexed("a", 2),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(s.failed_image_count().await.unwrap(), 2);
+
+    // Point 0 succeeds on a retry; point 2 fails after having succeeded.
+    s.create_job("b", Priority::Normal, &[item(0), item(2)]).await.unwrap();
+    s.apply_events(&[indexed("b", 0), failed("b", 2, FailureKind::NotFound, "deleted")]).await.unwrap();
+    assert_eq!(s.failed_image_count().await.unwrap(), 2, "points 1 and 2");
+    let b = s.job("b").await.unwrap().unwrap();
+    assert_eq!(s.last_update().await.unwrap(), b.completed_at);
+
+    // Within one batch, two jobs finishing the same point differently: the success wins.
+    s.create_job("c", Priority::Normal, &[item(1)]).await.unwrap();
+    s.fail_job("c", "tasks lost").await.unwrap();
+    s.create_job("d", Priority::Normal, &[item(1)]).await.unwrap();
+    s.apply_events(&[failed("c", 1, FailureKind::NotFound, "gone"), indexed("d", 1)]).await.unwrap();
+    assert_eq!(s.failed_image_count().await.unwrap(), 1, "point 2 only");
+}
+
+async fn concurrent_aggregators_count_each_item_once(h: &Harness) {
+    let store = h.shared();
+    for k in 0..4u128 {
+        store.create_job(&format!("j{k}"), Priority::Normal, &items(k * 100..k * 100 + 100)).await.unwrap();
+    }
+    // Every aggregator gets every event for all jobs, in a different order: only
+    // one application of each may count.
+    let tasks: Vec<_> = (0..4)
+        .map(|a| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut events: Vec<_> = (0..400u128).map(|n| indexed(&format!("j{}", n / 100), n)).collect();
+                events.rotate_left(a * 97);
+                for batch in events.chunks(37) {
+                    store.apply_events(batch).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for k in 0..4 {
+        let job = store.job(&format!("j{k}")).await.unwrap().unwrap();
+        assert_eq!((job.status, job.processed_images, job.failed_images), (JobStatus::Completed, 100, 0));
+    }
+    assert!(h.claims().await.is_empty());
+}
+
+async fn requeue_returns_pending_items_of_active_jobs(h: &Harness) {
+    let s = h.store();
+    let before_any = Utc::now() - Duration::seconds(1);
+    let unstamped = NewItem { stamp: None, ..item(0) };
+    // a: running, items 0 and 2 pending (0 without a file stamp), 1 finished.
+    s.create_job("a", Priority::High, &[item(2), unstamped.clone(), item(1)]).await.unwrap();
+    s.apply_events(&[indexed("a", 1)]).await.unwrap();
+    // b: queued.
+    s.create_job("b", Priority::Low, &items(3..5)).await.unwrap();
+    // c: failed with items still pending; d: completed.
+    s.create_job("c", Priority::Normal, &items(5..7)).await.unwrap();
+    s.fail_job("c", "tasks lost").await.unwrap();
+    s.create_job("d", Priority::Normal, &items(7..8)).await.unwrap();
+    s.apply_events(&[indexed("d", 7)]).await.unwrap();
+
+    assert!(s.requeue_stale_items(before_any, 100).await.unwrap().is_empty(), "queued after that cutoff");
+    let cutoff = Utc::now();
+    let expected = vec![
+        requeued("a", Priority::High, unstamped.clone()),
+        requeued("a", Priority::High, item(2)),
+        requeued("b", Priority::Low, item(3)),
+        requeued("b", Priority::Low, item(4)),
+    ];
+    assert_eq!(s.requeue_stale_items(cutoff, 100).await.unwrap(), expected);
+    assert!(s.requeue_stale_items(cutoff, 100).await.unwrap().is_empty(), "stamped as queued after the cutoff");
+
+    // Stale again later; an item finished meanwhile is not.
+    s.apply_events(&[indexed("b", 3)]).await.unwrap();
+    let later = Utc::now() + Duration::seconds(1);
+    let again = s.requeue_stale_items(later, 100).await.unwrap();
+    assert_eq!(again, vec![expected[0].clone(), expected[1].clone(), expected[3].clone()]);
+    assert!(s.requeue_stale_items(later, 100).await.unwrap().is_empty());
+
+    // Requeueing touched neither the jobs nor the claims.
+    let a = s.job("a").await.unwrap().unwrap();
+    assert_eq!((a.status, a.processed_images, a.total_images), (JobStatus::Running, 1, 3));
+    assert_eq!(h.claims_of("a").await, vec![Uuid::from_u128(0), Uuid::from_u128(2)]);
+}
+
+async fn requeue_honours_the_limit_oldest_job_first(h: &Harness) {
+    let s = h.store();
+    // The older job holds the larger point ids: order is by job age, then point.
+    s.create_job("old", Priority::Low, &items(10..13)).await.unwrap();
+    s.create_job("new", Priority::High, &items(0..3)).await.unwrap();
+    let cutoff = Utc::now();
+    assert!(s.requeue_stale_items(cutoff, 0).await.unwrap().is_empty());
+    let mut pages = Vec::new();
+    loop {
+        let page = s.requeue_stale_items(cutoff, 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 2);
+        pages.push(page.into_iter().map(|r| (r.job_id, r.item.point_id)).collect::<Vec<_>>());
+        assert!(pages.len() <= 3, "paging with one cutoff ends");
+    }
+    let expect = |job: &str, n: u128| (job.to_string(), Uuid::from_u128(n));
+    assert_eq!(
+        pages,
+        vec![
+            vec![expect("old", 10), expect("old", 11)],
+            vec![expect("old", 12), expect("new", 0)],
+            vec![expect("new", 1), expect("new", 2)],
+        ]
+    );
+}
+
+async fn concurrent_requeues_never_take_the_same_item(h: &Harness) {
+    let store = h.shared();
+    store.create_job("j", Priority::Normal, &items(0..300)).await.unwrap();
+    let cutoff = Utc::now();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut taken = Vec::new();
+                loop {
+                    let page = store.requeue_stale_items(cutoff, 7).await.unwrap();
+                    if page.is_empty() {
+                        return taken;
+                    }
+                    taken.extend(page.into_iter().map(|r| r.item.point_id));
+                }
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    for t in tasks {
+        for point in t.await.unwrap() {
+            assert!(seen.insert(point), "{point} requeued twice");
+        }
+    }
+    assert_eq!(seen.len(), 300);
+}

@@ -1,0 +1,242 @@
+//! Embedded SQLite job store, for `imgidx serve`: the same tables, rules and
+//! semantics as the PostgreSQL store (see `postgres.rs`), in one local file.
+//!
+//! One connection behind a mutex serves every call on the blocking thread pool: the
+//! store has one writer at a time anyway, and each call is one short transaction.
+//! Writes take the lock up front (`BEGIN IMMEDIATE`), so check-and-claim is atomic
+//! even against another process that opened the same file, and they are durable on
+//! commit (WAL with `synchronous=FULL`).
+//!
+//! Times are stored as microseconds since the Unix epoch, UTC, taken from the store's
+//! clock once per transaction (like PostgreSQL's `now()`); that clock never repeats
+//! or goes back within one open store, so "newest first" orderings are never ties.
+
+mod reads;
+mod requeue;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod writes;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, ErrorCode};
+use uuid::Uuid;
+
+use super::{JobRecord, JobStore, JobStoreError, NewItem, RequeueItem};
+use crate::messages::{CompletionEvent, Priority};
+
+/// Bound on [`JobStore::healthy`], so a health probe never hangs behind a long write.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct SqliteJobStore {
+    db: Arc<Mutex<Db>>,
+}
+
+/// The connection and the clock its transactions read.
+struct Db {
+    conn: Connection,
+    clock: Clock,
+}
+
+/// Microseconds since the Unix epoch, strictly increasing across calls.
+#[derive(Default)]
+struct Clock {
+    last: i64,
+}
+
+impl Clock {
+    fn now(&mut self) -> i64 {
+        self.last = Utc::now().timestamp_micros().max(self.last.saturating_add(1));
+        self.last
+    }
+}
+
+impl SqliteJobStore {
+    /// Opens the store at `path`, creating its directory and file when missing, and
+    /// brings the schema up to date.
+    pub fn open(path: &Path) -> Result<Self, JobStoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                JobStoreError::Unavailable(format!("creating the job store directory {}: {e}", dir.display()))
+            })?;
+        }
+        let mut conn =
+            Connection::open(path).map_err(|e| db_error(&format!("opening the job store {}", path.display()), &e))?;
+        schema::configure(&conn).map_err(|e| in_file(e, path))?;
+        schema::migrate(&mut conn).map_err(|e| in_file(e, path))?;
+        Ok(Self { db: Arc::new(Mutex::new(Db { conn, clock: Clock::default() })) })
+    }
+
+    /// Runs `f` on the connection, on the blocking pool.
+    async fn run<T, F>(&self, context: &'static str, f: F) -> Result<T, JobStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, JobStoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&mut lock(&db)))
+            .await
+            .map_err(|e| JobStoreError::Other(format!("{context}: the job store task stopped: {e}")))?
+    }
+}
+
+fn lock(db: &Mutex<Db>) -> MutexGuard<'_, Db> {
+    // A panic while the lock was held unwound through any open transaction, whose drop
+    // rolled it back: the connection is still consistent, so carry on with it.
+    db.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[async_trait]
+impl JobStore for SqliteJobStore {
+    async fn create_job(
+        &self,
+        job_id: &str,
+        priority: Priority,
+        candidates: &[NewItem],
+    ) -> Result<Vec<NewItem>, JobStoreError> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let job_id = job_id.to_owned();
+        let candidates = candidates.to_vec();
+        self.run("create_job", move |db| {
+            let now = db.clock.now();
+            writes::create_job(&mut db.conn, now, &job_id, priority, &candidates)
+        })
+        .await
+    }
+
+    async fn fail_job(&self, job_id: &str, message: &str) -> Result<(), JobStoreError> {
+        let (job_id, message) = (job_id.to_owned(), message.to_owned());
+        self.run("fail_job", move |db| {
+            let now = db.clock.now();
+            writes::fail_job(&mut db.conn, now, &job_id, &message)
+        })
+        .await
+    }
+
+    async fn apply_events(&self, events: &[CompletionEvent]) -> Result<Vec<JobRecord>, JobStoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let events = events.to_vec();
+        self.run("apply_events", move |db| {
+            let now = db.clock.now();
+            writes::apply_events(&mut db.conn, now, &events)
+        })
+        .await
+    }
+
+    async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
+        let job_id = job_id.to_owned();
+        self.run("job", move |db| reads::job(&db.conn, &job_id)).await
+    }
+
+    async fn active_jobs(&self) -> Result<Vec<JobRecord>, JobStoreError> {
+        self.run("active_jobs", |db| reads::active_jobs(&db.conn)).await
+    }
+
+    async fn recent_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, JobStoreError> {
+        self.run("recent_jobs", move |db| reads::recent_jobs(&db.conn, limit)).await
+    }
+
+    async fn failed_image_count(&self) -> Result<u64, JobStoreError> {
+        self.run("failed_image_count", |db| reads::failed_image_count(&db.conn)).await
+    }
+
+    async fn last_update(&self) -> Result<Option<DateTime<Utc>>, JobStoreError> {
+        self.run("last_update", |db| reads::last_update(&db.conn)).await
+    }
+
+    async fn requeue_stale_items(
+        &self,
+        queued_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<RequeueItem>, JobStoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.run("requeue_stale_items", move |db| {
+            let now = db.clock.now();
+            requeue::take_stale(&mut db.conn, now, queued_before, limit)
+        })
+        .await
+    }
+
+    async fn healthy(&self) -> bool {
+        let probe = self.run("healthy", |db| {
+            db.conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0)).ctx("health probe")
+        });
+        matches!(tokio::time::timeout(HEALTH_TIMEOUT, probe).await, Ok(Ok(1)))
+    }
+}
+
+/// Microseconds since the Unix epoch, as stored.
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn time(micros: i64) -> Result<DateTime<Utc>, JobStoreError> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| JobStoreError::Other(format!("time {micros} µs out of range in the job store")))
+}
+
+fn opt_time(micros: Option<i64>) -> Result<Option<DateTime<Utc>>, JobStoreError> {
+    micros.map(time).transpose()
+}
+
+/// A point id as stored: its 16 bytes.
+fn point_bytes(id: &Uuid) -> &[u8] {
+    id.as_bytes()
+}
+
+fn point_id(bytes: &[u8]) -> Result<Uuid, JobStoreError> {
+    Uuid::from_slice(bytes).map_err(|_| JobStoreError::Other("malformed point id in the job store".into()))
+}
+
+fn count(n: i64, what: &str) -> Result<u64, JobStoreError> {
+    u64::try_from(n).map_err(|_| JobStoreError::Other(format!("negative {what} in the job store")))
+}
+
+/// Attaches what was being done to a driver error and classifies it.
+trait SqlResultExt<T> {
+    fn ctx(self, context: &str) -> Result<T, JobStoreError>;
+}
+
+impl<T> SqlResultExt<T> for rusqlite::Result<T> {
+    fn ctx(self, context: &str) -> Result<T, JobStoreError> {
+        self.map_err(|e| db_error(context, &e))
+    }
+}
+
+/// Trouble with the file (locked too long, unreadable, full, read-only) is
+/// `Unavailable`: retrying later may succeed. Anything else is `Other`.
+fn db_error(context: &str, e: &rusqlite::Error) -> JobStoreError {
+    let message = format!("{context}: {e}");
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied,
+        ) => JobStoreError::Unavailable(message),
+        _ => JobStoreError::Other(message),
+    }
+}
+
+/// Names the file in an error from opening it.
+fn in_file(e: JobStoreError, path: &Path) -> JobStoreError {
+    match e {
+        JobStoreError::Unavailable(m) => JobStoreError::Unavailable(format!("{m} ({})", path.display())),
+        JobStoreError::Other(m) => JobStoreError::Other(format!("{m} ({})", path.display())),
+    }
+}
