@@ -1,0 +1,7 @@
+//! End-to-end tests of the `imgidx` binary: a real `imgidx serve` subprocess,
+//! driven through the client commands.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod server;
