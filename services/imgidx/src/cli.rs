@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::client;
+
 #[derive(Parser, Debug)]
 #[command(name = "imgidx", version, about = "Index image collections as CLIP embeddings and search them")]
 pub struct Cli {
@@ -61,6 +63,17 @@ pub enum Command {
     /// Embedding tools.
     #[command(subcommand)]
     Embed(EmbedCommand),
+    /// Client: submit image files and directories to a running server for indexing.
+    #[command(after_help = crate::client::INDEX_EXIT_CODES)]
+    Index(client::IndexArgs),
+    /// Client: search the index by text.
+    Search(client::SearchArgs),
+    /// Client: find images similar to an image (uploaded, or a path on the server).
+    Similar(client::SimilarArgs),
+    /// Client: status of one indexing job, or of the active and recent jobs.
+    Status(client::StatusArgs),
+    /// Client: index statistics.
+    Stats(client::StatsArgs),
 }
 
 #[derive(Subcommand, Debug)]

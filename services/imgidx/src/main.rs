@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod client;
 mod embed_cmd;
 mod serve;
 
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(dispatch(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -51,7 +52,16 @@ fn shutdown_on_signal() -> Shutdown {
     shutdown
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Client commands talk to a server over HTTP and need no local configuration.
+    match cli.command {
+        Command::Index(args) => return client::index(args).await,
+        Command::Search(args) => return client::search(args).await,
+        Command::Similar(args) => return client::similar(args).await,
+        Command::Status(args) => return client::status(args).await,
+        Command::Stats(args) => return client::stats(args).await,
+        _ => {}
+    }
     let mut settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Api { listen } => {
@@ -93,6 +103,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             bench::print(&r);
         }
         Command::Embed(cmd) => embed_cmd::run(&settings, cmd)?,
+        // Dispatched above, before any configuration is loaded.
+        Command::Index(_) | Command::Search(_) | Command::Similar(_) | Command::Status(_) | Command::Stats(_) => {}
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

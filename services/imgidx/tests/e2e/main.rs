@@ -1,7 +1,8 @@
-//! End-to-end tests of the `imgidx` binary: `serve` on embedded defaults and the CLI
-//! client against it. One test binary for the crate.
+//! End-to-end tests of the `imgidx` binary: a real `imgidx serve` subprocess on
+//! embedded defaults, over HTTP and driven through the client commands.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cli;
 mod serve;
 mod server;

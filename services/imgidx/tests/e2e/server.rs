@@ -1,4 +1,5 @@
-//! A real `imgidx serve` child process on embedded defaults, for end-to-end tests.
+//! Shared helpers: a real `imgidx serve` child process on embedded defaults on a free
+//! loopback port, and a runner for the `imgidx` binary itself.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,6 +10,14 @@ use tokio::process::{Child, Command};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_imgidx")
+}
+
+pub fn fixture_images() -> PathBuf {
+    repo_root().join("tests/fixtures/images")
 }
 
 pub fn tiny_model_dir() -> PathBuf {
@@ -38,19 +47,22 @@ pub fn copy_images(dir: &Path, copies: usize) -> Vec<PathBuf> {
     out
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on (just released by the OS).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub struct Serve {
     child: Child,
-    pub base_url: String,
+    pub url: String,
     http: reqwest::Client,
     log: PathBuf,
+    /// The data directory, when this server owns it (`fresh`).
+    _owned: Option<tempfile::TempDir>,
 }
 
 fn command(data_dir: &Path, port: u16, env: &[(&str, &str)], log: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_imgidx"));
+    let mut cmd = Command::new(bin());
     cmd.arg("serve")
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
@@ -71,16 +83,24 @@ fn command(data_dir: &Path, port: u16, env: &[(&str, &str)], log: &Path) -> Comm
 }
 
 impl Serve {
+    /// Serve in a data directory of its own, removed with it.
+    pub async fn fresh() -> Serve {
+        let data = tempfile::tempdir().unwrap();
+        let mut serve = Serve::start(data.path(), &[]).await;
+        serve._owned = Some(data);
+        serve
+    }
+
     /// Starts serve and waits until `/health` answers.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Serve {
         let port = free_port();
         let log = data_dir.join(format!("serve-{port}.log"));
         let mut child = command(data_dir, port, env, &log).spawn().unwrap();
-        let base_url = format!("http://127.0.0.1:{port}");
+        let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = http.get(format!("{base_url}/health")).send().await {
+            if let Ok(r) = http.get(format!("{url}/health")).send().await {
                 if r.status().is_success() {
                     break;
                 }
@@ -91,7 +111,7 @@ impl Serve {
             assert!(tokio::time::Instant::now() < deadline, "serve not healthy: {}", std::fs::read_to_string(&log).unwrap());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Serve { child, base_url, http, log }
+        Serve { child, url, http, log, _owned: None }
     }
 
     /// Starts serve expecting it to exit on its own; returns what it logged.
@@ -104,6 +124,10 @@ impl Serve {
         std::fs::read_to_string(&log).unwrap()
     }
 
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     async fn answer(r: reqwest::Response) -> (u16, Value) {
         let code = r.status().as_u16();
         let text = r.text().await.unwrap();
@@ -111,15 +135,15 @@ impl Serve {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        Self::answer(self.http.get(format!("{}{path}", self.base_url)).send().await.unwrap()).await
+        Self::answer(self.http.get(format!("{}{path}", self.url)).send().await.unwrap()).await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        Self::answer(self.http.post(format!("{}{path}", self.base_url)).json(body).send().await.unwrap()).await
+        Self::answer(self.http.post(format!("{}{path}", self.url)).json(body).send().await.unwrap()).await
     }
 
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-        let r = self.http.post(format!("{}{path}", self.base_url)).header("content-type", content_type).body(body);
+        let r = self.http.post(format!("{}{path}", self.url)).header("content-type", content_type).body(body);
         Self::answer(r.send().await.unwrap()).await
     }
 
@@ -130,7 +154,7 @@ impl Serve {
         for (k, v) in fields {
             form = form.text(k.to_string(), v.to_string());
         }
-        Self::answer(self.http.post(format!("{}{path}", self.base_url)).multipart(form).send().await.unwrap()).await
+        Self::answer(self.http.post(format!("{}{path}", self.url)).multipart(form).send().await.unwrap()).await
     }
 
     /// Kill -9: no drain, no goodbye.
@@ -145,5 +169,36 @@ impl Serve {
         assert!(term.success());
         let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await.expect("serve did not stop").unwrap();
         assert!(status.success(), "serve exited with {status}: {}", std::fs::read_to_string(&self.log).unwrap());
+    }
+}
+
+/// One run of the `imgidx` binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:#?}"))
+    }
+}
+
+/// Run `imgidx ARGS` (client commands read no configuration; IMGIDX_SERVER is cleared
+/// so only `--server` decides).
+pub async fn imgidx<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
+    let out = tokio::process::Command::new(bin())
+        .args(args)
+        .env_remove("IMGIDX_SERVER")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }

@@ -1,0 +1,107 @@
+//! Command-line arguments of the client commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+/// Options every client command takes.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Base URL of the imgidx server (`imgidx serve` or `imgidx api`).
+    #[arg(long, env = "IMGIDX_SERVER", default_value = "http://127.0.0.1:8000")]
+    pub server: String,
+    /// Print the result as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for each HTTP request.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Low,
+    Normal,
+    High,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct IndexArgs {
+    /// Image files and directories (a directory contributes its image files).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Descend into subdirectories.
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+    #[arg(long, value_enum, default_value_t = Priority::Normal)]
+    pub priority: Priority,
+    /// Wait until every job has finished, showing progress, then print a summary.
+    #[arg(long)]
+    pub wait: bool,
+    /// Paths per request (each request creates at most one job).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub chunk: u64,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// Options shared by the two query commands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct QueryOptions {
+    /// Number of results (server default when unset).
+    #[arg(short = 'k', long = "top-k", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub top_k: Option<u64>,
+    /// Only images whose path starts with this prefix.
+    #[arg(long)]
+    pub path_prefix: Option<String>,
+    /// Only results scoring at least this much.
+    #[arg(long, allow_negative_numbers = true)]
+    pub min_score: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+pub struct SearchArgs {
+    /// What to look for, in words.
+    pub text: String,
+    #[command(flatten)]
+    pub query: QueryOptions,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SimilarArgs {
+    /// The query image: a local file, uploaded to the server (or, with --server-path, a path on the server).
+    pub image: PathBuf,
+    /// Send IMAGE as a path the server reads itself instead of uploading it.
+    #[arg(long)]
+    pub server_path: bool,
+    #[command(flatten)]
+    pub query: QueryOptions,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Job id (as printed by `imgidx index`); without one, the active and recent jobs.
+    pub job_id: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+}

@@ -1,0 +1,30 @@
+//! The command-line client: talks HTTP to a running `imgidx serve` or `imgidx api`.
+//! Each command prints a table by default, the server's JSON with `--json`.
+
+mod args;
+mod http;
+mod index;
+mod output;
+mod paths;
+mod query;
+mod status;
+mod types;
+mod wait;
+
+pub use args::{IndexArgs, SearchArgs, SimilarArgs, StatsArgs, StatusArgs};
+pub use index::index;
+pub use query::{search, similar};
+pub use status::{stats, status};
+
+/// Exit status of `index --wait` when at least one job ended `failed`.
+pub const EXIT_JOB_FAILED: u8 = 3;
+
+/// Shown under `imgidx index --help`.
+pub const INDEX_EXIT_CODES: &str = "\
+Exit status:
+  0  submitted (with --wait: every job completed; images that could not be read are
+     counted as failed in the summary without failing their job)
+  1  error: a path is missing, the server is unreachable or refused the request
+  2  invalid arguments
+  3  with --wait: at least one job ended \"failed\" (the server fails a job when
+     every one of its images failed, or when it could not be queued)";

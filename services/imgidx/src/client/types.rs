@@ -1,0 +1,118 @@
+//! The server's answers, as far as the tables need them. Lenient: a field the
+//! server leaves out reads as its default, and unknown fields are ignored
+//! (`--json` prints the answer verbatim, so nothing is lost there).
+
+use serde::Deserialize;
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct AddImagesResponse {
+    pub job_id: String,
+    pub status: String,
+    pub images_count: u64,
+    pub new_images_count: u64,
+    pub already_indexed_count: u64,
+    pub already_queued_count: u64,
+    pub message: String,
+}
+
+impl AddImagesResponse {
+    /// `"none"`: nothing was queued, there is no job to follow.
+    pub fn has_job(&self) -> bool {
+        !self.job_id.is_empty() && self.job_id != "none"
+    }
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct Progress {
+    pub total_images: u64,
+    pub processed_images: u64,
+    pub failed_images: u64,
+    pub percent_complete: f64,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct JobStatus {
+    pub job_id: String,
+    pub status: String,
+    pub priority: Option<String>,
+    pub progress: Progress,
+    pub created_at: Option<String>,
+    pub started_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub error_message: Option<String>,
+}
+
+impl JobStatus {
+    pub fn is_finished(&self) -> bool {
+        self.status == "completed" || self.status == "failed"
+    }
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct IndexStats {
+    pub model_name: String,
+    pub embedding_dim: u64,
+    pub total_images: u64,
+    pub num_failed: u64,
+    pub last_updated: Option<String>,
+    pub index_size_mb: f64,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct ActiveJob {
+    pub job_id: String,
+    pub status: String,
+    pub created_at: Option<String>,
+    pub images: u64,
+    pub percent_complete: f64,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct RecentJob {
+    pub job_id: String,
+    pub status: String,
+    pub created_at: Option<String>,
+    pub completed_at: Option<String>,
+    pub images: u64,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct OverallStatus {
+    pub total_indexed_images: u64,
+    pub active_jobs: u64,
+    pub active_job_details: Vec<ActiveJob>,
+    pub recent_jobs: Vec<RecentJob>,
+    pub index_stats: IndexStats,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct QueryHit {
+    pub rank: u64,
+    pub score: f64,
+    pub image_path: String,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct QueryIndexStats {
+    pub total_images: u64,
+    pub model: String,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct QueryResponse {
+    pub query: String,
+    pub query_type: String,
+    pub results: Vec<QueryHit>,
+    pub query_time_seconds: f64,
+    pub index_stats: QueryIndexStats,
+}
