@@ -10,6 +10,11 @@ pipeline can be tested in seconds without downloading ~600 MB of weights.
   text.onnx    input_ids i64 [N,77] -> text_embeds f32 [N,64]
       ids mod 509 -> Gather from a [509,64] table -> mean over non-zero ids
 
+  bpe_simple_vocab_16e6.txt.gz  OpenAI CLIP's real BPE merges (MIT), named by the
+      manifest's "tokenizer" field; not generated: copied from the committed fixture
+      when OUT_DIR is elsewhere (scripts/tokenizer_reference.py checks it against
+      the openai-clip package).
+
 Deterministic: fixed seed, fixed producer fields, so re-running reproduces the
 committed files byte for byte (tests can then trust the fixture never drifts).
 
@@ -17,6 +22,7 @@ Usage: python scripts/make_tiny_clip.py [OUT_DIR]
 """
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,6 +42,7 @@ CONTEXT = 77
 TABLE = 509
 OPSET = 17  # axes-as-input ReduceSum/Unsqueeze; well inside what ORT 1.31 loads
 IR_VERSION = 8
+VOCAB = "bpe_simple_vocab_16e6.txt.gz"
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -125,8 +132,11 @@ def text(rng: np.random.Generator) -> onnx.ModelProto:
 
 def main() -> None:
     root = Path(__file__).resolve().parent.parent
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else root / "tests/fixtures/models/tiny-clip"
+    fixture = root / "tests/fixtures/models/tiny-clip"
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else fixture
     out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != fixture.resolve():
+        shutil.copyfile(fixture / VOCAB, out / VOCAB)
     rng = np.random.default_rng(SEED)
     # Order matters for determinism: vision draws from the generator first.
     (out / "vision.onnx").write_bytes(vision(rng).SerializeToString())
@@ -140,6 +150,7 @@ def main() -> None:
         "context_length": CONTEXT,
         "vision": {"file": "vision.onnx", "input": "pixel_values", "output": "image_embeds"},
         "text": {"file": "text.onnx", "input": "input_ids", "output": "text_embeds"},
+        "tokenizer": VOCAB,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {out}")

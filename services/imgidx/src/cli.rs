@@ -88,4 +88,16 @@ pub enum EmbedCommand {
         #[arg(long)]
         model: Option<PathBuf>,
     },
+    /// Print the CLIP token ids of TEXT as a JSON array: [sot, ..., eot], truncated to the
+    /// model's context length.
+    Tokenize {
+        /// Text to tokenize (cleaned, lowercased and split as CLIP does).
+        text: String,
+        /// Model directory whose manifest names the tokenizer file (default: `model.dir`).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Print the whole zero-padded row, exactly as the text encoder receives it.
+        #[arg(long)]
+        padded: bool,
+    },
 }

@@ -6,9 +6,11 @@ pub mod npy;
 pub mod preprocess;
 pub mod runtime;
 pub mod text;
+pub mod tokenizer;
 pub mod vision;
 
 pub use manifest::{GraphSpec, ManifestError, ModelManifest};
 pub use preprocess::{DecodeError, Preprocessed, Preprocessor};
 pub use text::TextEncoder;
+pub use tokenizer::{ClipTokenizer, TokenizerError};
 pub use vision::{l2_normalize, EmbedError, VisionEncoder};
