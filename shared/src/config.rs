@@ -137,6 +137,10 @@ pub struct ModelSettings {
     pub intra_threads: usize,
     /// Path of `libonnxruntime.so`; falls back to the `ORT_DYLIB_PATH` environment variable.
     pub ort_dylib_path: Option<PathBuf>,
+    /// Base URL of the Hugging Face hub (or a mirror of it) that `imgidx models fetch` downloads from.
+    pub hub_url: String,
+    /// Where `imgidx models fetch` installs models (one directory each); `<data_dir>/models` when unset.
+    pub models_dir: Option<PathBuf>,
 }
 
 impl Default for ModelSettings {
@@ -147,6 +151,8 @@ impl Default for ModelSettings {
             cuda_device: 0,
             intra_threads: 0,
             ort_dylib_path: None,
+            hub_url: "https://huggingface.co".into(),
+            models_dir: None,
         }
     }
 }
@@ -257,6 +263,11 @@ impl Settings {
         self.vectors.edge_path.clone().unwrap_or_else(|| self.data_dir.join("vectors"))
     }
 
+    /// Directory `imgidx models fetch` installs models into.
+    pub fn models_dir(&self) -> PathBuf {
+        self.model.models_dir.clone().unwrap_or_else(|| self.data_dir.join("models"))
+    }
+
     /// Name used in consumer tags: configured name, else the host name.
     pub fn node_name(&self) -> String {
         self.worker.name.clone().unwrap_or_else(|| {
@@ -297,6 +308,20 @@ mod tests {
         .unwrap();
         assert_eq!(s.api.allowed_roots, vec![PathBuf::from("/srv/a"), PathBuf::from("/srv/b")]);
         assert_eq!(s.vectors.qdrant_url.as_deref(), Some("http://127.0.0.1:6334"));
+    }
+
+    #[test]
+    fn models_dir_defaults_under_data_dir() {
+        let s = Settings::load_from(None, env(&[("IMGIDX__DATA_DIR", "/srv/imgidx")])).unwrap();
+        assert_eq!(s.models_dir(), PathBuf::from("/srv/imgidx/models"));
+        assert_eq!(s.model.hub_url, "https://huggingface.co");
+        let s = Settings::load_from(
+            None,
+            env(&[("IMGIDX__MODEL__MODELS_DIR", "/models"), ("IMGIDX__MODEL__HUB_URL", "http://mirror:8080")]),
+        )
+        .unwrap();
+        assert_eq!(s.models_dir(), PathBuf::from("/models"));
+        assert_eq!(s.model.hub_url, "http://mirror:8080");
     }
 
     #[test]

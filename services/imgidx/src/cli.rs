@@ -53,6 +53,9 @@ pub enum Command {
     /// Embedding tools.
     #[command(subcommand)]
     Embed(EmbedCommand),
+    /// Download and list CLIP models (`models fetch NAME`, `models list`).
+    #[command(subcommand)]
+    Models(crate::models::ModelsCommand),
 }
 
 #[derive(Subcommand, Debug)]

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod embed_cmd;
+mod models;
 mod serve;
 
 use std::process::ExitCode;
@@ -83,6 +84,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             bench::print(&r);
         }
         Command::Embed(cmd) => embed_cmd::run(&settings, cmd)?,
+        Command::Models(cmd) => models::run(&settings, cmd).await?,
     }
     Ok(())
 }
