@@ -146,7 +146,8 @@ pub enum ExecutionProvider {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSettings {
-    /// Model directory holding `manifest.json` and the ONNX graphs.
+    /// Model directory holding `manifest.json` and the ONNX graphs; default
+    /// `<models_dir>/clip-vit-b-32`, where `imgidx models fetch clip-vit-b-32` puts it.
     pub dir: PathBuf,
     pub execution_provider: ExecutionProvider,
     /// CUDA device ordinal when `execution_provider = "cuda"`.
@@ -155,16 +156,22 @@ pub struct ModelSettings {
     pub intra_threads: usize,
     /// Path of `libonnxruntime.so`; falls back to the `ORT_DYLIB_PATH` environment variable.
     pub ort_dylib_path: Option<PathBuf>,
+    /// Base URL of the Hugging Face hub (or a mirror of it) that `imgidx models fetch` downloads from.
+    pub hub_url: String,
+    /// Where `imgidx models fetch` installs models (one directory each); `<data_dir>/models` when unset.
+    pub models_dir: Option<PathBuf>,
 }
 
 impl Default for ModelSettings {
     fn default() -> Self {
         Self {
-            dir: PathBuf::from("models/clip-vit-b-32"),
+            dir: PathBuf::new(),
             execution_provider: ExecutionProvider::Cpu,
             cuda_device: 0,
             intra_threads: 0,
             ort_dylib_path: None,
+            hub_url: "https://huggingface.co".into(),
+            models_dir: None,
         }
     }
 }
@@ -259,6 +266,9 @@ impl Settings {
         if settings.data_dir.as_os_str().is_empty() {
             settings.data_dir = default_data_dir();
         }
+        if settings.model.dir.as_os_str().is_empty() {
+            settings.model.dir = settings.default_model_dir();
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -316,6 +326,16 @@ impl Settings {
         self.vectors.edge_path.clone().unwrap_or_else(|| self.data_dir.join("vectors"))
     }
 
+    /// Directory `imgidx models fetch` installs models into.
+    /// Where the default model lives when `model.dir` is not set.
+    pub fn default_model_dir(&self) -> PathBuf {
+        self.models_dir().join(DEFAULT_MODEL)
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        self.model.models_dir.clone().unwrap_or_else(|| self.data_dir.join("models"))
+    }
+
     /// Name used in consumer tags: configured name, else the host name.
     pub fn node_name(&self) -> String {
         self.worker.name.clone().unwrap_or_else(|| {
@@ -323,6 +343,9 @@ impl Settings {
         })
     }
 }
+
+/// The model `model.dir` defaults to (under `models_dir`).
+pub const DEFAULT_MODEL: &str = "clip-vit-b-32";
 
 /// Which job store `jobs.url` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -388,6 +411,21 @@ mod tests {
         assert_eq!(s.job_store_location().unwrap(), JobStoreLocation::Sqlite("/tmp/j.db".into()));
         let s = Settings::load_from(None, env(&[("IMGIDX__JOBS__URL", "mysql://x")])).unwrap();
         assert!(s.job_store_location().is_err());
+    }
+
+    #[test]
+    fn models_dir_defaults_under_data_dir() {
+        let s = Settings::load_from(None, env(&[("IMGIDX__DATA_DIR", "/srv/imgidx")])).unwrap();
+        assert_eq!(s.models_dir(), PathBuf::from("/srv/imgidx/models"));
+        assert_eq!(s.model.dir, PathBuf::from("/srv/imgidx/models/clip-vit-b-32"));
+        assert_eq!(s.model.hub_url, "https://huggingface.co");
+        let s = Settings::load_from(
+            None,
+            env(&[("IMGIDX__MODEL__MODELS_DIR", "/models"), ("IMGIDX__MODEL__HUB_URL", "http://mirror:8080")]),
+        )
+        .unwrap();
+        assert_eq!(s.models_dir(), PathBuf::from("/models"));
+        assert_eq!(s.model.hub_url, "http://mirror:8080");
     }
 
     #[test]

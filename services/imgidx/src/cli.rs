@@ -74,6 +74,9 @@ pub enum Command {
     Status(client::StatusArgs),
     /// Client: index statistics.
     Stats(client::StatsArgs),
+    /// Download and list CLIP models (`models fetch NAME`, `models list`).
+    #[command(subcommand)]
+    Models(crate::models::ModelsCommand),
 }
 
 #[derive(Subcommand, Debug)]

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client;
 mod embed_cmd;
+mod models;
 mod serve;
 
 use std::process::ExitCode;
@@ -78,7 +79,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 settings.api.listen = listen;
             }
             if let Some(dir) = data_dir {
+                // A model dir derived from the old data dir follows the new one.
+                let derived = settings.model.dir == settings.default_model_dir();
                 settings.data_dir = dir;
+                if derived {
+                    settings.model.dir = settings.default_model_dir();
+                }
             }
             if let Some(model) = model {
                 settings.model.dir = model;
@@ -105,6 +111,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Embed(cmd) => embed_cmd::run(&settings, cmd)?,
         // Dispatched above, before any configuration is loaded.
         Command::Index(_) | Command::Search(_) | Command::Similar(_) | Command::Status(_) | Command::Stats(_) => {}
+        Command::Models(cmd) => models::run(&settings, cmd).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! CLIP image encoder on ONNX Runtime: preprocessed pixels in, unit vectors out.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -92,11 +93,21 @@ pub(crate) fn run_embeddings(
     n: usize,
     dim: usize,
 ) -> Result<Vec<Vec<f32>>, EmbedError> {
+    run_embeddings_with(session, graph, spec, vec![(Cow::Borrowed(spec.input.as_str()), input)], n, dim)
+}
+
+/// As [`run_embeddings`], for graphs that take several named inputs (a text graph's ids and attention mask).
+pub(crate) fn run_embeddings_with(
+    session: &Mutex<Session>,
+    graph: &Path,
+    spec: &GraphSpec,
+    inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)>,
+    n: usize,
+    dim: usize,
+) -> Result<Vec<Vec<f32>>, EmbedError> {
     // A panic mid-run leaves nothing of ours half-updated in the session, so a poisoned lock is still usable.
     let mut session = session.lock().unwrap_or_else(PoisonError::into_inner);
-    let outputs = session
-        .run(vec![(std::borrow::Cow::Borrowed(spec.input.as_str()), input)])
-        .map_err(|e| EmbedError::Runtime(format!("running {}: {e}", graph.display())))?;
+    let outputs = session.run(inputs).map_err(|e| EmbedError::Runtime(format!("running {}: {e}", graph.display())))?;
     let value = outputs
         .get(&spec.output)
         .ok_or_else(|| EmbedError::Shape(format!("{} produced no output {:?}", graph.display(), spec.output)))?;
