@@ -198,6 +198,7 @@ mod tests {
         std::fs::copy(fixtures.join("tiny-clip/vision.onnx"), dir.path().join("vision.onnx")).unwrap();
         std::fs::copy(fixtures.join("tiny-text-masked/text.onnx"), dir.path().join("text.onnx")).unwrap();
         let mut manifest = ModelManifest::load(&tiny_clip_dir()).unwrap();
+        manifest.tokenizer = None; // not copied: these tests feed token ids directly
         let mut text = GraphSpec {
             file: "text.onnx".into(),
             input: "input_ids".into(),
