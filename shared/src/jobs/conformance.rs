@@ -6,12 +6,13 @@
 mod harness;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use uuid::Uuid;
 
 use self::harness::Harness;
-use super::{JobStatus, NewItem, RequeueItem};
+use super::{JobStatus, JobStore, NewItem, RequeueItem};
 use crate::messages::{CompletionEvent, FailureKind, FileStamp, Outcome, Priority};
 
 /// Runs each named test body against every backend, as `sqlite::NAME` and `postgres::NAME`.
@@ -136,13 +137,20 @@ async fn large_requests_are_claimed_in_one_go(h: &Harness) {
 }
 
 async fn concurrent_jobs_never_claim_the_same_point(h: &Harness) {
-    let store = h.shared();
-    // Overlapping windows over 0..400, each in a different order.
+    let seen = claim_concurrently(&[h.shared()], 40, 120).await;
+    assert_eq!(seen.len(), 7 * 40 + 120, "every point of the union claimed once");
+    assert_eq!(h.claims().await.len(), seen.len());
+}
+
+/// Eight concurrent `create_job`s over overlapping windows of points (`step` apart,
+/// `width` wide, every other one reversed), spread over `stores`: asserts no point is
+/// claimed twice and each job's total matches its claims; returns the claimed points.
+pub(crate) async fn claim_concurrently(stores: &[Arc<dyn JobStore>], step: u128, width: u128) -> HashSet<Uuid> {
     let tasks: Vec<_> = (0..8u128)
         .map(|k| {
-            let store = store.clone();
+            let store = stores[k as usize % stores.len()].clone();
             tokio::spawn(async move {
-                let mut candidates = items(k * 40..k * 40 + 120);
+                let mut candidates = items(k * step..k * step + width);
                 if k % 2 == 1 {
                     candidates.reverse();
                 }
@@ -159,11 +167,11 @@ async fn concurrent_jobs_never_claim_the_same_point(h: &Harness) {
             assert!(seen.insert(c.point_id), "{} claimed twice (again by {job_id})", c.point_id);
         }
         if !claimed.is_empty() {
-            assert_eq!(store.job(&job_id).await.unwrap().unwrap().total_images, claimed.len() as u64);
+            let total = stores[0].job(&job_id).await.unwrap().unwrap().total_images;
+            assert_eq!(total, claimed.len() as u64);
         }
     }
-    assert_eq!(seen.len(), 7 * 40 + 120, "every point of the union claimed once");
-    assert_eq!(h.claims().await.len(), seen.len());
+    seen
 }
 
 async fn events_move_a_job_through_its_states(h: &Harness) {

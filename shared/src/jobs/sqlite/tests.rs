@@ -2,13 +2,13 @@
 //! stores on one file. What every backend must do is in `jobs/conformance.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashSet;
+use std::sync::Arc;
 
 use chrono::Utc;
 use rusqlite::Connection;
 
 use super::*;
-use crate::jobs::conformance::{failed, indexed, item, items, requeued};
+use crate::jobs::conformance::{claim_concurrently, failed, indexed, item, items, requeued};
 use crate::jobs::JobStatus;
 use crate::messages::FailureKind;
 
@@ -57,31 +57,9 @@ async fn two_stores_on_one_file_claim_each_point_once() {
     // Like two processes: separate connections, so only SQLite's locking keeps them apart.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.sqlite");
-    let stores = [SqliteJobStore::open(&path).unwrap(), SqliteJobStore::open(&path).unwrap()];
-    let tasks: Vec<_> = (0..8u128)
-        .map(|k| {
-            let store = stores[(k % 2) as usize].clone();
-            tokio::spawn(async move {
-                let mut candidates = items(k * 50..k * 50 + 150);
-                if k % 3 == 0 {
-                    candidates.reverse();
-                }
-                let job_id = format!("job{k}");
-                let claimed = store.create_job(&job_id, Priority::Normal, &candidates).await.unwrap();
-                (job_id, claimed)
-            })
-        })
-        .collect();
-    let mut seen = HashSet::new();
-    for task in tasks {
-        let (job_id, claimed) = task.await.unwrap();
-        for c in &claimed {
-            assert!(seen.insert(c.point_id), "{} claimed twice (again by {job_id})", c.point_id);
-        }
-        if !claimed.is_empty() {
-            assert_eq!(stores[1].job(&job_id).await.unwrap().unwrap().total_images, claimed.len() as u64);
-        }
-    }
+    let stores: [Arc<dyn JobStore>; 2] =
+        [Arc::new(SqliteJobStore::open(&path).unwrap()), Arc::new(SqliteJobStore::open(&path).unwrap())];
+    let seen = claim_concurrently(&stores, 50, 150).await;
     assert_eq!(seen.len(), 7 * 50 + 150, "every point of the union claimed once");
     // Each store sees the other's work.
     let taken = stores[0].requeue_stale_items(Utc::now(), 10_000).await.unwrap();
