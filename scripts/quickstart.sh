@@ -26,6 +26,7 @@ say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'quickstart: error: %s\n' "$*" >&2; exit 1; }
 
 MODEL="" DATA_DIR="" LISTEN=127.0.0.1:8000 QUERY="a photo of a person" STOP=0 FOLDER=""
+ARGS=("$@")
 while (($#)); do
     case $1 in
         --model) MODEL=${2:?--model needs a directory}; shift 2 ;;
@@ -69,7 +70,7 @@ model hub is reachable from here, or a file did not verify).
   - Place the files by hand as described above and run this script again, or
   - see the pipeline work with the tiny test model (its search results are not
     meaningful, its vectors are random projections):
-      scripts/quickstart.sh --model tests/fixtures/models/tiny-clip $FOLDER
+      scripts/quickstart.sh --model tests/fixtures/models/tiny-clip ${ARGS[*]}
 EOF
         exit 1
     fi
@@ -113,10 +114,12 @@ fi
 if ((STOP)); then
     say "done; server stopped"
 elif [[ -n ${pid:-} ]]; then
+    client=$IMGIDX
+    [[ $LISTEN == 127.0.0.1:8000 ]] || client="IMGIDX_SERVER=$SERVER $IMGIDX"
     cat >&2 <<EOF
 ==> imgidx serve keeps running at $SERVER (pid $pid). Try:
-      $IMGIDX search "a dog on a beach"
-      $IMGIDX similar /path/to/photo.jpg
+      $client search "a dog on a beach"
+      $client similar /path/to/photo.jpg
     Stop it with: kill $pid
 EOF
 fi
