@@ -15,6 +15,8 @@ pub enum ApiError {
     #[error("{0}")]
     MalformedJson(String),
     #[error("{0}")]
+    MalformedMultipart(String),
+    #[error("{0}")]
     Validation(String),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -55,6 +57,7 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
             ApiError::MalformedJson(m) => (StatusCode::BAD_REQUEST, "malformed_json", m.clone()),
+            ApiError::MalformedMultipart(m) => (StatusCode::BAD_REQUEST, "malformed_multipart", m.clone()),
             ApiError::Validation(m) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_error", m.clone()),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", self.to_string()),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found", self.to_string()),

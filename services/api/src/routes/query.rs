@@ -81,7 +81,7 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
     let (subject, req) = if is_multipart {
         let form = Multipart::from_request(request, &state)
             .await
-            .map_err(|e| ApiError::MalformedJson(format!("malformed multipart body: {}", e.body_text())))?;
+            .map_err(|e| ApiError::MalformedMultipart(format!("malformed multipart body: {}", e.body_text())))?;
         read_form(form, state.settings.max_body_bytes).await?
     } else {
         let body = Bytes::from_request(request, &state)
@@ -189,7 +189,7 @@ async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<(Subject, Qu
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(max_bytes)
         } else {
-            ApiError::MalformedJson(format!("malformed multipart body: {}", e.body_text()))
+            ApiError::MalformedMultipart(format!("malformed multipart body: {}", e.body_text()))
         }
     };
     while let Some(field) = form.next_field().await.map_err(malformed)? {

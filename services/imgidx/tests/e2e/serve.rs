@@ -117,6 +117,10 @@ async fn serve_indexes_then_searches_by_image_text_and_upload() {
     }
     let (got, r) = s.post_raw("/api/v1/query", "application/json", b"{not json".to_vec()).await;
     assert_eq!((got, r["error"].as_str().unwrap()), (400, "malformed_json"), "{r}");
+    let (got, r) = s.post_raw("/api/v1/query", "multipart/form-data; boundary=zz", b"--zz\r\ngarbage".to_vec()).await;
+    assert_eq!((got, r["error"].as_str().unwrap()), (400, "malformed_multipart"), "{r}");
+    let (got, r) = s.post_upload("/api/v1/query", "x.png", vec![1, 2, 3], &[("top_k", "many")]).await;
+    assert_eq!((got, r["error"].as_str().unwrap()), (422, "validation_error"), "{r}");
     let (got, r) = s.post_upload("/api/v1/query", "x.png", b"not an image".to_vec(), &[]).await;
     assert_eq!((got, r["error"].as_str().unwrap()), (422, "not_an_image"), "{r}");
 
