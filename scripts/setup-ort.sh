@@ -2,7 +2,8 @@
 # ONNX Runtime for imgidx (the `ort` crate loads libonnxruntime.so at run
 # time: feature load-dynamic). The library comes from the onnxruntime wheel on
 # PyPI, installed into <repo>/.venv together with the Python packages the
-# test-model generators use (onnx, numpy, pillow).
+# test-model generators use (onnx, numpy, pillow), and requests for the seed-000
+# Python client the tests drive.
 #
 #   scripts/setup-ort.sh [--gpu]          install if missing; print the library path
 #   . scripts/setup-ort.sh [--gpu]        same, and export ORT_DYLIB_PATH
@@ -79,7 +80,7 @@ from importlib.metadata import version, PackageNotFoundError
 pkg, want, other = sys.argv[1:]
 try:
     assert version(pkg) == want
-    for p in ("onnx", "numpy", "pillow"):
+    for p in ("onnx", "numpy", "pillow", "requests"):
         version(p)
 except (PackageNotFoundError, AssertionError):
     sys.exit(1)
@@ -100,9 +101,9 @@ if ! have_packages; then
         # Its files overlapped ours: reinstall rather than trust what's left.
         "$PY" -m pip uninstall -q -y "$ORT_PKG" >/dev/null 2>&1 || true
     fi
-    say "pip install $ORT_PKG==$ORT_VERSION onnx numpy pillow (into .venv)"
+    say "pip install $ORT_PKG==$ORT_VERSION onnx numpy pillow requests (into .venv)"
     "$PY" -m pip install -q --disable-pip-version-check \
-        "$ORT_PKG==$ORT_VERSION" onnx numpy pillow \
+        "$ORT_PKG==$ORT_VERSION" onnx numpy pillow requests \
         || die "pip install failed"
     have_packages || die "packages still missing after pip install"
 fi

@@ -8,4 +8,5 @@ mod deploy_config;
 mod pipeline;
 mod priority;
 mod reconcile;
+mod seed000_client;
 mod redelivery;
