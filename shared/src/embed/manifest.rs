@@ -47,7 +47,11 @@ pub struct ModelManifest {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    #[error("cannot read model manifest {}: {source}", path.display())]
+    #[error(
+        "cannot read model manifest {}: {source} (install the default model with `imgidx models fetch \
+         clip-vit-b-32`, or point model.dir / --model at a model directory)",
+        path.display()
+    )]
     Read { path: PathBuf, source: std::io::Error },
     #[error("model manifest {} is not valid: {source}", path.display())]
     Parse { path: PathBuf, source: serde_json::Error },
