@@ -76,6 +76,9 @@ pub struct BrokerSettings {
     pub event_prefetch: u16,
     /// Seconds to wait for a publisher confirm before the publish counts as failed.
     pub confirm_timeout_secs: u64,
+    /// Longest wait, in seconds, between attempts to subscribe again after the broker
+    /// connection was lost (the wait starts at 250 ms and doubles).
+    pub reconnect_max_secs: u64,
     /// Most messages the in-process queue (`serve` without `url`) holds; publishes beyond
     /// it are refused (the API answers 503 and queues nothing) rather than growing memory.
     pub memory_capacity: usize,
@@ -90,6 +93,7 @@ impl Default for BrokerSettings {
             delivery_limit: 5,
             event_prefetch: 512,
             confirm_timeout_secs: 30,
+            reconnect_max_secs: 30,
             memory_capacity: 1_000_000,
         }
     }

@@ -8,5 +8,6 @@ mod deploy_config;
 mod pipeline;
 mod priority;
 mod reconcile;
+mod reconnect;
 mod seed000_client;
 mod redelivery;

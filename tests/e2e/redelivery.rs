@@ -2,6 +2,7 @@
 //! keep failing transiently (dead-lettered after the delivery limit, reported failed).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,74 @@ async fn a_worker_dropped_mid_batch_loses_nothing() {
     assert_eq!(done["progress"]["failed_images"], 0, "{done}");
     assert_eq!(cluster.vectors.count().await.unwrap(), n as u64);
     assert_eq!(w.stop().await.indexed, n as u64);
+    cluster.stop().await;
+}
+
+/// A store whose writes take a while, and which counts the writes begun.
+struct SlowStore {
+    inner: Arc<dyn VectorStore>,
+    begun: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl VectorStore for SlowStore {
+    async fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError> {
+        self.inner.ensure_collection(dim).await
+    }
+    async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorStoreError> {
+        self.begun.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        self.inner.upsert(points).await
+    }
+    async fn stamps(&self, ids: &[uuid::Uuid]) -> Result<HashMap<uuid::Uuid, FileStamp>, VectorStoreError> {
+        self.inner.stamps(ids).await
+    }
+    async fn search(&self, v: &[f32], k: usize, f: &SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
+        self.inner.search(v, k, f).await
+    }
+    async fn count(&self) -> Result<u64, VectorStoreError> {
+        self.inner.count().await
+    }
+    async fn size_bytes(&self) -> Result<u64, VectorStoreError> {
+        self.inner.size_bytes().await
+    }
+    async fn healthy(&self) -> bool {
+        self.inner.healthy().await
+    }
+}
+
+/// Graceful stop mid-batch: the batch in flight is finished and acknowledged (not
+/// handed to another worker to do again), what was only prefetched goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_mid_batch_finishes_it_and_hands_back_the_rest() {
+    let Some(svc) = services() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let images = sample_images(dir.path());
+    let n = images.len() as u64;
+    let cluster = Cluster::start(cluster_settings(&svc, dir.path()), 0).await;
+    let (code, body) = cluster.add_images(&images, "normal").await;
+    assert_eq!(code, 202, "{body}");
+    let job_id = body["job_id"].as_str().unwrap().to_string();
+
+    let begun = Arc::new(AtomicUsize::new(0));
+    let slow = Arc::new(SlowStore { inner: cluster.vectors.clone(), begun: begun.clone() });
+    let draining = cluster.spawn_worker_with("draining", cluster.settings.worker.clone(), slow).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while begun.load(Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the worker never started a write");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let first = draining.stop().await;
+    assert!(first.indexed >= 1, "{first:?}");
+    assert!(first.indexed < n, "stopped too late to test anything: {first:?}");
+
+    let rest = cluster.spawn_worker("rest", cluster.settings.worker.clone()).await;
+    let done = cluster.wait_job(&job_id, WAIT).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"]["processed_images"], n, "{done}");
+    let second = rest.stop().await;
+    // Every image embedded exactly once: nothing the first worker finished came back.
+    assert_eq!(first.indexed + second.indexed, n, "first {first:?}, second {second:?}");
     cluster.stop().await;
 }
 

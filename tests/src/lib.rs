@@ -149,8 +149,11 @@ pub async fn query_engine(settings: &Settings, encoder: &Arc<VisionEncoder>) -> 
     Arc::new(engine.await.unwrap().unwrap())
 }
 
+/// Connection names end in `@<queue prefix>`, so a test can find its cluster's
+/// connections in the management API.
 async fn connect_broker(settings: &Settings, role: &str) -> Arc<dyn Broker> {
-    Arc::new(RabbitBroker::connect(&settings.broker, role).await.unwrap())
+    let name = format!("{role}@{}", settings.broker.queue_prefix);
+    Arc::new(RabbitBroker::connect(&settings.broker, &name).await.unwrap())
 }
 
 impl Cluster {
@@ -307,4 +310,41 @@ pub async fn management_get(mgmt_url: &str, path: &str) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// Force-close (as an operator would in the management console) the `expected`
+/// connections whose client-given name ends in `@<queue_prefix>`, once the management
+/// API lists them all (it learns of new connections with a delay).
+pub async fn management_close_connections(mgmt_url: &str, queue_prefix: &str, expected: usize) {
+    let suffix = format!("@{queue_prefix}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let names = loop {
+        let connections = management_get(mgmt_url, "connections").await;
+        let names: Vec<String> = connections
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["client_properties"]["connection_name"].as_str().is_some_and(|n| n.ends_with(&suffix)))
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        if names.len() == expected {
+            break names;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "expected {expected} connections, management lists {names:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for name in names {
+        let encoded: String = name
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let r = reqwest::Client::new()
+            .delete(format!("{mgmt_url}/api/connections/{encoded}"))
+            .basic_auth("guest", Some("guest"))
+            .header("X-Reason", "test: connection loss")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "closing {name}: {}", r.status());
+    }
 }
