@@ -111,6 +111,7 @@ ensure_packages() {
     local want=()
     [[ -x $RABBIT_BIN/rabbitmq-server ]] || want+=(rabbitmq-server)
     command -v curl >/dev/null || want+=(curl)
+    command -v openssl >/dev/null || want+=(openssl)
     local need_pg=0
     [[ -n $(pg_bin) && -x $(pg_bin)/initdb ]] || need_pg=1
     command -v pg_isready >/dev/null || need_pg=1
@@ -301,6 +302,29 @@ pg_ready() { "$(pg_bin)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -U
 
 pg_running() { [[ -f $PG_ROOT/data/postmaster.pid ]] && as_pg "$(pg_bin)/pg_ctl" -D "$PG_ROOT/data" status >/dev/null 2>&1; }
 
+# A throwaway CA and a server certificate for 127.0.0.1/localhost, so the job
+# store's TLS (sslmode=require, jobs.tls_ca_file) is tested against a real server.
+pg_tls() {
+    local d=$PG_ROOT/tls
+    [[ -f $d/server.pem && -f $d/server.key && -f $d/ca.pem ]] && return 0
+    command -v openssl >/dev/null || die "openssl is needed to make the test server's TLS certificate"
+    say "making a test CA and server certificate in $d"
+    mkdir -p "$d"
+    (
+        cd "$d"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=imgidx test CA" \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -keyout ca.key -out ca.pem
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server.key -out server.csr
+        printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" "basicConstraints=CA:FALSE" \
+            "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >ext.cnf
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 \
+            -extfile ext.cnf -out server.pem
+    ) >"$PG_ROOT/tls.log" 2>&1 || { tail -n 20 "$PG_ROOT/tls.log" >&2; die "making the test certificate failed"; }
+    chmod 600 "$d/server.key" "$d/ca.key"
+    [[ $PG_USER == "$(id -un)" ]] || chown -R "$PG_USER:" "$d"
+}
+
 pg_start() {
     local bin; bin=$(pg_bin)
     if pg_running && pg_ready; then
@@ -327,11 +351,13 @@ full_page_writes = off
 max_connections = 300
 EOF
     fi
-    say "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+    pg_tls
+    say "starting PostgreSQL on 127.0.0.1:$PG_PORT (TLS offered, not required)"
     # -h/-p/-k on the command line: loopback TCP only, socket under PG_ROOT
     # (not /var/run/postgresql, which may not exist or be someone else's).
     as_pg "$bin/pg_ctl" -D "$PG_ROOT/data" -l "$PG_ROOT/postgres.log" -w -t "$START_TIMEOUT" \
-        -o "-h 127.0.0.1 -p $PG_PORT -k $PG_ROOT/sock" start </dev/null >/dev/null 2>&1 \
+        -o "-h 127.0.0.1 -p $PG_PORT -k $PG_ROOT/sock -c ssl=on -c ssl_cert_file=$PG_ROOT/tls/server.pem -c ssl_key_file=$PG_ROOT/tls/server.key" \
+        start </dev/null >/dev/null 2>&1 \
         || { tail -n 30 "$PG_ROOT/postgres.log" >&2 || true; die "PostgreSQL failed to start (log: $PG_ROOT/postgres.log)"; }
     wait_for 30 0 "$PG_ROOT/postgres.log" PostgreSQL pg_ready
     say "PostgreSQL ready"
@@ -392,6 +418,7 @@ env)
     echo "export IMGIDX_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f"
     echo "export IMGIDX_TEST_RABBIT_MGMT_URL=http://127.0.0.1:$MGMT_PORT"
     echo "export IMGIDX_TEST_PG_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+    echo "export IMGIDX_TEST_PG_CA_FILE=$PG_ROOT/tls/ca.pem"
     ;;
 *) usage ;;
 esac

@@ -107,6 +107,9 @@ pub struct JobStoreSettings {
     pub url: Option<String>,
     /// Most pooled connections (PostgreSQL).
     pub pool_size: usize,
+    /// PEM file of CA certificates for PostgreSQL TLS, besides the system's. Setting it
+    /// requires TLS; so does `sslmode=require` in the URL. The server is always verified.
+    pub tls_ca_file: Option<PathBuf>,
     /// Reconcile: pending items queued longer ago than this are queued again (when the task
     /// queues hold no waiting messages), so a lost task never leaves a job running forever.
     /// 0 turns the periodic reconcile off.
@@ -117,7 +120,7 @@ pub struct JobStoreSettings {
 
 impl Default for JobStoreSettings {
     fn default() -> Self {
-        Self { url: None, pool_size: 16, requeue_after_secs: 3600, reconcile_interval_secs: 60 }
+        Self { url: None, pool_size: 16, tls_ca_file: None, requeue_after_secs: 3600, reconcile_interval_secs: 60 }
     }
 }
 

@@ -31,7 +31,9 @@ pub enum ServiceError {
 /// The job store the configuration names: PostgreSQL, or SQLite (under `data_dir` by default).
 pub async fn job_store(settings: &Settings) -> Result<Arc<dyn JobStore>, ServiceError> {
     Ok(match settings.job_store_location()? {
-        JobStoreLocation::Postgres(url) => Arc::new(PostgresJobStore::connect(&url, settings.jobs.pool_size).await?),
+        JobStoreLocation::Postgres(url) => Arc::new(
+            PostgresJobStore::connect_with_ca(&url, settings.jobs.pool_size, settings.jobs.tls_ca_file.as_deref()).await?,
+        ),
         JobStoreLocation::Sqlite(path) => {
             tracing::info!(path = %path.display(), "job store: SQLite");
             Arc::new(SqliteJobStore::open(&path)?)

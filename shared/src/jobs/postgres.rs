@@ -18,12 +18,14 @@
 
 mod requeue;
 mod schema;
+mod tls;
 #[cfg(test)]
 pub(super) mod test_db;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,6 +35,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
+use self::tls::Tls;
 use super::batch::{failure, kind_str, outcome_state, stored_reason, unique_by_point, unique_events};
 use super::progress::{self, FailureGroup, Finished, JobUpdate};
 use super::{JobRecord, JobStatus, JobStore, JobStoreError, NewItem, RequeueItem};
@@ -55,9 +58,20 @@ impl PostgresJobStore {
     /// Connects to `url`, creating its database when missing, with at most `pool_size`
     /// connections, and brings the schema up to date.
     pub async fn connect(url: &str, pool_size: usize) -> Result<Self, JobStoreError> {
-        let config = schema::parse_url(url)?;
-        schema::ensure_database(&config).await?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        Self::connect_with_ca(url, pool_size, None).await
+    }
+
+    /// As [`connect`](Self::connect); `ca_file` (PEM) makes TLS required and adds to the
+    /// roots the server certificate is verified against (see `tls.rs`).
+    pub async fn connect_with_ca(url: &str, pool_size: usize, ca_file: Option<&Path>) -> Result<Self, JobStoreError> {
+        let mut config = schema::parse_url(url)?;
+        let tls = tls::connector(&mut config, ca_file)?;
+        schema::ensure_database(&config, &tls).await?;
+        let manager_config = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match tls {
+            Tls::Plain => Manager::from_config(config, NoTls, manager_config),
+            Tls::Verified(make) => Manager::from_config(config, make, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(Runtime::Tokio1)

@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config};
 
+use super::tls::{self, Tls};
 use super::{db_error, PgResultExt};
 use crate::jobs::JobStoreError;
 
@@ -44,19 +45,19 @@ pub(super) fn parse_url(url: &str) -> Result<Config, JobStoreError> {
 
 /// Creates the database named by `config` when it does not exist yet, through the
 /// `postgres` maintenance database with the same credentials.
-pub(super) async fn ensure_database(config: &Config) -> Result<(), JobStoreError> {
-    match open(config).await {
+pub(super) async fn ensure_database(config: &Config, tls: &Tls) -> Result<(), JobStoreError> {
+    match tls::connect(config, tls).await {
         Ok(_) => Ok(()),
-        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => create_database(config).await,
+        Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => create_database(config, tls).await,
         Err(e) => Err(db_error("connecting to the job database", &e)),
     }
 }
 
-async fn create_database(config: &Config) -> Result<(), JobStoreError> {
+async fn create_database(config: &Config, tls: &Tls) -> Result<(), JobStoreError> {
     let name = database_name(config)?;
     let mut admin = config.clone();
     admin.dbname("postgres");
-    let client = open(&admin).await.ctx("connecting to the postgres database to create the job database")?;
+    let client = tls::connect(&admin, tls).await.ctx("connecting to the postgres database to create the job database")?;
     match client.batch_execute(&format!("CREATE DATABASE {}", quote_ident(&name))).await {
         Ok(()) => {
             tracing::info!(database = %name, "created job database");
@@ -84,16 +85,6 @@ fn database_name(config: &Config) -> Result<String, JobStoreError> {
 
 fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-async fn open(config: &Config) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "bootstrap connection ended with an error");
-        }
-    });
-    Ok(client)
 }
 
 /// Applies the migrations not yet recorded in `schema_migrations`, all in one

@@ -2,6 +2,8 @@
 //! backend must do is in `jobs/conformance.rs`, which runs against PostgreSQL too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::PathBuf;
+
 use chrono::Utc;
 use tokio_postgres::NoTls;
 
@@ -44,7 +46,7 @@ async fn an_existing_database_is_upgraded_once_and_keeps_its_pending_items() {
     let url = with_database(&admin_url, &name);
     // A database as the first release left it: migration 1 only, with a queued job.
     {
-        schema::ensure_database(&schema::parse_url(&url).unwrap()).await.unwrap();
+        schema::ensure_database(&schema::parse_url(&url).unwrap(), &Tls::Plain).await.unwrap();
         let (mut client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
         tokio::spawn(connection);
         schema::migrate_with(&mut client, &schema::MIGRATIONS[..1]).await.unwrap();
@@ -88,5 +90,65 @@ async fn unreachable_server_is_unavailable() {
         Err(JobStoreError::Unavailable(msg)) => assert!(msg.contains("connecting"), "{msg}"),
         Err(other) => panic!("expected Unavailable, got {other:?}"),
         Ok(_) => panic!("connected to port 1"),
+    }
+}
+
+/// The CA of the test server's certificate (`scripts/services.sh` makes both).
+fn test_ca_file() -> Option<PathBuf> {
+    match std::env::var_os("IMGIDX_TEST_PG_CA_FILE") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => {
+            assert_ne!(std::env::var("IMGIDX_REQUIRE_SERVICES").as_deref(), Ok("1"), "IMGIDX_TEST_PG_CA_FILE unset");
+            eprintln!("skipping: IMGIDX_TEST_PG_CA_FILE is not set (run tests/run.sh)");
+            None
+        }
+    }
+}
+
+/// Whether the store's connection is encrypted, as the server sees it.
+async fn uses_tls(store: &PostgresJobStore) -> bool {
+    let client = store.client().await.unwrap();
+    client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await.unwrap().get(0)
+}
+
+#[tokio::test]
+async fn tls_is_used_and_verified_when_asked_for() {
+    let Some(db) = TestDb::new().await else { return };
+    let Some(ca) = test_ca_file() else { return db.finish().await };
+    // The server offers TLS, but the default (`prefer`) stays plain text.
+    assert!(!uses_tls(&db.store).await);
+
+    // A CA file asks for TLS and verifies the server against it.
+    let store = PostgresJobStore::connect_with_ca(&db.url, 1, Some(&ca)).await.unwrap();
+    assert!(uses_tls(&store).await);
+    let require = format!("{}?sslmode=require", db.url);
+    let store = PostgresJobStore::connect_with_ca(&require, 1, Some(&ca)).await.unwrap();
+    assert!(uses_tls(&store).await);
+    store.create_job("tls", Priority::Normal, &[item(1)]).await.unwrap();
+    assert_eq!(store.job("tls").await.unwrap().unwrap().total_images, 1);
+
+    // sslmode=require alone: the system roots do not know the test CA, so no connection.
+    match PostgresJobStore::connect(&require, 1).await {
+        Err(e) => assert!(e.to_string().contains("certificate"), "{e}"),
+        Ok(_) => panic!("connected to a server whose certificate nobody vouches for"),
+    }
+    // sslmode=disable wins over nothing: plain text.
+    let plain = PostgresJobStore::connect(&format!("{}?sslmode=disable", db.url), 1).await.unwrap();
+    assert!(!uses_tls(&plain).await);
+    db.finish().await;
+}
+
+#[tokio::test]
+async fn a_ca_file_without_certificates_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let missing = dir.path().join("missing.pem");
+    for (file, expected) in [(&empty, "no PEM certificate"), (&missing, "missing.pem")] {
+        // No server is contacted: the file is read first.
+        match PostgresJobStore::connect_with_ca("postgres://postgres@127.0.0.1:1/x", 1, Some(file)).await {
+            Err(e) => assert!(e.to_string().contains(expected) && e.to_string().contains("tls_ca_file"), "{e}"),
+            Ok(_) => panic!("connected with {}", file.display()),
+        }
     }
 }
