@@ -76,6 +76,8 @@ pub struct BrokerSettings {
     pub event_prefetch: u16,
     /// Seconds to wait for a publisher confirm before the publish counts as failed.
     pub confirm_timeout_secs: u64,
+    /// PEM file of CA certificates for an `amqps://` URL, besides the system's.
+    pub tls_ca_file: Option<PathBuf>,
     /// Longest wait, in seconds, between attempts to subscribe again after the broker
     /// connection was lost (the wait starts at 250 ms and doubles).
     pub reconnect_max_secs: u64,
@@ -93,6 +95,7 @@ impl Default for BrokerSettings {
             delivery_limit: 5,
             event_prefetch: 512,
             confirm_timeout_secs: 30,
+            tls_ca_file: None,
             reconnect_max_secs: 30,
             memory_capacity: 1_000_000,
         }

@@ -12,4 +12,5 @@ pub mod reconcile;
 pub mod service;
 pub mod shutdown;
 pub mod time;
+pub mod tls;
 pub mod vectors;

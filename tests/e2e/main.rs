@@ -10,4 +10,5 @@ mod priority;
 mod reconcile;
 mod reconnect;
 mod seed000_client;
+mod tls;
 mod redelivery;

@@ -27,6 +27,9 @@ pub struct Services {
     pub amqp_url: String,
     pub pg_admin_url: String,
     pub mgmt_url: Option<String>,
+    /// RabbitMQ's TLS listener, and the CA of both test servers' certificate.
+    pub amqps_url: Option<String>,
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// The running services, or None to skip. With `IMGIDX_REQUIRE_SERVICES=1` (set by
@@ -36,7 +39,13 @@ pub fn services() -> Option<Services> {
     let pg = std::env::var("IMGIDX_TEST_PG_URL").ok();
     match (amqp, pg) {
         (Some(amqp_url), Some(pg_admin_url)) => {
-            Some(Services { amqp_url, pg_admin_url, mgmt_url: std::env::var("IMGIDX_TEST_RABBIT_MGMT_URL").ok() })
+            Some(Services {
+                amqp_url,
+                pg_admin_url,
+                mgmt_url: std::env::var("IMGIDX_TEST_RABBIT_MGMT_URL").ok(),
+                amqps_url: std::env::var("IMGIDX_TEST_AMQPS_URL").ok(),
+                tls_ca_file: std::env::var_os("IMGIDX_TEST_TLS_CA_FILE").map(PathBuf::from),
+            })
         }
         _ if std::env::var("IMGIDX_REQUIRE_SERVICES").as_deref() == Ok("1") => {
             panic!("IMGIDX_TEST_AMQP_URL and IMGIDX_TEST_PG_URL must be set: run tests/run.sh")
@@ -163,8 +172,9 @@ impl Cluster {
         let encoder = Arc::new(
             tokio::task::spawn_blocking(move || VisionEncoder::load(&model.dir, &model)).await.unwrap().unwrap(),
         );
+        let (url, ca) = (settings.jobs.url.as_deref().unwrap(), settings.jobs.tls_ca_file.as_deref());
         let jobs: Arc<dyn JobStore> =
-            Arc::new(PostgresJobStore::connect(settings.jobs.url.as_deref().unwrap(), settings.jobs.pool_size).await.unwrap());
+            Arc::new(PostgresJobStore::connect_with_ca(url, settings.jobs.pool_size, ca).await.unwrap());
         let vectors: Arc<dyn VectorStore> = Arc::new(EdgeStore::open(&settings.edge_path()).unwrap());
         vectors.ensure_collection(encoder.manifest().embedding_dim).await.unwrap();
         let shutdown = Shutdown::new();
@@ -312,28 +322,33 @@ pub async fn management_get(mgmt_url: &str, path: &str) -> Value {
         .unwrap()
 }
 
-/// Force-close (as an operator would in the management console) the `expected`
-/// connections whose client-given name ends in `@<queue_prefix>`, once the management
-/// API lists them all (it learns of new connections with a delay).
-pub async fn management_close_connections(mgmt_url: &str, queue_prefix: &str, expected: usize) {
+/// The management API's records of the `expected` connections whose client-given name
+/// ends in `@<queue_prefix>`, once it lists them all (it learns of new ones with a delay).
+pub async fn management_connections(mgmt_url: &str, queue_prefix: &str, expected: usize) -> Vec<Value> {
     let suffix = format!("@{queue_prefix}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let names = loop {
-        let connections = management_get(mgmt_url, "connections").await;
-        let names: Vec<String> = connections
+    loop {
+        let all = management_get(mgmt_url, "connections").await;
+        let ours: Vec<Value> = all
             .as_array()
             .unwrap()
             .iter()
             .filter(|c| c["client_properties"]["connection_name"].as_str().is_some_and(|n| n.ends_with(&suffix)))
-            .map(|c| c["name"].as_str().unwrap().to_string())
+            .cloned()
             .collect();
-        if names.len() == expected {
-            break names;
+        if ours.len() == expected {
+            return ours;
         }
-        assert!(tokio::time::Instant::now() < deadline, "expected {expected} connections, management lists {names:?}");
+        assert!(tokio::time::Instant::now() < deadline, "expected {expected} connections, management lists {ours:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    for name in names {
+    }
+}
+
+/// Force-close (as an operator would in the management console) the `expected`
+/// connections of the cluster with this queue prefix.
+pub async fn management_close_connections(mgmt_url: &str, queue_prefix: &str, expected: usize) {
+    for connection in management_connections(mgmt_url, queue_prefix, expected).await {
+        let name = connection["name"].as_str().unwrap();
         let encoded: String = name
             .bytes()
             .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::options::ConfirmSelectOptions;
+use lapin::tcp::OwnedTLSConfig;
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,8 @@ impl Live {
 
 pub struct Link {
     url: String,
+    /// Extra CA certificates (PEM) for `amqps://`.
+    ca_pem: Option<String>,
     connection_name: String,
     pub names: Names,
     pub settings: BrokerSettings,
@@ -45,9 +48,10 @@ pub struct Link {
 }
 
 impl Link {
-    pub fn new(url: String, connection_name: String, settings: BrokerSettings) -> Self {
+    pub fn new(url: String, ca_pem: Option<String>, connection_name: String, settings: BrokerSettings) -> Self {
         Self {
             url,
+            ca_pem,
             connection_name,
             names: Names::new(&settings.queue_prefix),
             settings,
@@ -100,7 +104,11 @@ impl Link {
 
     async fn connect(&self) -> Result<Live, BrokerError> {
         let props = ConnectionProperties::default().with_connection_name(self.connection_name.clone().into());
-        let connection = Connection::connect(&self.url, props).await.map_err(unavailable)?;
+        // The system roots verify an amqps:// server; `ca_pem` adds to them.
+        let tls = OwnedTLSConfig { identity: None, cert_chain: self.ca_pem.clone() };
+        let connection = Connection::connect_with_config(&self.url, props, tls).await.map_err(|e| {
+            BrokerError::Unavailable(crate::tls::hint_unknown_issuer(e.to_string(), "broker.tls_ca_file"))
+        })?;
         // Declaring on every connect is idempotent and recreates what a broker lost.
         let setup = connection.create_channel().await.map_err(unavailable)?;
         topology::declare(&setup, &self.names, self.settings.delivery_limit).await.map_err(unavailable)?;

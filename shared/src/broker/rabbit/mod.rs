@@ -45,7 +45,18 @@ impl RabbitBroker {
                     .into(),
             ));
         };
-        let link = Arc::new(Link::new(url.to_string(), connection_name.to_string(), settings.clone()));
+        let ca_pem = match &settings.tls_ca_file {
+            None => None,
+            Some(_) if !url.starts_with("amqps://") => {
+                return Err(BrokerError::Other(
+                    "broker.tls_ca_file is set but broker.url is not amqps://: TLS would not be used".into(),
+                ))
+            }
+            Some(path) => {
+                Some(crate::tls::read_ca_file(path).map_err(|e| BrokerError::Other(format!("broker.tls_ca_file {e}")))?.pem)
+            }
+        };
+        let link = Arc::new(Link::new(url.to_string(), ca_pem, connection_name.to_string(), settings.clone()));
         link.live().await?;
         Ok(Self { link })
     }

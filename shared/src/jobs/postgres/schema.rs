@@ -49,7 +49,12 @@ pub(super) async fn ensure_database(config: &Config, tls: &Tls) -> Result<(), Jo
     match tls::connect(config, tls).await {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some(&SqlState::INVALID_CATALOG_NAME) => create_database(config, tls).await,
-        Err(e) => Err(db_error("connecting to the job database", &e)),
+        Err(e) => Err(match db_error("connecting to the job database", &e) {
+            JobStoreError::Unavailable(m) => {
+                JobStoreError::Unavailable(crate::tls::hint_unknown_issuer(m, "jobs.tls_ca_file"))
+            }
+            other => other,
+        }),
     }
 }
 

@@ -95,11 +95,11 @@ async fn unreachable_server_is_unavailable() {
 
 /// The CA of the test server's certificate (`scripts/services.sh` makes both).
 fn test_ca_file() -> Option<PathBuf> {
-    match std::env::var_os("IMGIDX_TEST_PG_CA_FILE") {
+    match std::env::var_os("IMGIDX_TEST_TLS_CA_FILE") {
         Some(path) => Some(PathBuf::from(path)),
         None => {
-            assert_ne!(std::env::var("IMGIDX_REQUIRE_SERVICES").as_deref(), Ok("1"), "IMGIDX_TEST_PG_CA_FILE unset");
-            eprintln!("skipping: IMGIDX_TEST_PG_CA_FILE is not set (run tests/run.sh)");
+            assert_ne!(std::env::var("IMGIDX_REQUIRE_SERVICES").as_deref(), Ok("1"), "IMGIDX_TEST_TLS_CA_FILE unset");
+            eprintln!("skipping: IMGIDX_TEST_TLS_CA_FILE is not set (run tests/run.sh)");
             None
         }
     }

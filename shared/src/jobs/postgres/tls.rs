@@ -7,8 +7,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
@@ -39,13 +37,8 @@ pub(super) fn connector(config: &mut Config, ca_file: Option<&Path>) -> Result<T
     }
     roots.add_parsable_certificates(native.certs);
     if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| JobStoreError::Other(format!("jobs.tls_ca_file {}: {e}", path.display())))?;
-        if certs.is_empty() {
-            return Err(JobStoreError::Other(format!("jobs.tls_ca_file {}: no PEM certificate in it", path.display())));
-        }
-        for cert in certs {
+        let ca = crate::tls::read_ca_file(path).map_err(|e| JobStoreError::Other(format!("jobs.tls_ca_file {e}")))?;
+        for cert in ca.certs {
             roots
                 .add(cert)
                 .map_err(|e| JobStoreError::Other(format!("jobs.tls_ca_file {}: {e}", path.display())))?;
