@@ -20,6 +20,7 @@ pub fn new_job_id(now: DateTime<Utc>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

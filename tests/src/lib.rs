@@ -92,6 +92,7 @@ fn unique(prefix: &str) -> String {
 }
 
 /// Settings for one isolated cluster: fresh queue prefix and database.
+#[allow(clippy::field_reassign_with_default)] // a few nested fields out of many defaults
 pub fn cluster_settings(svc: &Services, data_dir: &Path) -> Settings {
     let mut s = Settings::default();
     s.data_dir = data_dir.to_path_buf();

@@ -93,6 +93,7 @@ fn lexical_normalize(path: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -112,7 +113,7 @@ mod tests {
         std::fs::write(outside.join("secret.png"), b"x").unwrap();
         std::fs::write(root.join("ok.png"), b"xy").unwrap();
         std::os::unix::fs::symlink(outside.join("secret.png"), root.join("link.png")).unwrap();
-        let roots = canonical_roots(&[root.clone()]).unwrap();
+        let roots = canonical_roots(std::slice::from_ref(&root)).unwrap();
 
         let ok = resolve(root.join("ok.png").to_str().unwrap(), &roots).unwrap();
         assert_eq!(ok.stamp.unwrap().size, 2);

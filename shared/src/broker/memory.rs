@@ -281,6 +281,7 @@ impl Broker for MemoryBroker {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use futures::StreamExt;

@@ -127,12 +127,15 @@ impl TokenizerError {
     }
 }
 
+/// Token ids of words already seen, by their bytes.
+type WordCache = HashMap<Box<[u8]>, Box<[u32]>>;
+
 /// OpenAI CLIP's tokenizer. `Send + Sync`: share one per process.
 pub struct ClipTokenizer {
     bpe: Bpe,
     cleaner: Cleaner,
     words: Regex,
-    cache: Mutex<HashMap<Box<[u8]>, Box<[u32]>>>,
+    cache: Mutex<WordCache>,
     source: PathBuf,
 }
 

@@ -1,5 +1,6 @@
 //! Behaviour every `VectorStore` backend must show; run by each backend's tests.
 //! Collections are expected to be created (`ensure_collection(dim)`) and empty unless stated.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -325,6 +325,7 @@ fn edge_err(e: OperationError) -> VectorStoreError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::conformance as suite;
     use super::*;

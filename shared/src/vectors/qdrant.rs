@@ -288,6 +288,7 @@ fn is_transient(code: i32, message: &str) -> bool {
 /// optional `QDRANT_API_KEY`); otherwise they print a skip line and pass. Each test uses a fresh
 /// random collection and deletes it afterwards, even when the test fails.
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use std::future::Future;
     use std::panic::AssertUnwindSafe;

@@ -213,6 +213,7 @@ fn nothing_to_do(images_count: usize, unchanged: usize, already_queued: usize) -
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -154,6 +154,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -180,6 +180,7 @@ fn result_text(s: &Submitted, finals: &[Final], elapsed: f64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

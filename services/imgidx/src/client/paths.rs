@@ -104,6 +104,7 @@ fn io_reason(e: &std::io::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

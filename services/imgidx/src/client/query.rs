@@ -133,6 +133,7 @@ pub fn results_text(r: &QueryResponse) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

@@ -110,6 +110,7 @@ fn overall_text(s: &OverallStatus) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 

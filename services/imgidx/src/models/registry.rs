@@ -22,8 +22,11 @@
 
 use imgidx_shared::embed::{GraphSpec, ModelManifest};
 
-/// CLIP's per-channel normalisation (OpenAI's values, also `CLIPImageProcessor`'s).
+/// CLIP's per-channel normalisation (OpenAI's values, also `CLIPImageProcessor`'s),
+/// written with the published digits so they can be compared with the source.
+#[allow(clippy::excessive_precision)]
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 /// One file of a model: `{hub}/{repo}/resolve/{revision}/{path}`, stored as `dest`.

@@ -17,11 +17,9 @@ type Pair = Reverse<(u32, usize, usize, u32, u32)>;
 pub(super) fn bytes_to_unicode() -> Vec<(u8, char)> {
     let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xa1..=0xac | 0xae..=0xff);
     let mut pairs: Vec<(u8, char)> = (0..=255u8).filter(|b| printable(*b)).map(|b| (b, char::from(b))).collect();
-    let mut next = 256u32;
-    for b in (0..=255u8).filter(|b| !printable(*b)) {
+    for (next, b) in (256u32..).zip((0..=255u8).filter(|b| !printable(*b))) {
         // 256 + at most 68: always a valid scalar value.
         pairs.push((b, char::from_u32(next).unwrap_or(char::REPLACEMENT_CHARACTER)));
-        next += 1;
     }
     pairs
 }
