@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use imgidx_shared::embed::Preprocessor;
 use imgidx_shared::vectors::SearchFilter;
-use imgidx_tests::{cluster_settings, management_get, repo_root, sample_images, services, Cluster, UNDECODABLE_SAMPLE};
+use imgidx_tests::{
+    cluster_settings, repo_root, sample_images, services, wait_for_consumer_tags, Cluster, UNDECODABLE_SAMPLE,
+};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -46,23 +48,10 @@ async fn index_sample_images_end_to_end() {
     // Consumers are visible in the management console under their tags (its
     // statistics refresh every few seconds, hence the polling).
     if let Some(mgmt) = &svc.mgmt_url {
-        let prefix = &cluster.settings.broker.queue_prefix;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let consumers = management_get(mgmt, "consumers").await;
-            let tags: Vec<String> = consumers
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|c| c["queue"]["name"].as_str().unwrap_or("").starts_with(prefix.as_str()))
-                .map(|c| c["consumer_tag"].as_str().unwrap().to_string())
-                .collect();
-            if ["test-host.w0", "test-host.w1"].iter().all(|w| tags.iter().any(|t| t.starts_with(w))) {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "worker consumers not listed: {tags:?}");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        wait_for_consumer_tags(mgmt, &cluster.settings.broker.queue_prefix, |tags| {
+            ["test-host.w0", "test-host.w1"].iter().all(|w| tags.iter().any(|t| t.starts_with(w)))
+        })
+        .await;
     }
 
     let done = cluster.wait_job(&job_id, WAIT).await;

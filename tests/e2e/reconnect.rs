@@ -4,18 +4,16 @@
 
 use std::time::Duration;
 
-use imgidx_tests::{cluster_settings, management_close_connections, management_get, sample_images, services, Cluster};
+use imgidx_tests::{
+    cluster_settings, management_close_connections, or_skip, sample_images, services, wait_for_consumer_tags, Cluster,
+};
 
 const WAIT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_role_survives_its_broker_connection_being_closed() {
     let Some(svc) = services() else { return };
-    let Some(mgmt) = svc.mgmt_url.clone() else {
-        assert_ne!(std::env::var("IMGIDX_REQUIRE_SERVICES").as_deref(), Ok("1"), "IMGIDX_TEST_RABBIT_MGMT_URL unset");
-        eprintln!("skipping: no RabbitMQ management API");
-        return;
-    };
+    let Some(mgmt) = or_skip(svc.mgmt_url.clone(), "IMGIDX_TEST_RABBIT_MGMT_URL") else { return };
     let dir = tempfile::tempdir().unwrap();
     let images = sample_images(dir.path());
     let (before, after) = images.split_at(2);
@@ -42,22 +40,7 @@ async fn every_role_survives_its_broker_connection_being_closed() {
 
     // The worker's consumers are back under their tags (the management API lags a little).
     let wanted: Vec<String> = ["high", "normal", "low"].iter().map(|p| format!("test-host.w0.{p}")).collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let consumers = management_get(&mgmt, "consumers").await;
-        let tags: Vec<String> = consumers
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["queue"]["name"].as_str().is_some_and(|q| q.starts_with(&format!("{prefix}."))))
-            .filter_map(|c| c["consumer_tag"].as_str().map(str::to_string))
-            .collect();
-        if wanted.iter().all(|w| tags.contains(w)) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "worker consumers not back: {tags:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_consumer_tags(&mgmt, &prefix, |tags| wanted.iter().all(|w| tags.contains(w))).await;
     let (code, health) = cluster.get("/health").await;
     assert_eq!(code, 200, "{health}");
 

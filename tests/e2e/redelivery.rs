@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use imgidx_shared::messages::FileStamp;
 use imgidx_shared::vectors::{Point, ScoredImage, SearchFilter, VectorStore, VectorStoreError};
-use imgidx_tests::{cluster_settings, management_get, sample_images, services, Cluster};
+use imgidx_tests::{cluster_settings, management_poll, sample_images, services, Cluster};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -31,15 +31,11 @@ async fn a_worker_dropped_mid_batch_loses_nothing() {
     let held = usize::from(cluster.settings.broker.prefetch).min(n);
     if let Some(mgmt) = &svc.mgmt_url {
         let queue = format!("queues/%2f/{}.tasks.normal", cluster.settings.broker.queue_prefix);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let q = management_get(mgmt, &queue).await;
-            if q["messages_unacknowledged"].as_u64() == Some(held as u64) {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "doomed worker never held its tasks: {q}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        management_poll(mgmt, &queue, |q| match q["messages_unacknowledged"].as_u64() {
+            Some(unacked) if unacked == held as u64 => Ok(()),
+            _ => Err(format!("doomed worker never held its tasks: {q}")),
+        })
+        .await;
     } else {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
@@ -55,39 +51,6 @@ async fn a_worker_dropped_mid_batch_loses_nothing() {
     cluster.stop().await;
 }
 
-/// A store whose writes take a while, and which counts the writes begun.
-struct SlowStore {
-    inner: Arc<dyn VectorStore>,
-    begun: Arc<AtomicUsize>,
-}
-
-#[async_trait::async_trait]
-impl VectorStore for SlowStore {
-    async fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError> {
-        self.inner.ensure_collection(dim).await
-    }
-    async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorStoreError> {
-        self.begun.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        self.inner.upsert(points).await
-    }
-    async fn stamps(&self, ids: &[uuid::Uuid]) -> Result<HashMap<uuid::Uuid, FileStamp>, VectorStoreError> {
-        self.inner.stamps(ids).await
-    }
-    async fn search(&self, v: &[f32], k: usize, f: &SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
-        self.inner.search(v, k, f).await
-    }
-    async fn count(&self) -> Result<u64, VectorStoreError> {
-        self.inner.count().await
-    }
-    async fn size_bytes(&self) -> Result<u64, VectorStoreError> {
-        self.inner.size_bytes().await
-    }
-    async fn healthy(&self) -> bool {
-        self.inner.healthy().await
-    }
-}
-
 /// Graceful stop mid-batch: the batch in flight is finished and acknowledged (not
 /// handed to another worker to do again), what was only prefetched goes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,8 +64,8 @@ async fn a_worker_stopped_mid_batch_finishes_it_and_hands_back_the_rest() {
     assert_eq!(code, 202, "{body}");
     let job_id = body["job_id"].as_str().unwrap().to_string();
 
-    let begun = Arc::new(AtomicUsize::new(0));
-    let slow = Arc::new(SlowStore { inner: cluster.vectors.clone(), begun: begun.clone() });
+    let slow = Arc::new(FaultyStore::new(cluster.vectors.clone(), Fault::Slow(Duration::from_millis(1500))));
+    let begun = slow.writes_begun.clone();
     let draining = cluster.spawn_worker_with("draining", cluster.settings.worker.clone(), slow).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while begun.load(Ordering::SeqCst) == 0 {
@@ -123,32 +86,60 @@ async fn a_worker_stopped_mid_batch_finishes_it_and_hands_back_the_rest() {
     cluster.stop().await;
 }
 
-/// A store whose writes always fail: a transient fault, retried until the broker's
-/// delivery limit dead-letters the task.
-struct UnavailableStore(Arc<dyn VectorStore>);
+/// What a [`FaultyStore`] does to writes.
+enum Fault {
+    /// Every write fails: a transient fault, retried until the broker's delivery limit
+    /// dead-letters the task.
+    Unavailable,
+    /// Every write takes this long before it is made.
+    Slow(Duration),
+}
+
+/// The shared store with a fault injected into writes; counts the writes begun.
+struct FaultyStore {
+    inner: Arc<dyn VectorStore>,
+    fault: Fault,
+    writes_begun: Arc<AtomicUsize>,
+}
+
+impl FaultyStore {
+    fn new(inner: Arc<dyn VectorStore>, fault: Fault) -> Self {
+        Self { inner, fault, writes_begun: Arc::new(AtomicUsize::new(0)) }
+    }
+}
 
 #[async_trait::async_trait]
-impl VectorStore for UnavailableStore {
+impl VectorStore for FaultyStore {
     async fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError> {
-        self.0.ensure_collection(dim).await
+        self.inner.ensure_collection(dim).await
     }
-    async fn upsert(&self, _points: Vec<Point>) -> Result<(), VectorStoreError> {
-        Err(VectorStoreError::Unavailable("injected fault".into()))
+    async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorStoreError> {
+        self.writes_begun.fetch_add(1, Ordering::SeqCst);
+        match self.fault {
+            Fault::Unavailable => Err(VectorStoreError::Unavailable("injected fault".into())),
+            Fault::Slow(delay) => {
+                tokio::time::sleep(delay).await;
+                self.inner.upsert(points).await
+            }
+        }
     }
     async fn stamps(&self, ids: &[uuid::Uuid]) -> Result<HashMap<uuid::Uuid, FileStamp>, VectorStoreError> {
-        self.0.stamps(ids).await
+        self.inner.stamps(ids).await
     }
     async fn search(&self, v: &[f32], k: usize, f: &SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
-        self.0.search(v, k, f).await
+        self.inner.search(v, k, f).await
     }
     async fn count(&self) -> Result<u64, VectorStoreError> {
-        self.0.count().await
+        self.inner.count().await
     }
     async fn size_bytes(&self) -> Result<u64, VectorStoreError> {
-        self.0.size_bytes().await
+        self.inner.size_bytes().await
     }
     async fn healthy(&self) -> bool {
-        false
+        match self.fault {
+            Fault::Unavailable => false,
+            Fault::Slow(_) => self.inner.healthy().await,
+        }
     }
 }
 
@@ -164,7 +155,7 @@ async fn transient_failures_are_retried_then_dead_lettered_and_reported() {
 
     let mut fast = cluster.settings.worker.clone();
     fast.batch_wait_ms = 1;
-    let broken = Arc::new(UnavailableStore(cluster.vectors.clone()));
+    let broken = Arc::new(FaultyStore::new(cluster.vectors.clone(), Fault::Unavailable));
     let w = cluster.spawn_worker_with("flaky", fast, broken).await;
     let done = cluster.wait_job(&job_id, WAIT).await;
     assert_eq!(done["status"], "failed", "{done}");

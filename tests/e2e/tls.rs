@@ -7,20 +7,17 @@ use std::time::Duration;
 
 use imgidx_shared::broker::RabbitBroker;
 use imgidx_shared::config::BrokerSettings;
-use imgidx_tests::{cluster_settings, management_connections, sample_images, services, Cluster, Services};
+use imgidx_tests::{cluster_settings, management_connections, or_skip, sample_images, services, Cluster, Services};
 
 const WAIT: Duration = Duration::from_secs(120);
 
 /// amqps URL, CA file and management URL, or None (after saying why) to skip.
 fn tls_services(svc: &Services) -> Option<(String, PathBuf, String)> {
-    match (svc.amqps_url.clone(), svc.tls_ca_file.clone(), svc.mgmt_url.clone()) {
+    let all = match (svc.amqps_url.clone(), svc.tls_ca_file.clone(), svc.mgmt_url.clone()) {
         (Some(amqps), Some(ca), Some(mgmt)) => Some((amqps, ca, mgmt)),
-        _ => {
-            assert_ne!(std::env::var("IMGIDX_REQUIRE_SERVICES").as_deref(), Ok("1"), "TLS test services not configured");
-            eprintln!("skipping: IMGIDX_TEST_AMQPS_URL / IMGIDX_TEST_TLS_CA_FILE not set (run tests/run.sh)");
-            None
-        }
-    }
+        _ => None,
+    };
+    or_skip(all, "IMGIDX_TEST_AMQPS_URL, IMGIDX_TEST_TLS_CA_FILE or IMGIDX_TEST_RABBIT_MGMT_URL")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -323,13 +323,25 @@ pub async fn management_get(mgmt_url: &str, path: &str) -> Value {
         .unwrap()
 }
 
-/// The management API's records of the `expected` connections whose client-given name
-/// ends in `@<queue_prefix>`, once it lists them all (it learns of new ones with a delay).
-pub async fn management_connections(mgmt_url: &str, queue_prefix: &str, expected: usize) -> Vec<Value> {
-    let suffix = format!("@{queue_prefix}");
+/// Poll a management API resource until `pick` accepts it (the API learns of new
+/// connections and consumers, and refreshes queue counts, with a delay of seconds).
+/// `pick` says what it saw when it refuses, for the failure message.
+pub async fn management_poll<R>(mgmt_url: &str, path: &str, mut pick: impl FnMut(&Value) -> Result<R, String>) -> R {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let all = management_get(mgmt_url, "connections").await;
+        match pick(&management_get(mgmt_url, path).await) {
+            Ok(r) => return r,
+            Err(seen) => assert!(tokio::time::Instant::now() < deadline, "management API {path}: {seen}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The management API's records of the `expected` connections whose client-given name
+/// ends in `@<queue_prefix>`, once it lists them all.
+pub async fn management_connections(mgmt_url: &str, queue_prefix: &str, expected: usize) -> Vec<Value> {
+    let suffix = format!("@{queue_prefix}");
+    management_poll(mgmt_url, "connections", |all| {
         let ours: Vec<Value> = all
             .as_array()
             .unwrap()
@@ -338,11 +350,42 @@ pub async fn management_connections(mgmt_url: &str, queue_prefix: &str, expected
             .cloned()
             .collect();
         if ours.len() == expected {
-            return ours;
+            Ok(ours)
+        } else {
+            Err(format!("expected {expected} connections, listed {ours:?}"))
         }
-        assert!(tokio::time::Instant::now() < deadline, "expected {expected} connections, management lists {ours:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    })
+    .await
+}
+
+/// Wait until the consumer tags on the queues of `queue_prefix` satisfy `done`.
+pub async fn wait_for_consumer_tags(mgmt_url: &str, queue_prefix: &str, done: impl Fn(&[String]) -> bool) {
+    let queues = format!("{queue_prefix}.");
+    management_poll(mgmt_url, "consumers", |consumers| {
+        let tags: Vec<String> = consumers
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["queue"]["name"].as_str().is_some_and(|q| q.starts_with(&queues)))
+            .filter_map(|c| c["consumer_tag"].as_str().map(str::to_string))
+            .collect();
+        if done(&tags) {
+            Ok(())
+        } else {
+            Err(format!("consumer tags {tags:?}"))
+        }
+    })
+    .await
+}
+
+/// `value`, or None (after saying why) to skip a test that needs `what`; with
+/// `IMGIDX_REQUIRE_SERVICES=1` (tests/run.sh) a missing service fails instead.
+pub fn or_skip<T>(value: Option<T>, what: &str) -> Option<T> {
+    if value.is_none() {
+        assert_ne!(std::env::var("IMGIDX_REQUIRE_SERVICES").as_deref(), Ok("1"), "{what} is not configured");
+        eprintln!("skipping: {what} is not configured (run tests/run.sh)");
     }
+    value
 }
 
 /// Force-close (as an operator would in the management console) the `expected`
