@@ -14,13 +14,17 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Where embedded backends keep their files (vector index, job database, models).
     /// Default: the platform's data directory (`$XDG_DATA_HOME/imgidx`, else
     /// `~/.local/share/imgidx` on Linux).
     pub data_dir: PathBuf,
+    /// Seconds a stopping process (SIGTERM/SIGINT) may take to drain; then it exits, and
+    /// what it still held is redelivered by the broker or queued again by the reconcile.
+    /// A second signal exits at once.
+    pub shutdown_timeout_secs: u64,
     pub api: ApiSettings,
     pub broker: BrokerSettings,
     pub jobs: JobStoreSettings,
@@ -45,6 +49,27 @@ pub struct ApiSettings {
     pub recent_jobs: usize,
     /// Largest `top_k` a query may ask for.
     pub max_top_k: usize,
+    /// API keys accepted in `X-API-Key` or `Authorization: Bearer` (full access). With
+    /// none here and no `api_keys_file`, the API is open to anyone who can reach it.
+    pub api_keys: Vec<String>,
+    /// File of key digests, one per line: `sha256:<hex> [read|write] [name]`
+    /// (`imgidx keys new` prints such a line); `#` starts a comment.
+    pub api_keys_file: Option<PathBuf>,
+    /// Requests per minute allowed per key (per client address when anonymous); 0: no limit.
+    pub rate_limit_per_minute: u32,
+    /// Host names (with or without port) accepted in the `Host` header besides loopback
+    /// names, when listening on a loopback address (refusing others stops DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed to call the API from a browser (CORS); empty: no CORS headers.
+    pub cors_origins: Vec<String>,
+    /// Longest time, in seconds, one request may take (body read included): 408 after it.
+    pub request_timeout_secs: u64,
+    /// Longest wait, in seconds, for a client to send a request's headers.
+    pub header_read_timeout_secs: u64,
+    /// Requests handled at once; more are refused at once with 503 `overloaded`.
+    pub max_concurrent_requests: usize,
+    /// Open client connections; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ApiSettings {
@@ -56,6 +81,15 @@ impl Default for ApiSettings {
             max_body_bytes: 16 * 1024 * 1024,
             recent_jobs: 10,
             max_top_k: 1000,
+            api_keys: Vec::new(),
+            api_keys_file: None,
+            rate_limit_per_minute: 0,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            request_timeout_secs: 60,
+            header_read_timeout_secs: 10,
+            max_concurrent_requests: 256,
+            max_connections: 1024,
         }
     }
 }
@@ -244,6 +278,23 @@ impl Default for ServeSettings {
     }
 }
 
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::new(),
+            shutdown_timeout_secs: 30,
+            api: ApiSettings::default(),
+            broker: BrokerSettings::default(),
+            jobs: JobStoreSettings::default(),
+            vectors: VectorSettings::default(),
+            model: ModelSettings::default(),
+            worker: WorkerSettings::default(),
+            aggregator: AggregatorSettings::default(),
+            serve: ServeSettings::default(),
+        }
+    }
+}
+
 /// Environment variable prefix and separator: `IMGIDX__WORKER__BATCH_SIZE=64`.
 pub const ENV_PREFIX: &str = "IMGIDX";
 pub const ENV_SEPARATOR: &str = "__";
@@ -268,6 +319,9 @@ impl Settings {
             .separator(ENV_SEPARATOR)
             .list_separator(",")
             .with_list_parse_key("api.allowed_roots")
+            .with_list_parse_key("api.api_keys")
+            .with_list_parse_key("api.allowed_hosts")
+            .with_list_parse_key("api.cors_origins")
             .try_parsing(true);
         if let Some(env) = env {
             environment = environment.source(Some(env));
@@ -308,6 +362,15 @@ impl Settings {
         }
         if self.aggregator.max_batch == 0 {
             return bad("aggregator.max_batch must be at least 1");
+        }
+        if self.api.request_timeout_secs == 0 || self.api.header_read_timeout_secs == 0 {
+            return bad("api.request_timeout_secs and api.header_read_timeout_secs must be at least 1");
+        }
+        if self.api.max_concurrent_requests == 0 || self.api.max_connections == 0 {
+            return bad("api.max_concurrent_requests and api.max_connections must be at least 1");
+        }
+        if self.api.api_keys.iter().any(|k| k.trim().len() < 16) {
+            return bad("api.api_keys entries must be at least 16 characters (imgidx keys new makes one)");
         }
         if self.api.allowed_roots.iter().any(|r| !r.is_absolute()) {
             return bad("api.allowed_roots entries must be absolute paths");

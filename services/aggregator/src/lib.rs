@@ -15,6 +15,11 @@ use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// On stop, events already waiting are still applied (in `imgidx serve` the workers
+/// stop first, so their last events are waiting), until none arrives for this long…
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
+/// …or for at most this long, however busy a fleet keeps the queue.
+const DRAIN_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct AggregatorDeps {
@@ -85,25 +90,58 @@ where
     let wait = Duration::from_millis(settings.batch_wait_ms);
     let mut backoff = Duration::from_millis(200);
     while let Some(batch) = batch::next_batch(&mut stream, settings.max_batch, wait, &shutdown).await? {
-        let events: Vec<CompletionEvent> = batch.iter().map(|d| to_event(d.message.clone())).collect();
-        match deps.jobs.apply_events(&events).await {
-            Ok(changed) => {
-                publish_progress(deps, &changed).await;
-                settle(batch, true).await;
-                backoff = Duration::from_millis(200);
+        if apply_batch(deps, batch, &to_event).await {
+            backoff = Duration::from_millis(200);
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {},
+                () = shutdown.cancelled() => {},
             }
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "could not apply events; returning them to the queue");
-                settle(batch, false).await;
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {},
-                    () = shutdown.cancelled() => {},
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }
+    drain(settings, deps, &mut stream, &to_event).await;
     Ok(())
+}
+
+/// Applies what is already waiting once a stop was asked for, so it is not redone
+/// after the restart; stops at the first quiet gap, the first failure, or `DRAIN_MAX`.
+async fn drain<T, F>(settings: &AggregatorSettings, deps: &AggregatorDeps, stream: &mut DeliveryStream<T>, to_event: &F)
+where
+    T: Clone,
+    F: Fn(T) -> CompletionEvent,
+{
+    let wait = Duration::from_millis(settings.batch_wait_ms);
+    let until = tokio::time::Instant::now() + DRAIN_MAX;
+    let running = Shutdown::new();
+    while tokio::time::Instant::now() < until {
+        let next = tokio::time::timeout(DRAIN_QUIET, batch::next_batch(stream, settings.max_batch, wait, &running));
+        match next.await {
+            Ok(Ok(Some(batch))) if apply_batch(deps, batch, to_event).await => {}
+            _ => break,
+        }
+    }
+}
+
+/// Applies one batch and settles its deliveries; false when it was returned to the queue.
+async fn apply_batch<T, F>(deps: &AggregatorDeps, batch: Vec<Delivery<T>>, to_event: &F) -> bool
+where
+    T: Clone,
+    F: Fn(T) -> CompletionEvent,
+{
+    let events: Vec<CompletionEvent> = batch.iter().map(|d| to_event(d.message.clone())).collect();
+    match deps.jobs.apply_events(&events).await {
+        Ok(changed) => {
+            publish_progress(deps, &changed).await;
+            settle(batch, true).await;
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not apply events; returning them to the queue");
+            settle(batch, false).await;
+            false
+        }
+    }
 }
 
 async fn settle<T>(batch: Vec<Delivery<T>>, applied: bool) {

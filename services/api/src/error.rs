@@ -1,7 +1,10 @@
 //! The one place where errors become HTTP responses: a stable machine code, a
 //! human message, and never an internal detail (those go to the log).
 
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -43,6 +46,53 @@ pub enum ApiError {
     Vectors(#[from] VectorStoreError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("a valid API key is required (X-API-Key or Authorization: Bearer)")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over `api.rate_limit_per_minute`; the next request is allowed after this long.
+    #[error("too many requests; retry after {} s", retry_after_secs(.0))]
+    RateLimited(Duration),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("this server does not answer for that host name (Host header); see api.allowed_hosts")]
+    HostNotAllowed,
+    #[error("the server is handling too many requests; try again")]
+    Overloaded,
+    /// An error response made by the framework or a layer, not by a handler.
+    #[error("{}", status_message(*.0))]
+    Status(StatusCode),
+}
+
+fn retry_after_secs(d: &Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Codes and messages for the statuses the framework and the layers produce.
+fn status_code_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "validation_error",
+        429 => "rate_limited",
+        503 => "unavailable",
+        s if s >= 500 => "internal_error",
+        _ => "bad_request",
+    }
+}
+
+fn status_message(status: StatusCode) -> String {
+    match status.as_u16() {
+        405 => "method not allowed for this endpoint".into(),
+        408 => "the request took longer than the server allows (api.request_timeout_secs)".into(),
+        413 => "request body is too large".into(),
+        s if s >= 500 => "internal server error".into(),
+        _ => status.canonical_reason().unwrap_or("request failed").to_ascii_lowercase(),
+    }
 }
 
 #[derive(Serialize)]
@@ -81,6 +131,13 @@ impl ApiError {
                 "index_unavailable",
                 "the vector index is unavailable; try again".into(),
             ),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", self.to_string()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", self.to_string()),
+            ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m.clone()),
+            ApiError::HostNotAllowed => (StatusCode::MISDIRECTED_REQUEST, "host_not_allowed", self.to_string()),
+            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", self.to_string()),
+            ApiError::Status(status) => (*status, status_code_name(*status), self.to_string()),
             ApiError::Jobs(_) | ApiError::Vectors(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal server error".into())
             }
@@ -91,12 +148,22 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
-        if status.is_server_error() {
+        if status.is_server_error() && !matches!(self, ApiError::Overloaded | ApiError::Status(_)) {
             tracing::error!(error = %self, code, "request failed");
         } else {
             tracing::debug!(error = %self, code, "request rejected");
         }
         let body = ErrorBody { error: code, detail: message.clone(), message };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        match &self {
+            ApiError::RateLimited(wait) => {
+                response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+            }
+            ApiError::Unauthorized => {
+                response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
     }
 }

@@ -3,6 +3,8 @@
 //! only once both are durable.
 
 mod error;
+mod http;
+pub mod keys;
 mod paths;
 mod query_engine;
 mod routes;
@@ -10,7 +12,8 @@ mod state;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use std::time::Duration;
+
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
@@ -23,6 +26,11 @@ use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors;
 
+use http::auth::Guard;
+use http::rate_limit::RateLimiter;
+use http::server::ServerLimits;
+use http::HostPolicy;
+use keys::KeySet;
 use state::AppState;
 
 /// Build the backends from configuration and serve until `shutdown`.
@@ -57,13 +65,31 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), ServiceError> {
     let roots = paths::canonical_roots(&settings.allowed_roots)?;
+    let keys = KeySet::load(&settings.api_keys, settings.api_keys_file.as_deref())
+        .map_err(|e| ServiceError::Other(e.to_string()))?;
+    let addr = listener.local_addr()?;
+    warn_if_exposed(addr, &keys);
+    let guard = Guard { keys: Arc::new(keys), limiter: RateLimiter::new(settings.rate_limit_per_minute).map(Arc::new) };
     let state = AppState { deps, settings: Arc::new(settings.clone()), roots: Arc::new(roots) };
-    let app = routes::router(state)
-        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
-        .layer(tower_http::trace::TraceLayer::new_for_http());
-    tracing::info!(addr = %listener.local_addr()?, "api listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    let host = HostPolicy::new(addr.ip().is_loopback(), &settings.allowed_hosts);
+    let app = http::layered(routes::router(state, guard.clone()), settings, host).map_err(ServiceError::Other)?;
+    tracing::info!(%addr, keys = guard.keys.len(), "api listening");
+    let limits = ServerLimits {
+        max_connections: settings.max_connections,
+        header_read_timeout: Duration::from_secs(settings.header_read_timeout_secs),
+        drain_timeout: Duration::from_secs(settings.request_timeout_secs),
+    };
+    http::server::serve(listener, app, limits, shutdown).await;
     Ok(())
+}
+
+/// Anyone who can reach a non-loopback address can index and search without keys.
+fn warn_if_exposed(addr: std::net::SocketAddr, keys: &KeySet) {
+    if keys.is_empty() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the API listens on a non-loopback address without API keys: anyone who can reach it may \
+             index and search; set api.api_keys or api.api_keys_file (see docs/security.md)"
+        );
+    }
 }

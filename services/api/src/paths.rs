@@ -6,6 +6,9 @@ use std::path::{Component, Path, PathBuf};
 
 use imgidx_shared::messages::FileStamp;
 
+/// Linux's PATH_MAX.
+const MAX_PATH_BYTES: usize = 4096;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedPath {
     pub canonical: String,
@@ -42,7 +45,8 @@ pub fn resolve(raw: &str, roots: &[PathBuf]) -> Result<ResolvedPath, PathRejecti
     if raw.is_empty() || !path.is_absolute() {
         return Err(PathRejection::Relative(raw.to_string()));
     }
-    if raw.contains('\0') {
+    // Longer than the OS's PATH_MAX cannot be opened anyway, and bounds the work below.
+    if raw.contains('\0') || raw.len() > MAX_PATH_BYTES {
         return Err(PathRejection::Invalid(raw.to_string()));
     }
     let canonical = canonicalize_lenient(path);
@@ -63,18 +67,35 @@ pub fn stamp_of(path: &Path) -> Option<FileStamp> {
 }
 
 fn canonicalize_lenient(path: &Path) -> PathBuf {
+    if let Ok(full) = std::fs::canonicalize(path) {
+        return full;
+    }
+    // The deepest prefix that exists, canonicalized (symlinks and `..` resolved by the OS),
+    // then the rest lexically. Existence is monotone in the prefix length, so a binary
+    // search finds it with O(log n) canonicalizations instead of one per component.
     let components: Vec<Component> = path.components().collect();
-    // Deepest existing prefix, canonicalized (symlinks and `..` resolved by the OS), then the rest.
-    for split in (1..=components.len()).rev() {
-        let prefix: PathBuf = components[..split].iter().collect();
-        if let Ok(mut out) = std::fs::canonicalize(&prefix) {
-            for c in &components[split..] {
-                out.push(c.as_os_str());
+    let prefix = |n: usize| -> PathBuf { components[..n].iter().collect() };
+    let (mut lo, mut hi) = (0usize, components.len());
+    let mut best: Option<PathBuf> = None;
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        match std::fs::canonicalize(prefix(mid)) {
+            Ok(found) => {
+                best = Some(found);
+                lo = mid;
             }
-            return lexical_normalize(&out);
+            Err(_) => hi = mid - 1,
         }
     }
-    lexical_normalize(path)
+    match best {
+        Some(mut out) => {
+            for c in &components[lo..] {
+                out.push(c.as_os_str());
+            }
+            lexical_normalize(&out)
+        }
+        None => lexical_normalize(path),
+    }
 }
 
 /// Remove `.` and resolve `..` without touching the file system.
@@ -127,6 +148,19 @@ mod tests {
         let missing = resolve(root.join("nope/missing.png").to_str().unwrap(), &roots).unwrap();
         assert!(missing.stamp.is_none());
         assert!(missing.canonical.ends_with("/root/nope/missing.png"));
+    }
+
+    #[test]
+    fn overlong_and_deep_missing_paths_are_bounded() {
+        assert!(matches!(resolve(&format!("/{}", "a/".repeat(2100)), &[]), Err(PathRejection::Invalid(_))));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("x/y")).unwrap();
+        let deep = format!("{}/x/y/{}z.png", dir.path().display(), "m/".repeat(1000));
+        let r = resolve(&deep, &[]).unwrap();
+        assert!(r.canonical.ends_with("/x/y/m/m/m/z.png") && r.stamp.is_none(), "{}", r.canonical);
+        // `..` after a missing directory is resolved lexically.
+        let back = resolve(&format!("{}/x/missing/../y", dir.path().display()), &[]).unwrap();
+        assert!(back.canonical.ends_with("/x/y"), "{}", back.canonical);
     }
 
     #[test]

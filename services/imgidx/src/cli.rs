@@ -74,6 +74,9 @@ pub enum Command {
     Status(client::StatusArgs),
     /// Client: index statistics.
     Stats(client::StatsArgs),
+    /// Make API keys (`keys new --name NAME [--scope read]`).
+    #[command(subcommand)]
+    Keys(crate::keys_cmd::KeysCommand),
     /// Download and list CLIP models (`models fetch NAME`, `models list`).
     #[command(subcommand)]
     Models(crate::models::ModelsCommand),

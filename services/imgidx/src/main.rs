@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod client;
 mod embed_cmd;
+mod keys_cmd;
 mod models;
 mod serve;
 
@@ -41,14 +42,27 @@ fn init_logging() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-/// Cancelled on SIGINT/SIGTERM.
-fn shutdown_on_signal() -> Shutdown {
+/// Cancelled on SIGINT/SIGTERM. A drain has a deadline (`shutdown_timeout_secs`), and
+/// a second signal ends the process at once: what it still held goes back to the
+/// broker (unacked) or is queued again by the reconcile / the next `serve` start.
+fn shutdown_on_signal(settings: &Settings) -> Shutdown {
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
+    let deadline = std::time::Duration::from_secs(settings.shutdown_timeout_secs);
     tokio::spawn(async move {
         os_signal().await;
-        tracing::info!("shutdown requested; draining");
+        tracing::info!(deadline = ?deadline, "shutdown requested; draining (a second signal exits at once)");
         s.cancel();
+        tokio::select! {
+            () = os_signal() => {
+                tracing::warn!("second signal: exiting without draining");
+                std::process::exit(130);
+            }
+            () = tokio::time::sleep(deadline) => {
+                tracing::error!(deadline = ?deadline, "did not drain before shutdown_timeout_secs; exiting");
+                std::process::exit(1);
+            }
+        }
     });
     shutdown
 }
@@ -61,6 +75,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Similar(args) => return client::similar(args).await,
         Command::Status(args) => return client::status(args).await,
         Command::Stats(args) => return client::stats(args).await,
+        Command::Keys(cmd) => {
+            keys_cmd::run(cmd)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         _ => {}
     }
     let mut settings = Settings::load(cli.config.as_deref())?;
@@ -72,7 +90,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(&settings.api.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.api.listen))?;
-            imgidx_api::run(settings, listener, shutdown_on_signal()).await?;
+            let shutdown = shutdown_on_signal(&settings);
+            imgidx_api::run(settings, listener, shutdown).await?;
         }
         Command::Serve { listen, data_dir, model, workers } => {
             if let Some(listen) = listen {
@@ -93,13 +112,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::ensure!(workers > 0, "--workers must be at least 1");
                 settings.serve.workers = workers;
             }
-            serve::run(settings, shutdown_on_signal()).await?;
+            let shutdown = shutdown_on_signal(&settings);
+            serve::run(settings, shutdown).await?;
         }
         Command::Worker => {
-            imgidx_worker::run(settings, shutdown_on_signal()).await?;
+            let shutdown = shutdown_on_signal(&settings);
+            imgidx_worker::run(settings, shutdown).await?;
         }
         Command::Aggregator => {
-            imgidx_aggregator::run(settings, shutdown_on_signal()).await?;
+            let shutdown = shutdown_on_signal(&settings);
+            imgidx_aggregator::run(settings, shutdown).await?;
         }
         Command::Bench { images, count, model, report } => {
             if let Some(model) = model {
@@ -110,7 +132,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Embed(cmd) => embed_cmd::run(&settings, cmd)?,
         // Dispatched above, before any configuration is loaded.
-        Command::Index(_) | Command::Search(_) | Command::Similar(_) | Command::Status(_) | Command::Stats(_) => {}
+        Command::Index(_)
+        | Command::Search(_)
+        | Command::Similar(_)
+        | Command::Status(_)
+        | Command::Stats(_)
+        | Command::Keys(_) => {}
         Command::Models(cmd) => models::run(&settings, cmd).await?,
     }
     Ok(ExitCode::SUCCESS)

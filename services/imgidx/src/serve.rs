@@ -77,18 +77,31 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut brokers = Vec::new();
+    // The aggregator stops only once every worker has drained, so the events of their
+    // last batches are applied now rather than redone after the next start.
+    let workers_running = tokio_util::task::TaskTracker::new();
+    let aggregator_shutdown = Shutdown::new();
     for i in 0..settings.serve.workers.max(1) {
         let broker = queue.broker(&settings, &format!("worker-{i}")).await?;
         brokers.push(broker.clone());
         let deps = WorkerDeps { broker, vectors: vectors.clone(), encoder: encoder.clone() };
         let (w, prefetch, s) = (settings.worker.clone(), settings.broker.prefetch, shutdown.clone());
         let tag = format!("{node}.worker-{}-{i}", std::process::id());
-        tasks.spawn(async move { imgidx_worker::serve(&w, prefetch, deps, &tag, s).await.map(|_| ()).map_err(anyhow::Error::from) });
+        let worker = async move { imgidx_worker::serve(&w, prefetch, deps, &tag, s).await.map(|_| ()).map_err(anyhow::Error::from) };
+        tasks.spawn(workers_running.track_future(worker));
     }
+    workers_running.close();
+    let (s, agg_stop) = (shutdown.clone(), aggregator_shutdown.clone());
+    tasks.spawn(async move {
+        s.cancelled().await;
+        workers_running.wait().await;
+        agg_stop.cancel();
+        Ok(())
+    });
     let agg_broker = queue.broker(&settings, "aggregator").await?;
     brokers.push(agg_broker.clone());
     let agg = imgidx_aggregator::AggregatorDeps { broker: agg_broker.clone(), jobs: jobs.clone() };
-    let (a, s) = (settings.aggregator.clone(), shutdown.clone());
+    let (a, s) = (settings.aggregator.clone(), aggregator_shutdown.clone());
     let tag = format!("{node}.aggregator-{}", std::process::id());
     tasks.spawn(async move { imgidx_aggregator::serve(&a, agg, &tag, s).await.map_err(anyhow::Error::from) });
 
@@ -127,6 +140,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         if let Err(e) = outcome {
             tracing::error!(error = %e, "a role stopped; shutting down");
             shutdown.cancel();
+            aggregator_shutdown.cancel();
             if result.is_ok() {
                 result = Err(e);
             }

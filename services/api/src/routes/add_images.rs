@@ -8,14 +8,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use imgidx_shared::ids::{new_job_id, point_id};
 use imgidx_shared::jobs::NewItem;
-use imgidx_shared::messages::{FileStamp, ImageTask, Priority};
+use imgidx_shared::messages::{FileStamp, ImageTask};
 
 use crate::error::ApiError;
+use super::add_images_request::parse_request;
 use crate::paths::{resolve, PathRejection, ResolvedPath};
 use crate::state::AppState;
 
@@ -23,13 +24,6 @@ use crate::state::AppState;
 const STAMP_LOOKUP_CHUNK: usize = 1024;
 /// How many bad paths one error message names.
 const MAX_PATHS_IN_ERROR: usize = 5;
-
-#[derive(Deserialize)]
-struct AddImagesRequest {
-    image_paths: Vec<String>,
-    #[serde(default)]
-    priority: Option<String>,
-}
 
 #[derive(Serialize, Debug)]
 pub struct AddImagesResponse {
@@ -109,30 +103,6 @@ pub async fn add_images(
             message,
         }),
     ))
-}
-
-/// Malformed JSON is a 400; well-formed JSON that breaks the contract is a 422.
-fn parse_request(body: &[u8], max_paths: usize) -> Result<(Vec<String>, Priority), ApiError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?;
-    let request: AddImagesRequest =
-        serde_json::from_value(value).map_err(|e| ApiError::Validation(format!("invalid request: {e}")))?;
-    let priority = match request.priority.as_deref() {
-        None => Priority::Normal,
-        Some(p) => Priority::parse(p).ok_or_else(|| {
-            ApiError::Validation(format!("priority must be one of \"low\", \"normal\", \"high\" (got {p:?})"))
-        })?,
-    };
-    if request.image_paths.is_empty() {
-        return Err(ApiError::Validation("image_paths must not be empty".into()));
-    }
-    if request.image_paths.len() > max_paths {
-        return Err(ApiError::Validation(format!(
-            "too many image_paths: {} given, at most {max_paths} per request",
-            request.image_paths.len()
-        )));
-    }
-    Ok((request.image_paths, priority))
 }
 
 /// Resolve every path, rejecting the request if any is invalid; duplicates (after
@@ -216,21 +186,6 @@ fn nothing_to_do(images_count: usize, unchanged: usize, already_queued: usize) -
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn malformed_json_is_400_and_contract_breaks_are_422() {
-        assert!(matches!(parse_request(b"{not json", 10), Err(ApiError::MalformedJson(_))));
-        assert!(matches!(parse_request(br#"{"priority":"high"}"#, 10), Err(ApiError::Validation(_))));
-        assert!(matches!(parse_request(br#"{"image_paths":[]}"#, 10), Err(ApiError::Validation(_))));
-        assert!(matches!(
-            parse_request(br#"{"image_paths":["/a"],"priority":"urgent"}"#, 10),
-            Err(ApiError::Validation(m)) if m.contains("urgent")
-        ));
-        assert!(matches!(parse_request(br#"{"image_paths":["/a","/b"]}"#, 1), Err(ApiError::Validation(_))));
-        assert!(matches!(parse_request(br#"{"image_paths":"/a"}"#, 10), Err(ApiError::Validation(_))));
-        let (paths, p) = parse_request(br#"{"image_paths":["/a"],"priority":null}"#, 10).unwrap();
-        assert_eq!((paths.len(), p), (1, Priority::Normal));
-    }
 
     #[test]
     fn relative_paths_reject_the_whole_request() {

@@ -1,24 +1,35 @@
-//! HTTP routes of seed 000's contract.
+//! HTTP routes: seed 000's contract and search. Each route sits in the group of the
+//! access it needs (read or write); `/health` is open to load balancers.
 
 pub(crate) mod add_images;
+mod add_images_request;
 mod health;
 mod query;
 mod stats;
 mod status;
 
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::error::ApiError;
+use crate::http::auth::{self, Guard, Required};
+use crate::http::content_type;
+use crate::keys::Scope;
 use crate::state::AppState;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/v1/index/add-images", post(add_images::add_images))
+pub fn router(state: AppState, guard: Guard) -> Router {
+    let read = Router::new()
         .route("/api/v1/index/status/{job_id}", get(status::job_status))
         .route("/api/v1/index/status", get(status::overall_status))
         .route("/api/v1/index/stats", get(stats::stats))
-        .route("/api/v1/query", post(query::query))
+        .route("/api/v1/query", post(query::query).layer(from_fn(content_type::json_or_multipart)));
+    let write = Router::new()
+        .route("/api/v1/index/add-images", post(add_images::add_images).layer(from_fn(content_type::json)));
+    let needs = |scope| from_fn_with_state(Required { guard: guard.clone(), scope }, auth::require);
+    Router::new()
+        .merge(read.route_layer(needs(Scope::Read)))
+        .merge(write.route_layer(needs(Scope::Write)))
         .route("/health", get(health::health))
         .fallback(|| async { ApiError::NoRoute })
         .with_state(state)

@@ -10,6 +10,9 @@ pub struct ServerArgs {
     /// Base URL of the imgidx server (`imgidx serve` or `imgidx api`).
     #[arg(long, env = "IMGIDX_SERVER", default_value = "http://127.0.0.1:8000")]
     pub server: String,
+    /// API key of the server (sent as `X-API-Key`), when it requires one.
+    #[arg(long, env = "IMGIDX_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Print the result as JSON instead of a table.
     #[arg(long)]
     pub json: bool,

@@ -22,7 +22,16 @@ pub struct Api {
 impl Api {
     pub fn new(args: &ServerArgs) -> Result<Api> {
         let base = parse_base_url(&args.server)?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = args.api_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+            let mut value = reqwest::header::HeaderValue::from_str(key)
+                .map_err(|_| anyhow!("the API key contains characters that cannot be sent in a header"))?;
+            // Kept out of reqwest's debug output.
+            value.set_sensitive(true);
+            headers.insert("x-api-key", value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(Duration::from_secs(args.timeout))
             .user_agent(concat!("imgidx/", env!("CARGO_PKG_VERSION")))
@@ -114,6 +123,9 @@ fn error_message(status: StatusCode, body: &[u8], url: &Url) -> String {
             (err.as_str(), json["message"].as_str().or_else(|| json["detail"].as_str()))
         };
         if let Some(message) = message {
+            if code == Some("unauthorized") {
+                return format!("{message} (HTTP 401): pass --api-key KEY or set IMGIDX_API_KEY");
+            }
             return match code {
                 Some(code) => format!("{message} (HTTP {}, {code})", status.as_u16()),
                 None => format!("{message} (HTTP {})", status.as_u16()),
@@ -183,7 +195,7 @@ mod tests {
         assert!(parse_base_url("https://h").unwrap_err().to_string().contains("https"));
         assert!(parse_base_url("127.0.0.1:8000").is_err());
         assert!(parse_base_url("http://h/?q=1").is_err());
-        let args = ServerArgs { server: "http://h:8000/prefix/".into(), json: false, timeout: 1 };
+        let args = ServerArgs { server: "http://h:8000/prefix/".into(), api_key: None, json: false, timeout: 1 };
         let api = Api::new(&args).unwrap();
         assert_eq!(api.url(&["api", "v1", "index", "status", "a/b c"]).as_str(), "http://h:8000/prefix/api/v1/index/status/a%2Fb%20c");
         assert_eq!(api.base(), "http://h:8000/prefix");

@@ -124,6 +124,15 @@ impl Serve {
         std::fs::read_to_string(&log).unwrap()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    /// Waits for the process to end on its own (after a signal sent elsewhere).
+    pub async fn wait_exit(mut self, timeout: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait()).await.expect("serve kept running").unwrap()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -192,6 +201,7 @@ pub async fn imgidx<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
     let out = tokio::process::Command::new(bin())
         .args(args)
         .env_remove("IMGIDX_SERVER")
+        .env_remove("IMGIDX_API_KEY")
         .stdin(Stdio::null())
         .output()
         .await
