@@ -233,6 +233,9 @@ pub struct WorkerSettings {
     pub max_image_pixels: u64,
     /// Files larger than this many bytes are rejected without reading them.
     pub max_file_bytes: u64,
+    /// Memory budget of decoding, in MiB, shared by everything that decodes in the process
+    /// (worker pipelines and API queries); 0 derives it: a quarter of physical memory.
+    pub decode_memory_mb: u64,
     /// Name in consumer tags and events; the host name when unset.
     pub name: Option<String>,
 }
@@ -245,6 +248,7 @@ impl Default for WorkerSettings {
             decode_threads: 0,
             max_image_pixels: 100_000_000,
             max_file_bytes: 256 * 1024 * 1024,
+            decode_memory_mb: 0,
             name: None,
         }
     }
@@ -294,6 +298,8 @@ impl Default for Settings {
         }
     }
 }
+/// Least explicit decode budget: below it, ordinary photos would decode one at a time.
+pub const MIN_DECODE_MEMORY_MB: u64 = 64;
 
 /// Environment variable prefix and separator: `IMGIDX__WORKER__BATCH_SIZE=64`.
 pub const ENV_PREFIX: &str = "IMGIDX";
@@ -374,6 +380,11 @@ impl Settings {
         }
         if self.api.allowed_roots.iter().any(|r| !r.is_absolute()) {
             return bad("api.allowed_roots entries must be absolute paths");
+        }
+        if self.worker.decode_memory_mb != 0 && self.worker.decode_memory_mb < MIN_DECODE_MEMORY_MB {
+            return bad(&format!(
+                "worker.decode_memory_mb must be at least {MIN_DECODE_MEMORY_MB} (or 0: a quarter of the machine's memory)"
+            ));
         }
         Ok(())
     }
@@ -507,5 +518,14 @@ mod tests {
         assert!(Settings::load_from(None, env(&[("IMGIDX__WORKER__BATCHSIZE", "1")])).is_err());
         assert!(Settings::load_from(None, env(&[("IMGIDX__WORKER__BATCH_SIZE", "0")])).is_err());
         assert!(Settings::load_from(None, env(&[("IMGIDX__API__ALLOWED_ROOTS", "rel/path")])).is_err());
+    }
+
+    #[test]
+    fn decode_memory_is_derived_by_default_and_bounded_below() {
+        assert_eq!(Settings::load_from(None, env(&[])).unwrap().worker.decode_memory_mb, 0, "0: derived");
+        let s = Settings::load_from(None, env(&[("IMGIDX__WORKER__DECODE_MEMORY_MB", "2048")])).unwrap();
+        assert_eq!(s.worker.decode_memory_mb, 2048);
+        let err = Settings::load_from(None, env(&[("IMGIDX__WORKER__DECODE_MEMORY_MB", "8")])).unwrap_err();
+        assert!(err.to_string().contains("worker.decode_memory_mb"), "{err}");
     }
 }

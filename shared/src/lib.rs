@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod config;
 pub mod embed;
+pub mod files;
 pub mod ids;
 pub mod jobs;
 pub mod messages;

@@ -71,5 +71,6 @@ async fn allowed_roots_reject_paths_outside_them() {
     assert_eq!(code, 422, "{body}");
     assert_eq!(body["error"], "path_not_allowed");
     assert!(body["message"].as_str().unwrap().contains("innocent.png"), "{body}");
+    assert!(!body.to_string().contains("secret.png"), "names no symlink target: {body}");
     cluster.stop().await;
 }

@@ -126,6 +126,9 @@ impl VectorStore for FaultyStore {
     async fn stamps(&self, ids: &[uuid::Uuid]) -> Result<HashMap<uuid::Uuid, FileStamp>, VectorStoreError> {
         self.inner.stamps(ids).await
     }
+    async fn vector(&self, id: uuid::Uuid) -> Result<Option<Vec<f32>>, VectorStoreError> {
+        self.inner.vector(id).await
+    }
     async fn search(&self, v: &[f32], k: usize, f: &SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
         self.inner.search(v, k, f).await
     }

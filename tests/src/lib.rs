@@ -155,7 +155,8 @@ impl Worker {
 /// Query encoders sharing the cluster's vision encoder.
 pub async fn query_engine(settings: &Settings, encoder: &Arc<VisionEncoder>) -> Arc<QueryEngine> {
     let (model, limits, encoder) = (settings.model.clone(), settings.worker.clone(), encoder.clone());
-    let engine = tokio::task::spawn_blocking(move || QueryEngine::load(&model.dir, &model, &limits, Some(encoder)));
+    let budget = imgidx_shared::embed::DecodeBudget::from_settings(&limits);
+    let engine = tokio::task::spawn_blocking(move || QueryEngine::load(&model.dir, &model, &limits, Some(encoder), budget));
     Arc::new(engine.await.unwrap().unwrap())
 }
 
@@ -236,7 +237,8 @@ impl Cluster {
         vectors: Arc<dyn VectorStore>,
     ) -> Worker {
         let broker = connect_broker(&self.settings, tag).await;
-        let deps = WorkerDeps { broker: broker.clone(), vectors, encoder: self.encoder.clone() };
+        let budget = imgidx_shared::embed::DecodeBudget::from_settings(&worker_settings);
+        let deps = WorkerDeps { broker: broker.clone(), vectors, encoder: self.encoder.clone(), budget };
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
         let prefetch = self.settings.broker.prefetch;

@@ -29,9 +29,11 @@ pub enum ApiError {
     PathNotAllowed(String),
     #[error("job {0} not found")]
     JobNotFound(String),
-    /// The image a query names does not exist.
-    #[error("{0}")]
-    ImageNotFound(String),
+    /// A query's `image_path` is neither indexed nor a file this server may read: missing,
+    /// outside the allowed roots (or none are set), or not a readable regular file. One
+    /// answer for all, so a client cannot probe what exists where.
+    #[error("image_path: no image this server may read at this path")]
+    ImageNotFound,
     /// The image a query gives cannot be used (`code`: not_an_image, unreadable_image, image_too_large).
     #[error("{message}")]
     QueryImage { code: &'static str, message: String },
@@ -113,7 +115,7 @@ impl ApiError {
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
             ApiError::PathNotAllowed(m) => (StatusCode::UNPROCESSABLE_ENTITY, "path_not_allowed", m.clone()),
             ApiError::JobNotFound(id) => (StatusCode::NOT_FOUND, "job_not_found", format!("job {id} not found")),
-            ApiError::ImageNotFound(m) => (StatusCode::NOT_FOUND, "image_not_found", m.clone()),
+            ApiError::ImageNotFound => (StatusCode::NOT_FOUND, "image_not_found", self.to_string()),
             ApiError::QueryImage { code, message } => (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone()),
             ApiError::SearchUnavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "search_unavailable", m.clone()),
             ApiError::Broker(_) => (

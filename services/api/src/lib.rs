@@ -37,7 +37,8 @@ use state::AppState;
 pub async fn run(settings: Settings, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServiceError> {
     // Search embeds queries with the model's encoders (text and vision).
     let (dir, model, limits) = (settings.model.dir.clone(), settings.model.clone(), settings.worker.clone());
-    let engine = tokio::task::spawn_blocking(move || QueryEngine::load(&dir, &model, &limits, None))
+    let budget = imgidx_shared::embed::DecodeBudget::from_settings(&settings.worker);
+    let engine = tokio::task::spawn_blocking(move || QueryEngine::load(&dir, &model, &limits, None, budget))
         .await
         .map_err(|e| ServiceError::Other(format!("loading the query encoders: {e}")))??;
     let manifest = engine.manifest().clone();

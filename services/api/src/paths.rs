@@ -22,8 +22,9 @@ pub enum PathRejection {
     Relative(String),
     #[error("path is not valid: {0:?}")]
     Invalid(String),
-    #[error("path {0:?} resolves to {1:?}, outside the allowed roots")]
-    OutsideRoots(String, String),
+    /// Names only the path the client gave, never where its symlinks lead.
+    #[error("path {0:?} is outside the allowed roots")]
+    OutsideRoots(String),
 }
 
 /// Resolve the allowed roots once at start-up (they may themselves be symlinks).
@@ -41,6 +42,15 @@ pub fn canonical_roots(roots: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
 /// resolved through its deepest existing ancestor so that `..` and symlinked parents
 /// cannot escape the allowed roots either.
 pub fn resolve(raw: &str, roots: &[PathBuf]) -> Result<ResolvedPath, PathRejection> {
+    let canonical = canonical(raw)?;
+    if !roots.is_empty() && !inside(Path::new(&canonical), roots) {
+        return Err(PathRejection::OutsideRoots(raw.to_string()));
+    }
+    Ok(ResolvedPath { stamp: stamp_of(Path::new(&canonical)), canonical })
+}
+
+/// The canonical form of an absolute client path (no root check).
+pub fn canonical(raw: &str) -> Result<String, PathRejection> {
     let path = Path::new(raw);
     if raw.is_empty() || !path.is_absolute() {
         return Err(PathRejection::Relative(raw.to_string()));
@@ -50,11 +60,12 @@ pub fn resolve(raw: &str, roots: &[PathBuf]) -> Result<ResolvedPath, PathRejecti
         return Err(PathRejection::Invalid(raw.to_string()));
     }
     let canonical = canonicalize_lenient(path);
-    let canonical_str = canonical.to_str().ok_or_else(|| PathRejection::Invalid(raw.to_string()))?.to_string();
-    if !roots.is_empty() && !roots.iter().any(|root| canonical.starts_with(root)) {
-        return Err(PathRejection::OutsideRoots(raw.to_string(), canonical_str));
-    }
-    Ok(ResolvedPath { stamp: stamp_of(&canonical), canonical: canonical_str })
+    canonical.to_str().map(str::to_string).ok_or_else(|| PathRejection::Invalid(raw.to_string()))
+}
+
+/// Whether a canonical path lies under one of the (canonical) roots.
+pub fn inside(canonical: &Path, roots: &[PathBuf]) -> bool {
+    roots.iter().any(|root| canonical.starts_with(root))
 }
 
 /// Size and modification time of a regular file.
@@ -138,10 +149,12 @@ mod tests {
 
         let ok = resolve(root.join("ok.png").to_str().unwrap(), &roots).unwrap();
         assert_eq!(ok.stamp.unwrap().size, 2);
-        assert!(matches!(
-            resolve(root.join("link.png").to_str().unwrap(), &roots),
-            Err(PathRejection::OutsideRoots(..))
-        ));
+        let link = root.join("link.png").to_str().unwrap().to_string();
+        let rejected = resolve(&link, &roots).unwrap_err();
+        assert_eq!(rejected, PathRejection::OutsideRoots(link.clone()));
+        // The message names the client's path only, never where the symlink leads.
+        assert!(!rejected.to_string().contains("outside/secret.png"), "{rejected}");
+        assert!(!rejected.to_string().contains("secret"), "{rejected}");
         let escape = format!("{}/../outside/missing.png", root.display());
         assert!(matches!(resolve(&escape, &roots), Err(PathRejection::OutsideRoots(..))));
         // A missing file inside the root is accepted (the worker reports it), with no stamp.

@@ -1,21 +1,29 @@
 //! Turning a query (text, or an image) into a vector in the index's space: the CLIP
 //! text encoder behind the BPE tokenizer, or the same preprocessing and vision encoder
 //! the workers use. Inference is blocking, so it runs on the blocking pool, and a
-//! semaphore bounds how many queries embed at once.
+//! semaphore bounds how many queries embed at once. Reading a file for a query happens
+//! before, outside that semaphore and bounded in time, so a slow file holds up no other
+//! search; decoding takes its share of the process's decode memory budget.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 use imgidx_shared::config::{ModelSettings, WorkerSettings};
 use imgidx_shared::embed::tokenizer::ClipTokenizer;
-use imgidx_shared::embed::{DecodeError, EmbedError, ModelManifest, Preprocessor, TextEncoder, VisionEncoder};
+use imgidx_shared::embed::{
+    DecodeBudget, DecodeError, EmbedError, ModelManifest, Preprocessor, TextEncoder, VisionEncoder,
+};
+use imgidx_shared::files::{self, ReadRefusal};
 
 use crate::error::ApiError;
 
 /// Queries embedding at the same time; more wait their turn.
 const CONCURRENT_QUERIES: usize = 4;
+/// Longest a query waits for the file it names to be read.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct QueryEngine {
     vision: Arc<VisionEncoder>,
@@ -34,13 +42,15 @@ impl QueryEngine {
         model: &ModelSettings,
         limits: &WorkerSettings,
         vision: Option<Arc<VisionEncoder>>,
+        budget: DecodeBudget,
     ) -> Result<Self, EmbedError> {
         let vision = match vision {
             Some(v) => v,
             None => Arc::new(VisionEncoder::load(model_dir, model)?),
         };
         let m = vision.manifest().clone();
-        let preprocessor = Preprocessor::new(m.image_size, m.mean, m.std, limits.max_image_pixels, limits.max_file_bytes);
+        let preprocessor = Preprocessor::new(m.image_size, m.mean, m.std, limits.max_image_pixels, limits.max_file_bytes)
+            .with_budget(budget);
         let text = match (&m.text, m.tokenizer_path(model_dir)) {
             (Some(_), Some(_)) => {
                 let tokenizer = ClipTokenizer::for_model(model_dir, &m)
@@ -72,16 +82,31 @@ impl QueryEngine {
         .await
     }
 
-    /// Embeds an image file on this machine.
-    pub async fn embed_path(self: &Arc<Self>, path: PathBuf) -> Result<Vec<f32>, ApiError> {
-        self.blocking(move |engine| {
-            let image = engine.preprocessor.load_path(&path).map_err(|e| decode_error(e, &path.display().to_string()))?;
-            first(engine.vision.embed(&image.tensor, 1))
-        })
-        .await
+    /// Reads the regular file at `canonical` (already checked against the allowed roots)
+    /// as `imgidx_shared::files` allows, giving up after [`READ_TIMEOUT`]. Every way of not
+    /// reading it is one answer ([`ApiError::ImageNotFound`]), except a file too large.
+    pub async fn read_path(&self, canonical: PathBuf) -> Result<Vec<u8>, ApiError> {
+        let limits = self.preprocessor.read_limits(READ_TIMEOUT);
+        let read = tokio::task::spawn_blocking(move || files::read_regular(&canonical, &limits).map(|f| f.bytes));
+        match tokio::time::timeout(READ_TIMEOUT, read).await {
+            Ok(Ok(Ok(bytes))) => Ok(bytes),
+            Ok(Ok(Err(ReadRefusal::TooLarge { len, limit }))) => Err(ApiError::QueryImage {
+                code: "image_too_large",
+                message: format!("image_path: file is {len} bytes, more than the limit of {limit}"),
+            }),
+            Ok(Ok(Err(why))) => {
+                tracing::debug!(%why, "query image not read");
+                Err(ApiError::ImageNotFound)
+            }
+            Ok(Err(e)) => Err(ApiError::Internal(format!("query file read: {e}"))),
+            Err(_) => {
+                tracing::warn!(timeout = ?READ_TIMEOUT, "query image read timed out");
+                Err(ApiError::ImageNotFound)
+            }
+        }
     }
 
-    /// Embeds uploaded image bytes.
+    /// Embeds image bytes (an upload, or a file read by [`QueryEngine::read_path`]).
     pub async fn embed_bytes(self: &Arc<Self>, bytes: axum::body::Bytes, name: String) -> Result<Vec<f32>, ApiError> {
         self.blocking(move |engine| {
             let image = engine.preprocessor.load_bytes(&bytes).map_err(|e| decode_error(e, &name))?;
@@ -115,7 +140,7 @@ fn first(vectors: Result<Vec<Vec<f32>>, EmbedError>) -> Result<Vec<f32>, ApiErro
 
 fn decode_error(e: DecodeError, what: &str) -> ApiError {
     match e {
-        DecodeError::NotFound(_) => ApiError::ImageNotFound(format!("{what}: no such file")),
+        DecodeError::NotFound(_) => ApiError::ImageNotFound,
         DecodeError::TooLarge(m) => ApiError::QueryImage { code: "image_too_large", message: format!("{what}: {m}") },
         DecodeError::NotAnImage(m) => ApiError::QueryImage { code: "not_an_image", message: format!("{what}: {m}") },
         DecodeError::Unreadable(m) => ApiError::QueryImage { code: "unreadable_image", message: format!("{what}: {m}") },

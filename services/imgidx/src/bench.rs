@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use imgidx_shared::broker::{Broker, MemoryBroker};
 use imgidx_shared::config::Settings;
-use imgidx_shared::embed::{Preprocessor, VisionEncoder};
+use imgidx_shared::embed::{DecodeBudget, Preprocessor, VisionEncoder};
 use imgidx_shared::messages::{ImageTask, Priority};
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors::{EdgeStore, VectorStore};
@@ -87,6 +87,8 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<BenchRe
 }
 
 fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    // Canonical, as the worker reads only canonical paths (the API resolves them).
+    let dir = &dir.canonicalize().with_context(|| dir.display().to_string())?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| dir.display().to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -151,7 +153,8 @@ async fn pipeline_rate(settings: &Settings, encoder: Arc<VisionEncoder>, files: 
         .collect();
     broker.publish_tasks(Priority::Normal, &tasks).await?;
     let mut events = broker.consume_events("bench").await?;
-    let deps = WorkerDeps { broker: Arc::new(broker.clone()), vectors, encoder };
+    let budget = DecodeBudget::from_settings(&settings.worker);
+    let deps = WorkerDeps { broker: Arc::new(broker.clone()), vectors, encoder, budget };
     let shutdown = Shutdown::new();
     let (s, w, p) = (shutdown.clone(), settings.worker.clone(), settings.broker.prefetch);
     let start = Instant::now();

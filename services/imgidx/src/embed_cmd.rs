@@ -21,7 +21,9 @@ pub fn run(settings: &Settings, cmd: EmbedCommand) -> anyhow::Result<()> {
                 settings.worker.max_image_pixels,
                 settings.worker.max_file_bytes,
             );
-            let img = pre.load_path(&image).with_context(|| format!("{}", image.display()))?;
+            // The reader takes canonical paths only (it follows no symlink).
+            let canonical = std::fs::canonicalize(&image).with_context(|| format!("{}", image.display()))?;
+            let img = pre.load_path(&canonical).with_context(|| format!("{}", image.display()))?;
             let s = manifest.image_size as usize;
             npy::write_f32(&out, &[1, 3, s, s], &img.tensor).with_context(|| format!("writing {}", out.display()))?;
             println!(

@@ -17,7 +17,7 @@ use chrono::Utc;
 use imgidx_api::{ApiDeps, QueryEngine};
 use imgidx_shared::broker::{Broker, MemoryBroker};
 use imgidx_shared::config::Settings;
-use imgidx_shared::embed::VisionEncoder;
+use imgidx_shared::embed::{DecodeBudget, VisionEncoder};
 use imgidx_shared::jobs::JobStore;
 use imgidx_shared::reconcile;
 use imgidx_shared::service;
@@ -50,9 +50,12 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.api.listen))?;
     let (dir, model, limits) = (settings.model.dir.clone(), settings.model.clone(), settings.worker.clone());
+    // One decode memory budget for the whole process: worker pipelines and queries.
+    let budget = DecodeBudget::from_settings(&settings.worker);
+    let query_budget = budget.clone();
     let (encoder, engine) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let encoder = Arc::new(VisionEncoder::load(&dir, &model)?);
-        let engine = QueryEngine::load(&dir, &model, &limits, Some(encoder.clone()))?;
+        let engine = QueryEngine::load(&dir, &model, &limits, Some(encoder.clone()), query_budget)?;
         Ok((encoder, Arc::new(engine)))
     })
     .await??;
@@ -84,7 +87,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     for i in 0..settings.serve.workers.max(1) {
         let broker = queue.broker(&settings, &format!("worker-{i}")).await?;
         brokers.push(broker.clone());
-        let deps = WorkerDeps { broker, vectors: vectors.clone(), encoder: encoder.clone() };
+        let deps = WorkerDeps { broker, vectors: vectors.clone(), encoder: encoder.clone(), budget: budget.clone() };
         let (w, prefetch, s) = (settings.worker.clone(), settings.broker.prefetch, shutdown.clone());
         let tag = format!("{node}.worker-{}-{i}", std::process::id());
         let worker = async move { imgidx_worker::serve(&w, prefetch, deps, &tag, s).await.map(|_| ()).map_err(anyhow::Error::from) };

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use imgidx_shared::broker::Broker;
 use imgidx_shared::config::{Settings, WorkerSettings};
-use imgidx_shared::embed::{Preprocessor, VisionEncoder};
+use imgidx_shared::embed::{DecodeBudget, Preprocessor, VisionEncoder};
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors::{self, VectorStore};
@@ -30,6 +30,8 @@ pub struct WorkerDeps {
     pub broker: Arc<dyn Broker>,
     pub vectors: Arc<dyn VectorStore>,
     pub encoder: Arc<VisionEncoder>,
+    /// Decode memory budget, shared with whatever else decodes in this process.
+    pub budget: DecodeBudget,
 }
 
 /// What a worker did before it stopped.
@@ -49,7 +51,8 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
     let vectors = vectors::open(&settings, encoder.manifest().embedding_dim).await?;
     let broker = service::broker(&settings, "worker").await?;
     let tag = format!("{}.worker-{}", settings.node_name(), std::process::id());
-    let deps = WorkerDeps { broker: broker.clone(), vectors, encoder: Arc::new(encoder) };
+    let budget = DecodeBudget::from_settings(&settings.worker);
+    let deps = WorkerDeps { broker: broker.clone(), vectors, encoder: Arc::new(encoder), budget };
     let result = serve(&settings.worker, settings.broker.prefetch, deps, &tag, shutdown).await;
     // Closing returns whatever we still hold to the queues.
     broker.close().await;
@@ -73,13 +76,15 @@ pub async fn serve(
         manifest.std,
         settings.max_image_pixels,
         settings.max_file_bytes,
-    ));
+    )
+    .with_budget(deps.budget.clone()));
     let threads = match settings.decode_threads {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
     let pool = Arc::new(Semaphore::new(threads));
-    tracing::info!(worker = tag, batch_size = settings.batch_size, decode_threads = threads, "worker consuming");
+    let decode_memory_mb = deps.budget.total_bytes() >> 20;
+    tracing::info!(worker = tag, batch_size = settings.batch_size, decode_threads = threads, decode_memory_mb, "worker consuming");
 
     // Capacity 1: at most one prepared batch waits while another is in inference.
     let (tx, mut rx) = mpsc::channel(1);

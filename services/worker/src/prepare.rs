@@ -49,15 +49,11 @@ pub async fn prepare_batch(tasks: Vec<Task>, preprocessor: Arc<Preprocessor>, po
     out
 }
 
-/// Stat first so the stamp describes the bytes we are about to read.
+/// The stamp comes from the `fstat` of the opened file, so it describes the bytes read.
+/// Only regular files are read (`imgidx_shared::files`): a FIFO or device is reported
+/// `not_an_image` at once instead of blocking a decode thread.
 fn decode(preprocessor: &Preprocessor, path: &Path) -> Result<Decoded, DecodeError> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => DecodeError::NotFound("file not found".into()),
-        _ => DecodeError::Unreadable(format!("cannot read file: {e}")),
-    })?;
-    if !meta.is_file() {
-        return Err(DecodeError::NotAnImage("not a regular file".into()));
-    }
-    let image = preprocessor.load_path(path)?;
-    Ok(Decoded { image, stamp: FileStamp::from_metadata(&meta) })
+    let file = preprocessor.read_path(path)?;
+    let image = preprocessor.load_bytes(&file.bytes)?;
+    Ok(Decoded { image, stamp: FileStamp::from_metadata(&file.meta) })
 }

@@ -1,6 +1,7 @@
 //! CLIP embedding: model manifest, image decoding and preprocessing exactly as
 //! OpenAI CLIP does it, and the ONNX Runtime vision and text encoders.
 
+pub mod decode_budget;
 pub mod manifest;
 pub mod npy;
 pub mod preprocess;
@@ -9,6 +10,7 @@ pub mod text;
 pub mod tokenizer;
 pub mod vision;
 
+pub use decode_budget::DecodeBudget;
 pub use manifest::{GraphSpec, ManifestError, ModelManifest};
 pub use preprocess::{DecodeError, Preprocessed, Preprocessor};
 pub use text::TextEncoder;

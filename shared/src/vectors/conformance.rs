@@ -158,6 +158,25 @@ pub async fn search_min_score(store: &dyn VectorStore, dim: usize) {
     assert!(hits.iter().all(|h| h.score >= threshold));
 }
 
+/// The stored vector comes back as it was written (cosine stores normalise; these are
+/// unit vectors already), and a missing point has none.
+pub async fn vector_of_a_point(store: &dyn VectorStore, dim: usize) {
+    let pts = points(dim, 5);
+    store.upsert(pts.clone()).await.expect("upsert");
+    for p in &pts {
+        let got = store.vector(p.id).await.expect("vector").expect("stored point has its vector");
+        assert_eq!(got.len(), dim);
+        let dist: f32 = got.iter().zip(&p.vector).map(|(a, b)| (a - b).abs()).sum();
+        assert!(dist < 1e-4, "{got:?} vs {:?}", p.vector);
+    }
+    assert_eq!(store.vector(point_id("/nowhere/x.jpg")).await.expect("vector of a missing point"), None);
+    // Searching with it finds the point itself first.
+    let again = store.vector(pts[2].id).await.expect("vector").expect("present");
+    let hits = store.search(&again, 1, &SearchFilter::default()).await.expect("search");
+    assert_eq!(hits[0].id, pts[2].id);
+    assert!((hits[0].score - 1.0).abs() < 1e-4);
+}
+
 pub async fn upsert_replaces(store: &dyn VectorStore, dim: usize) {
     let pts = points(dim, 10);
     store.upsert(pts.clone()).await.expect("upsert");

@@ -140,6 +140,26 @@ impl Inner {
             .collect()
     }
 
+    fn vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, VectorStoreError> {
+        let records = self
+            .shard()?
+            .retrieve(&[PointId::Uuid(id)], Some(WithPayloadInterface::Bool(false)), Some(WithVector::Bool(true)))
+            .map_err(edge_err)?;
+        let Some(record) = records.into_iter().next() else {
+            return Ok(None);
+        };
+        // The unnamed vector comes back as `Single`, or as `Named` under the default name.
+        let dense = match record.vector {
+            Some(VectorStructInternal::Single(v)) => Some(v),
+            Some(VectorStructInternal::Named(mut named)) => match named.remove(DEFAULT_VECTOR_NAME) {
+                Some(VectorInternal::Dense(v)) => Some(v),
+                _ => None,
+            },
+            _ => None,
+        };
+        dense.map(Some).ok_or_else(|| VectorStoreError::Mismatch(format!("point {id} has no unnamed dense vector")))
+    }
+
     fn search(&self, vector: Vec<f32>, top_k: usize, filter: SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
         let shard = self.shard()?;
         check_query_dim(vector.len(), vector_dim(&shard.config())?)?;
@@ -191,6 +211,10 @@ impl VectorStore for EdgeStore {
         }
         let ids = ids.to_vec();
         self.blocking(move |inner| inner.stamps(&ids)).await
+    }
+
+    async fn vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, VectorStoreError> {
+        self.blocking(move |inner| inner.vector(id)).await
     }
 
     async fn search(
@@ -374,6 +398,12 @@ mod tests {
     async fn search_min_score() {
         let dir = tempfile::tempdir().expect("tempdir");
         suite::search_min_score(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test]
+    async fn vector_of_a_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        suite::vector_of_a_point(&new_store(&dir).await, DIM).await;
     }
 
     #[tokio::test]

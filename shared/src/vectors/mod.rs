@@ -90,6 +90,9 @@ pub trait VectorStore: Send + Sync {
     async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorStoreError>;
     /// File stamps of the given points that exist (missing ids are absent from the map).
     async fn stamps(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, FileStamp>, VectorStoreError>;
+    /// The stored vector of one point, if it exists (a query by an indexed image's path
+    /// searches with it instead of reading the file again).
+    async fn vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, VectorStoreError>;
     /// Nearest images by cosine similarity, best first.
     async fn search(
         &self,

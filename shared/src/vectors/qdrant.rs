@@ -7,6 +7,7 @@ use std::collections::HashMap as StdHashMap;
 use std::sync::OnceLock;
 
 use qdrant_client::qdrant::point_id::PointIdOptions;
+use qdrant_client::qdrant::vector_output::Vector as VectorKind;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfigKind;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, Distance,
@@ -180,6 +181,19 @@ impl VectorStore for QdrantStore {
             .into_iter()
             .map(|p| Ok((uuid_of(p.id)?, payload::stamp_from_json(&json_map(p.payload))?)))
             .collect()
+    }
+
+    async fn vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, VectorStoreError> {
+        let request = GetPointsBuilder::new(&self.collection, vec![PointId::from(id.to_string())])
+            .with_payload(false)
+            .with_vectors(true);
+        let Some(point) = self.client.get_points(request).await.map_err(map_err)?.result.into_iter().next() else {
+            return Ok(None);
+        };
+        match point.vectors.and_then(|v| v.get_vector()) {
+            Some(VectorKind::Dense(dense)) => Ok(Some(dense.data)),
+            _ => Err(VectorStoreError::Mismatch(format!("point {id} has no unnamed dense vector"))),
+        }
     }
 
     async fn search(
@@ -372,6 +386,14 @@ mod tests {
     async fn search_min_score() {
         with_collection("search_min_score", true, |s| async move {
             suite::search_min_score(s.as_ref(), DIM).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn vector_of_a_point() {
+        with_collection("vector_of_a_point", true, |s| async move {
+            suite::vector_of_a_point(s.as_ref(), DIM).await;
         })
         .await;
     }

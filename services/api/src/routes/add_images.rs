@@ -119,7 +119,7 @@ fn resolve_all(paths: &[String], roots: &[std::path::PathBuf]) -> Result<Vec<Res
                     out.push(r);
                 }
             }
-            Err(PathRejection::OutsideRoots(p, _)) => outside.push(p),
+            Err(PathRejection::OutsideRoots(p)) => outside.push(p),
             Err(PathRejection::Relative(p) | PathRejection::Invalid(p)) => relative.push(p),
         }
     }

@@ -1,6 +1,10 @@
 //! `POST /api/v1/query`: nearest images to a text (seed 002), to an image on this
-//! machine (`image_path`, indexed or not), or to an uploaded image (multipart field
-//! `image`). Optional filters: `path_prefix`, `min_score`.
+//! machine (`image_path`), or to an uploaded image (multipart field `image`). Optional
+//! filters: `path_prefix`, `min_score`.
+//!
+//! An `image_path` is looked up in the index first: an indexed image is searched with its
+//! stored vector, and no file is read. Any other path is read only when it lies under
+//! `api.allowed_roots` (none set: never), through `imgidx_shared::files`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,10 +16,11 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use imgidx_shared::ids::point_id;
 use imgidx_shared::vectors::{ImagePayload, SearchFilter};
 
 use crate::error::ApiError;
-use crate::paths::{resolve, PathRejection};
+use crate::paths;
 use crate::query_engine::QueryEngine;
 use crate::state::AppState;
 
@@ -137,13 +142,7 @@ async fn embed(
             (text, "text", vector)
         }
         Subject::Path(raw) => {
-            // The same rules as indexing: absolute, and inside the allowed roots once
-            // symlinks are followed; the API never reads a file it would not index.
-            let resolved = resolve(&raw, &state.roots).map_err(|e| match e {
-                PathRejection::OutsideRoots(..) => ApiError::PathNotAllowed(e.to_string()),
-                _ => ApiError::Validation(format!("image_path: {e}")),
-            })?;
-            let vector = engine.embed_path(resolved.canonical.into()).await?;
+            let vector = vector_of_path(state, engine, &raw).await?;
             (raw, "image", vector)
         }
         Subject::Upload { name, bytes } => {
@@ -151,6 +150,22 @@ async fn embed(
             (name, "upload", vector)
         }
     })
+}
+
+/// The stored vector of an indexed image, else the embedding of a file inside the allowed
+/// roots. Missing, outside the roots and unreadable all give the same answer.
+async fn vector_of_path(state: &AppState, engine: &Arc<QueryEngine>, raw: &str) -> Result<Vec<f32>, ApiError> {
+    let canonical = paths::canonical(raw).map_err(|e| ApiError::Validation(format!("image_path: {e}")))?;
+    if let Some(stored) = state.deps.vectors.vector(point_id(&canonical)).await? {
+        return Ok(stored);
+    }
+    // The same rule as indexing (inside the roots once symlinks are followed), and with
+    // no roots configured the server reads no file for a client at all.
+    if state.roots.is_empty() || !paths::inside(std::path::Path::new(&canonical), &state.roots) {
+        return Err(ApiError::ImageNotFound);
+    }
+    let bytes = engine.read_path(canonical.into()).await?;
+    engine.embed_bytes(bytes.into(), raw.to_string()).await
 }
 
 /// Malformed JSON is a 400; well-formed JSON that breaks the contract is a 422.

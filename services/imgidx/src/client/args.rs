@@ -86,7 +86,8 @@ pub struct SearchArgs {
 pub struct SimilarArgs {
     /// The query image: a local file, uploaded to the server (or, with --server-path, a path on the server).
     pub image: PathBuf,
-    /// Send IMAGE as a path the server reads itself instead of uploading it.
+    /// Send IMAGE as a path on the server instead of uploading it: an indexed image is
+    /// searched with its stored vector; any other must lie under the server's allowed roots.
     #[arg(long)]
     pub server_path: bool,
     #[command(flatten)]

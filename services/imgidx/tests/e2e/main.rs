@@ -5,5 +5,6 @@
 
 mod cli;
 mod exposure;
+mod reads;
 mod serve;
 mod server;

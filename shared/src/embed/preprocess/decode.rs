@@ -8,6 +8,7 @@ use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Li
 
 use super::resample::{Filter, Raster};
 use super::DecodeError;
+use crate::embed::decode_budget::{BudgetShare, DecodeBudget};
 
 /// Largest decoded sample: RGBA with 16 bits per channel.
 const MAX_BYTES_PER_PIXEL: u64 = 8;
@@ -19,6 +20,8 @@ pub(crate) struct Decoded {
     pub raster: Raster,
     pub filter: Filter,
     pub format: &'static str,
+    /// This image's share of the decode budget, held while the full-size raster lives.
+    pub share: Option<BudgetShare>,
 }
 
 /// The container formats imgidx accepts, detected from magic bytes.
@@ -40,8 +43,9 @@ pub(crate) fn sniff(bytes: &[u8]) -> Result<(ImageFormat, &'static str), DecodeE
     Ok((format, name))
 }
 
-/// Decodes `bytes`, refusing images over `max_pixels` from the header alone.
-pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeError> {
+/// Decodes `bytes`, refusing images over `max_pixels` from the header alone, and waiting
+/// for the image's share of `budget` before any pixel is decoded.
+pub(crate) fn decode(bytes: &[u8], max_pixels: u64, budget: Option<&DecodeBudget>) -> Result<Decoded, DecodeError> {
     let (format, name) = sniff(bytes)?;
     let max_alloc = max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL).saturating_add(DECODER_SLACK_BYTES);
     let mut limits = Limits::default();
@@ -69,6 +73,14 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeErr
         )));
     }
 
+    // Weighed from the header: the decoded buffer plus the 8-bit raster converted from it,
+    // which exist together for a moment (the conversion copies unless the buffer is
+    // already 8-bit, so this is an upper bound).
+    let share = budget
+        .map(|b| b.acquire_blocking(decoder.total_bytes().saturating_mul(2)))
+        .transpose()
+        .map_err(|e| DecodeError::Unreadable(e.to_string()))?;
+
     // A broken EXIF block should not cost the image: treat it as upright.
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
@@ -76,7 +88,7 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64) -> Result<Decoded, DecodeErr
 
     let layout = pil_layout(format, bytes, &image);
     let raster = to_raster(image, layout.keep_alpha);
-    Ok(Decoded { raster, filter: layout.filter, format: name })
+    Ok(Decoded { raster, filter: layout.filter, format: name, share })
 }
 
 fn decode_error(err: ImageError) -> DecodeError {

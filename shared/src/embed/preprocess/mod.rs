@@ -21,10 +21,11 @@ mod resample;
 #[cfg(test)]
 mod tests;
 
-use std::fs::File;
-use std::io::{self, Read};
 use std::path::Path;
+use std::time::Duration;
 
+use crate::embed::decode_budget::DecodeBudget;
+use crate::files::{self, FileContents, ReadLimits, ReadRefusal};
 use crate::messages::FailureKind;
 
 use resample::{resize_window, Raster, Window};
@@ -37,7 +38,12 @@ pub struct Preprocessor {
     lut: [[f32; 256]; 3],
     max_pixels: u64,
     max_file_bytes: u64,
+    /// Shared with everything else that decodes in this process; None: unbounded (CLI tools).
+    budget: Option<DecodeBudget>,
 }
+
+/// Longest a worker spends reading one file before reporting it unreadable.
+const MAX_READ_TIME: Duration = Duration::from_secs(60);
 
 /// A preprocessed image.
 #[derive(Debug, Clone)]
@@ -76,17 +82,34 @@ impl DecodeError {
 
 impl Preprocessor {
     pub fn new(image_size: u32, mean: [f32; 3], std: [f32; 3], max_pixels: u64, max_file_bytes: u64) -> Self {
-        Self { image_size, lut: normalise_lut(mean, std), max_pixels, max_file_bytes }
+        Self { image_size, lut: normalise_lut(mean, std), max_pixels, max_file_bytes, budget: None }
+    }
+
+    /// Decodes within `budget` (see `decode_budget`).
+    pub fn with_budget(mut self, budget: DecodeBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Limits on reading one file: `max_file_bytes`, and `max_time`.
+    pub fn read_limits(&self, max_time: Duration) -> ReadLimits {
+        ReadLimits { max_bytes: self.max_file_bytes, max_time }
     }
 
     pub fn image_size(&self) -> u32 {
         self.image_size
     }
 
-    /// Reads and preprocesses a file. Blocking (CPU pool).
+    /// Reads and preprocesses the file at the canonical `path`. Blocking (CPU pool).
     pub fn load_path(&self, path: &Path) -> Result<Preprocessed, DecodeError> {
-        let bytes = self.read_bounded(path)?;
-        self.load_bytes(&bytes)
+        let file = self.read_path(path)?;
+        self.load_bytes(&file.bytes)
+    }
+
+    /// Reads the regular file at the canonical `path` as `files` allows (no FIFOs, devices,
+    /// symlinks; bounded in bytes and time), with the `fstat` of what was read. Blocking.
+    pub fn read_path(&self, path: &Path) -> Result<FileContents, DecodeError> {
+        files::read_regular(path, &self.read_limits(MAX_READ_TIME)).map_err(read_error)
     }
 
     pub fn load_bytes(&self, bytes: &[u8]) -> Result<Preprocessed, DecodeError> {
@@ -94,35 +117,18 @@ impl Preprocessor {
         if len > self.max_file_bytes {
             return Err(file_too_large(len, self.max_file_bytes));
         }
-        let decoded = decode::decode(bytes, self.max_pixels)?;
+        let decoded = decode::decode(bytes, self.max_pixels, self.budget.as_ref())?;
         let (width, height) = (decoded.raster.width, decoded.raster.height);
         let window = clip_window(width, height, self.image_size as usize);
         let crop = resize_window(decoded.raster, window, decoded.filter);
+        // The full-size raster is gone: give its share of the budget back.
+        drop(decoded.share);
         Ok(Preprocessed {
             tensor: self.to_tensor(&crop),
             width: width as u32,
             height: height as u32,
             format: decoded.format,
         })
-    }
-
-    /// Checks the size before reading, and reads at most one byte past the
-    /// limit so a file growing meanwhile cannot exhaust memory.
-    fn read_bounded(&self, path: &Path) -> Result<Vec<u8>, DecodeError> {
-        let mut file = File::open(path).map_err(|e| io_error(&e))?;
-        let meta = file.metadata().map_err(|e| io_error(&e))?;
-        if meta.is_dir() {
-            return Err(DecodeError::Unreadable("is a directory, not a file".into()));
-        }
-        if meta.len() > self.max_file_bytes {
-            return Err(file_too_large(meta.len(), self.max_file_bytes));
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.by_ref()
-            .take(self.max_file_bytes.saturating_add(1))
-            .read_to_end(&mut bytes)
-            .map_err(|e| io_error(&e))?;
-        Ok(bytes)
     }
 
     /// ToTensor + Normalize on the cropped image, converting to RGB as
@@ -178,12 +184,14 @@ fn file_too_large(len: u64, limit: u64) -> DecodeError {
     DecodeError::TooLarge(format!("file is {}, more than the limit of {}", human_bytes(len), human_bytes(limit)))
 }
 
-fn io_error(err: &io::Error) -> DecodeError {
-    match err.kind() {
-        io::ErrorKind::NotFound => DecodeError::NotFound("file not found".into()),
-        io::ErrorKind::PermissionDenied => DecodeError::Unreadable("permission denied".into()),
-        io::ErrorKind::IsADirectory => DecodeError::Unreadable("is a directory, not a file".into()),
-        _ => DecodeError::Unreadable(format!("cannot read file: {err}")),
+fn read_error(refusal: ReadRefusal) -> DecodeError {
+    match refusal {
+        ReadRefusal::NotFound => DecodeError::NotFound("file not found".into()),
+        ReadRefusal::TooLarge { len, limit } => file_too_large(len, limit),
+        ReadRefusal::NotRegular(_) => DecodeError::NotAnImage(refusal.to_string()),
+        ReadRefusal::Denied | ReadRefusal::Changed | ReadRefusal::TimedOut(_) | ReadRefusal::Io(_) => {
+            DecodeError::Unreadable(refusal.to_string())
+        }
     }
 }
 

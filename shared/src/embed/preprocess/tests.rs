@@ -19,7 +19,8 @@ const EXACT: f32 = 1e-5;
 const ONE_LEVEL: f32 = 1.0 / 255.0 / STD[1];
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/preprocess")
+    // Canonical, as every path the server reads is (no `..`).
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/preprocess").canonicalize().unwrap()
 }
 
 /// `$IMGIDX_TESTDATA`, else the copy committed under `tests/fixtures/images`
@@ -28,7 +29,7 @@ fn sample_images() -> PathBuf {
     if let Ok(dir) = std::env::var("IMGIDX_TESTDATA") {
         return PathBuf::from(dir);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images").canonicalize().unwrap()
 }
 
 fn preprocessor(size: u32) -> Preprocessor {
@@ -189,7 +190,7 @@ fn reports_format_and_oriented_size() {
 #[test]
 fn format_comes_from_content_not_extension() {
     let dir = tempfile::tempdir().unwrap();
-    let disguised = dir.path().join("photo.jpg");
+    let disguised = dir.path().canonicalize().unwrap().join("photo.jpg");
     std::fs::copy(fixtures().join("photo.png"), &disguised).unwrap();
     let got = preprocessor(64).load_path(&disguised).unwrap();
     assert_eq!(got.format, "png");
@@ -205,7 +206,7 @@ fn missing_file_is_not_found() {
 #[test]
 fn text_file_is_not_an_image() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("notes.png");
+    let path = dir.path().canonicalize().unwrap().join("notes.png");
     std::fs::write(&path, "just some text, not pixels\n").unwrap();
     let err = preprocessor(64).load_path(&path).unwrap_err();
     assert_eq!(err.kind(), FailureKind::NotAnImage);
@@ -299,4 +300,34 @@ fn crc32(data: &[u8]) -> u32 {
         }
     }
     !crc
+}
+
+#[test]
+fn a_fifo_or_device_is_refused_without_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().canonicalize().unwrap().join("pipe.png");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for path in [fifo.as_path(), Path::new("/dev/zero")] {
+        let err = preprocessor(64).load_path(path).unwrap_err();
+        assert_eq!(err.kind(), FailureKind::NotAnImage, "{path:?}: {err}");
+        assert!(err.to_string().starts_with("not a regular file"), "{err}");
+    }
+}
+
+#[test]
+fn decoding_waits_for_its_share_of_the_budget_and_gives_it_back() {
+    let budget = crate::embed::DecodeBudget::new(64 << 20);
+    let p = preprocessor(64).with_budget(budget.clone());
+    let all = budget.acquire_blocking(u64::MAX).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let out = p.load_path(&fixtures().join("photo.png")).map(|_| ());
+        tx.send(()).unwrap();
+        out.and_then(|()| p.load_bytes(b"not an image").map(|_| ()))
+    });
+    assert!(rx.recv_timeout(std::time::Duration::from_millis(200)).is_err(), "decoded without budget");
+    drop(all);
+    rx.recv_timeout(std::time::Duration::from_secs(10)).expect("decodes once the budget is free");
+    assert_eq!(worker.join().unwrap().unwrap_err().kind(), FailureKind::NotAnImage);
+    assert_eq!(budget.available_bytes(), budget.total_bytes(), "every share given back");
 }
