@@ -116,9 +116,9 @@ where
     let running = Shutdown::new();
     while tokio::time::Instant::now() < until {
         let next = tokio::time::timeout(DRAIN_QUIET, batch::next_batch(stream, settings.max_batch, wait, &running));
-        match next.await {
-            Ok(Ok(Some(batch))) if apply_batch(deps, batch, to_event).await => {}
-            _ => break,
+        let Ok(Ok(Some(batch))) = next.await else { break };
+        if !apply_batch(deps, batch, to_event).await {
+            break;
         }
     }
 }

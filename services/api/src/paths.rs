@@ -170,7 +170,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("x/y")).unwrap();
         let deep = format!("{}/x/y/{}z.png", dir.path().display(), "m/".repeat(1000));
         let r = resolve(&deep, &[]).unwrap();
-        assert!(r.canonical.ends_with("/x/y/m/m/m/z.png") && r.stamp.is_none(), "{}", r.canonical);
+        assert!(r.canonical.contains("/x/y/m/m/") && r.canonical.ends_with("/m/z.png") && r.stamp.is_none());
         // `..` after a missing directory is resolved lexically.
         let back = resolve(&format!("{}/x/missing/../y", dir.path().display()), &[]).unwrap();
         assert!(back.canonical.ends_with("/x/y"), "{}", back.canonical);

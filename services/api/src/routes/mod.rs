@@ -23,9 +23,9 @@ pub fn router(state: AppState, guard: Guard) -> Router {
         .route("/api/v1/index/status/{job_id}", get(status::job_status))
         .route("/api/v1/index/status", get(status::overall_status))
         .route("/api/v1/index/stats", get(stats::stats))
-        .route("/api/v1/query", post(query::query).layer(from_fn(content_type::json_or_multipart)));
+        .route("/api/v1/query", post(query::query).route_layer(from_fn(content_type::json_or_multipart)));
     let write = Router::new()
-        .route("/api/v1/index/add-images", post(add_images::add_images).layer(from_fn(content_type::json)));
+        .route("/api/v1/index/add-images", post(add_images::add_images).route_layer(from_fn(content_type::json)));
     let needs = |scope| from_fn_with_state(Required { guard: guard.clone(), scope }, auth::require);
     Router::new()
         .merge(read.route_layer(needs(Scope::Read)))
