@@ -43,6 +43,9 @@ pub enum ApiError {
     Vectors(#[from] VectorStoreError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The job is still queued or running (retry needs a finished job).
+    #[error("job {0} has not finished")]
+    JobNotFinished(String),
 }
 
 #[derive(Serialize)]
@@ -84,6 +87,11 @@ impl ApiError {
             ApiError::Jobs(_) | ApiError::Vectors(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal server error".into())
             }
+            ApiError::JobNotFinished(id) => (
+                StatusCode::CONFLICT,
+                "job_not_finished",
+                format!("job {id} is still queued or running; retry it once it has finished"),
+            ),
         }
     }
 }

@@ -60,6 +60,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Search(args) => return client::search(args).await,
         Command::Similar(args) => return client::similar(args).await,
         Command::Status(args) => return client::status(args).await,
+        Command::Retry(args) => return client::retry(args).await,
         Command::Stats(args) => return client::stats(args).await,
         _ => {}
     }
@@ -110,7 +111,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Embed(cmd) => embed_cmd::run(&settings, cmd)?,
         // Dispatched above, before any configuration is loaded.
-        Command::Index(_) | Command::Search(_) | Command::Similar(_) | Command::Status(_) | Command::Stats(_) => {}
+        Command::Index(_)
+        | Command::Search(_)
+        | Command::Similar(_)
+        | Command::Status(_)
+        | Command::Retry(_)
+        | Command::Stats(_) => {}
         Command::Models(cmd) => models::run(&settings, cmd).await?,
     }
     Ok(ExitCode::SUCCESS)
