@@ -64,6 +64,9 @@ pub enum ApiError {
     /// An error response made by the framework or a layer, not by a handler.
     #[error("{}", status_message(*.0))]
     Status(StatusCode),
+    /// The job is still queued or running (retry needs a finished job).
+    #[error("job {0} has not finished")]
+    JobNotFinished(String),
 }
 
 fn retry_after_secs(d: &Duration) -> u64 {
@@ -143,6 +146,11 @@ impl ApiError {
             ApiError::Jobs(_) | ApiError::Vectors(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal server error".into())
             }
+            ApiError::JobNotFinished(id) => (
+                StatusCode::CONFLICT,
+                "job_not_finished",
+                format!("job {id} is still queued or running; retry it once it has finished"),
+            ),
         }
     }
 }

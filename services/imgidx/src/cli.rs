@@ -70,8 +70,12 @@ pub enum Command {
     Search(client::SearchArgs),
     /// Client: find images similar to an image (uploaded, or a path on the server).
     Similar(client::SimilarArgs),
-    /// Client: status of one indexing job, or of the active and recent jobs.
+    /// Client: status of one indexing job (`--failed`: its failed images and why), or of
+    /// the active and recent jobs.
     Status(client::StatusArgs),
+    /// Client: queue the failed images of a finished job again, as a new job.
+    #[command(after_help = crate::client::INDEX_EXIT_CODES)]
+    Retry(client::RetryArgs),
     /// Client: index statistics.
     Stats(client::StatsArgs),
     /// Make API keys (`keys new --name NAME [--scope read]`).

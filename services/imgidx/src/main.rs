@@ -74,6 +74,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Search(args) => return client::search(args).await,
         Command::Similar(args) => return client::similar(args).await,
         Command::Status(args) => return client::status(args).await,
+        Command::Retry(args) => return client::retry(args).await,
         Command::Stats(args) => return client::stats(args).await,
         Command::Keys(cmd) => {
             keys_cmd::run(cmd)?;
@@ -136,6 +137,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Search(_)
         | Command::Similar(_)
         | Command::Status(_)
+        | Command::Retry(_)
         | Command::Stats(_)
         | Command::Keys(_) => {}
         Command::Models(cmd) => models::run(&settings, cmd).await?,

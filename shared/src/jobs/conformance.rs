@@ -12,7 +12,7 @@ use chrono::{Duration, Utc};
 use uuid::Uuid;
 
 use self::harness::Harness;
-use super::{JobStatus, JobStore, NewItem, RequeueItem};
+use super::{ItemPage, ItemState, JobStatus, JobStore, NewItem, RequeueItem, RetryCandidates};
 use crate::messages::{CompletionEvent, FailureKind, FileStamp, Outcome, Priority};
 
 /// Runs each named test body against every backend, as `sqlite::NAME` and `postgres::NAME`.
@@ -55,6 +55,10 @@ conformance_tests!(
     requeue_returns_pending_items_of_active_jobs,
     requeue_honours_the_limit_oldest_job_first,
     concurrent_requeues_never_take_the_same_item,
+    items_are_listed_by_state_with_their_outcome,
+    item_pages_lose_and_repeat_nothing,
+    failures_are_counted_by_reason,
+    retry_candidates_leave_out_images_indexed_since,
 );
 
 pub(super) fn item(n: u128) -> NewItem {
@@ -253,7 +257,7 @@ async fn a_job_with_nothing_indexed_fails_with_a_summary(h: &Harness) {
     assert!(job.completed_at.is_some());
     assert_eq!(
         job.error_message.as_deref(),
-        Some("all 3 images failed: not_found ×2, not_an_image ×1 (e.g. /images/0.jpg: no such file)")
+        Some("all 3 images failed: 2 not_found, 1 not_an_image (e.g. /images/0.jpg: no such file)")
     );
     assert_eq!(job.percent_complete(), 100.0);
     assert_eq!(s.job("bad").await.unwrap().as_ref(), Some(job));
@@ -264,7 +268,7 @@ async fn a_job_with_nothing_indexed_fails_with_a_summary(h: &Harness) {
     let long = "x".repeat(5000);
     let changed = s.apply_events(&[failed("one", 7, FailureKind::TooLarge, &long)]).await.unwrap();
     let message = changed[0].error_message.clone().unwrap();
-    assert!(message.starts_with("the only image failed: too_large ×1 (e.g. /images/7.jpg: xxx"), "{message}");
+    assert!(message.starts_with("the only image failed: too_large (/images/7.jpg: xxx"), "{message}");
     assert!(message.len() < 400, "the example reason is cut short: {}", message.len());
 }
 
@@ -473,4 +477,187 @@ async fn concurrent_requeues_never_take_the_same_item(h: &Harness) {
         }
     }
     assert_eq!(seen.len(), 300);
+}
+
+/// Every item of `job_id` in `state`, `limit` at a time; also returns the page count.
+async fn all_pages(s: &dyn JobStore, job_id: &str, state: Option<ItemState>, limit: usize) -> (Vec<Uuid>, usize) {
+    let (mut seen, mut pages, mut after) = (Vec::new(), 0, None);
+    loop {
+        let ItemPage { items, next_after } = s.job_items(job_id, state, after, limit).await.unwrap();
+        assert!(items.len() <= limit);
+        pages += 1;
+        assert!(pages <= 1000, "paging ends");
+        seen.extend(items.iter().map(|i| i.point_id));
+        match next_after {
+            Some(next) => {
+                assert_eq!(Some(next), items.last().map(|i| i.point_id), "a page continues after its last item");
+                after = Some(next);
+            }
+            None => return (seen, pages),
+        }
+    }
+}
+
+async fn items_are_listed_by_state_with_their_outcome(h: &Harness) {
+    let s = h.store();
+    // Input order is not point order: listings are by point.
+    s.create_job("j", Priority::Normal, &[item(4), item(2), item(0), item(3), item(1)]).await.unwrap();
+    s.apply_events(&[
+        failed("j", 3, FailureKind::NotFound, "no such file"),
+        indexed("j", 2),
+        failed("j", 0, FailureKind::NotAnImage, "unknown format"),
+    ])
+    .await
+    .unwrap();
+    let job = s.job("j").await.unwrap().unwrap();
+
+    let all = s.job_items("j", None, None, 100).await.unwrap();
+    assert_eq!(all.next_after, None, "everything fit in one page");
+    let listed: Vec<(Uuid, &str, ItemState)> = all.items.iter().map(|i| (i.point_id, i.path.as_str(), i.state)).collect();
+    assert_eq!(
+        listed,
+        vec![
+            (Uuid::from_u128(0), "/images/0.jpg", ItemState::Failed),
+            (Uuid::from_u128(1), "/images/1.jpg", ItemState::Pending),
+            (Uuid::from_u128(2), "/images/2.jpg", ItemState::Indexed),
+            (Uuid::from_u128(3), "/images/3.jpg", ItemState::Failed),
+            (Uuid::from_u128(4), "/images/4.jpg", ItemState::Pending),
+        ]
+    );
+
+    let failed_items = s.job_items("j", Some(ItemState::Failed), None, 100).await.unwrap().items;
+    let outcomes: Vec<_> =
+        failed_items.iter().map(|i| (i.point_id, i.failure_kind.as_deref(), i.reason.as_deref())).collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            (Uuid::from_u128(0), Some("not_an_image"), Some("unknown format")),
+            (Uuid::from_u128(3), Some("not_found"), Some("no such file")),
+        ]
+    );
+    for i in &failed_items {
+        let at = i.finished_at.expect("a failed item has its finish time");
+        assert!(at >= job.created_at && at <= Utc::now());
+    }
+
+    let indexed_items = s.job_items("j", Some(ItemState::Indexed), None, 100).await.unwrap().items;
+    assert_eq!(indexed_items.len(), 1);
+    let ok = &indexed_items[0];
+    assert_eq!((ok.point_id, ok.failure_kind.as_deref(), ok.reason.as_deref()), (Uuid::from_u128(2), None, None));
+    assert!(ok.finished_at.is_some());
+
+    let pending = s.job_items("j", Some(ItemState::Pending), None, 100).await.unwrap().items;
+    assert_eq!(pending.iter().map(|i| i.point_id).collect::<Vec<_>>(), points(1..2).into_iter().chain(points(4..5)).collect::<Vec<_>>());
+    assert!(pending.iter().all(|i| i.finished_at.is_none() && i.failure_kind.is_none()));
+
+    // Another job's items, and unknown jobs, are not listed.
+    s.create_job("other", Priority::Normal, &[item(9)]).await.unwrap();
+    assert_eq!(s.job_items("j", None, None, 100).await.unwrap().items.len(), 5);
+    assert_eq!(s.job_items("nope", None, None, 100).await.unwrap(), ItemPage { items: vec![], next_after: None });
+    assert!(s.job_items("j", None, None, 0).await.unwrap().items.is_empty());
+}
+
+async fn item_pages_lose_and_repeat_nothing(h: &Harness) {
+    let s = h.store();
+    s.create_job("j", Priority::Normal, &items(0..23)).await.unwrap();
+    let fails: Vec<_> = (0..23).filter(|n| n % 3 == 0).map(|n| failed("j", n, FailureKind::Unreadable, "io")).collect();
+    s.apply_events(&fails).await.unwrap();
+
+    for limit in [1, 4, 7, 23, 100] {
+        let (seen, pages) = all_pages(s, "j", None, limit).await;
+        assert_eq!(seen, points(0..23), "limit {limit}: every item once, in order");
+        assert_eq!(pages, 23usize.div_ceil(limit), "limit {limit}: no empty last page");
+        let (seen, _) = all_pages(s, "j", Some(ItemState::Failed), limit).await;
+        assert_eq!(seen, (0..23).filter(|n| n % 3 == 0).map(Uuid::from_u128).collect::<Vec<_>>(), "limit {limit}");
+    }
+
+    // Items that finish between two pages neither repeat nor vanish from an
+    // unfiltered listing.
+    let first = s.job_items("j", None, None, 10).await.unwrap();
+    let done: Vec<_> = (1..23).filter(|n| n % 3 != 0).map(|n| indexed("j", n)).collect();
+    s.apply_events(&done).await.unwrap();
+    let mut seen: Vec<Uuid> = first.items.iter().map(|i| i.point_id).collect();
+    let mut after = first.next_after;
+    while let Some(a) = after {
+        let page = s.job_items("j", None, Some(a), 10).await.unwrap();
+        seen.extend(page.items.iter().map(|i| i.point_id));
+        after = page.next_after;
+    }
+    assert_eq!(seen, points(0..23));
+    let (pending, pages) = all_pages(s, "j", Some(ItemState::Pending), 5).await;
+    assert_eq!((pending.len(), pages), (0, 1));
+}
+
+async fn failures_are_counted_by_reason(h: &Harness) {
+    let s = h.store();
+    s.create_job("j", Priority::Normal, &items(0..6)).await.unwrap();
+    assert!(s.failures_by_reason("j").await.unwrap().is_empty(), "nothing failed yet");
+    s.apply_events(&[
+        failed("j", 0, FailureKind::NotFound, "gone"),
+        failed("j", 1, FailureKind::NotFound, "gone"),
+        failed("j", 2, FailureKind::NotAnImage, "text"),
+        failed("j", 3, FailureKind::RetriesExhausted, "dead-lettered"),
+        indexed("j", 4),
+    ])
+    .await
+    .unwrap();
+    let counts = s.failures_by_reason("j").await.unwrap();
+    let counts: Vec<(&str, u64)> = counts.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    assert_eq!(counts, vec![("not_an_image", 1), ("not_found", 2), ("retries_exhausted", 1)]);
+    assert_eq!(counts.iter().map(|c| c.1).sum::<u64>(), s.job("j").await.unwrap().unwrap().failed_images);
+
+    // Counts are per job: a later job's outcomes for the same images leave them alone.
+    s.apply_events(&[indexed("j", 5)]).await.unwrap();
+    s.create_job("k", Priority::Normal, &items(0..2)).await.unwrap();
+    s.apply_events(&[indexed("k", 0), failed("k", 1, FailureKind::TooLarge, "huge")]).await.unwrap();
+    assert_eq!(s.failures_by_reason("j").await.unwrap().get("not_found"), Some(&2));
+    let k = s.failures_by_reason("k").await.unwrap();
+    assert_eq!((k.len(), k.get("too_large")), (1, Some(&1)));
+    assert!(s.failures_by_reason("nope").await.unwrap().is_empty());
+}
+
+async fn retry_candidates_leave_out_images_indexed_since(h: &Harness) {
+    let s = h.store();
+    s.create_job("clean", Priority::Normal, &[item(20)]).await.unwrap();
+    s.apply_events(&[indexed("clean", 20)]).await.unwrap();
+    assert_eq!(s.retry_candidates("clean").await.unwrap(), RetryCandidates::default(), "nothing failed");
+
+    let unstamped = NewItem { stamp: None, ..item(3) };
+    s.create_job("a", Priority::High, &[item(0), item(1), item(2), unstamped.clone(), item(4)]).await.unwrap();
+    s.apply_events(&[
+        failed("a", 0, FailureKind::NotFound, "gone"),
+        failed("a", 1, FailureKind::NotAnImage, "text"),
+        failed("a", 3, FailureKind::NotFound, "gone"),
+        indexed("a", 4),
+        indexed("a", 2),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(s.job("a").await.unwrap().unwrap().status, JobStatus::Completed);
+    let c = s.retry_candidates("a").await.unwrap();
+    assert_eq!((c.items, c.indexed_since), (vec![item(0), item(1), unstamped.clone()], 0), "with their stamps");
+
+    // Point 1 is indexed by a later job; point 0 fails again there (still a candidate).
+    s.create_job("b", Priority::Normal, &[item(0), item(1)]).await.unwrap();
+    s.apply_events(&[failed("b", 0, FailureKind::NotFound, "gone"), indexed("b", 1)]).await.unwrap();
+    let c = s.retry_candidates("a").await.unwrap();
+    assert_eq!((c.items, c.indexed_since), (vec![item(0), unstamped.clone()], 1));
+    let c = s.retry_candidates("b").await.unwrap();
+    assert_eq!((c.items, c.indexed_since), (vec![item(0)], 0));
+
+    // Creating the retry job claims what no active job holds: point 3 is queued
+    // elsewhere meanwhile, so only point 0 is claimed.
+    s.create_job("c", Priority::Low, &[unstamped.clone()]).await.unwrap();
+    let candidates = s.retry_candidates("a").await.unwrap().items;
+    assert_eq!(s.create_job("retry", Priority::High, &candidates).await.unwrap(), vec![item(0)]);
+    assert!(s.retry_candidates("nope").await.unwrap().items.is_empty());
+
+    // A job failed before its tasks were queued left its items pending: they are
+    // candidates too, unless indexed since.
+    s.create_job("lost", Priority::Normal, &items(10..13)).await.unwrap();
+    s.fail_job("lost", "could not queue").await.unwrap();
+    s.create_job("later", Priority::Normal, &[item(11)]).await.unwrap();
+    s.apply_events(&[indexed("later", 11)]).await.unwrap();
+    let c = s.retry_candidates("lost").await.unwrap();
+    assert_eq!((c.items, c.indexed_since), (vec![item(10), item(12)], 1));
 }

@@ -7,15 +7,19 @@
 mod batch;
 #[cfg(test)]
 mod conformance;
+mod items;
 mod postgres;
 mod progress;
 mod sqlite;
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use items::{ItemPage, ItemRecord, ItemState, RetryCandidates};
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
 
@@ -154,6 +158,29 @@ pub trait JobStore: Send + Sync {
         queued_before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<RequeueItem>, JobStoreError>;
+
+    /// At most `limit` items of a job (those in `state`, or all), in `point_id` order,
+    /// starting after the point `after`: keyset pages, so paging through a job that
+    /// changes meanwhile never repeats an item nor skips one that stays in `state`.
+    /// An unknown job has no items.
+    async fn job_items(
+        &self,
+        job_id: &str,
+        state: Option<ItemState>,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<ItemPage, JobStoreError>;
+
+    /// A job's failed items counted by failure kind (`not_found` → 3, …); empty when
+    /// none failed. One grouped count over the job's failed items.
+    async fn failures_by_reason(&self, job_id: &str) -> Result<BTreeMap<String, u64>, JobStoreError>;
+
+    /// What a retry of a finished job queues again: its items that were not indexed
+    /// (failed, or left pending by a job failed before its tasks were queued) and whose
+    /// image has not been indexed since, in `point_id` order; and how many were indexed
+    /// since. Whether another active job holds one is left to
+    /// [`create_job`](Self::create_job)'s claim.
+    async fn retry_candidates(&self, job_id: &str) -> Result<RetryCandidates, JobStoreError>;
 
     async fn healthy(&self) -> bool;
 }

@@ -12,10 +12,13 @@
 //!
 //! `job_items.queued_at` (migration 0002) is when an item was last put on the task
 //! queue; `requeue_stale_items` (`requeue.rs`) finds stale pending items by it.
+//! Single items' outcomes (pages, counts by failure kind, retry candidates) are read
+//! in `items.rs`.
 //!
 //! Lock order, to keep concurrent writers deadlock-free: job rows (by `job_id`), then
 //! their items and claims; claims and outcomes are inserted in `point_id` order.
 
+mod items;
 mod requeue;
 mod schema;
 mod tls;
@@ -24,7 +27,7 @@ pub(super) mod test_db;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -38,7 +41,7 @@ use uuid::Uuid;
 use self::tls::Tls;
 use super::batch::{failure, kind_str, outcome_state, stored_reason, unique_by_point, unique_events};
 use super::progress::{self, FailureGroup, Finished, JobUpdate};
-use super::{JobRecord, JobStatus, JobStore, JobStoreError, NewItem, RequeueItem};
+use super::{ItemPage, ItemState, JobRecord, JobStatus, JobStore, JobStoreError, NewItem, RequeueItem, RetryCandidates};
 use crate::messages::{CompletionEvent, Priority};
 
 /// How long a caller waits for a free pooled connection before the store counts as unavailable.
@@ -220,6 +223,30 @@ impl JobStore for PostgresJobStore {
         }
         let client = self.client().await?;
         requeue::take_stale(&client, queued_before, limit).await
+    }
+
+    async fn job_items(
+        &self,
+        job_id: &str,
+        state: Option<ItemState>,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<ItemPage, JobStoreError> {
+        if limit == 0 {
+            return Ok(ItemPage { items: Vec::new(), next_after: None });
+        }
+        let client = self.client().await?;
+        items::page(&client, job_id, state, after, limit).await
+    }
+
+    async fn failures_by_reason(&self, job_id: &str) -> Result<BTreeMap<String, u64>, JobStoreError> {
+        let client = self.client().await?;
+        items::failures_by_reason(&client, job_id).await
+    }
+
+    async fn retry_candidates(&self, job_id: &str) -> Result<RetryCandidates, JobStoreError> {
+        let client = self.client().await?;
+        items::retry_candidates(&client, job_id).await
     }
 
     async fn healthy(&self) -> bool {

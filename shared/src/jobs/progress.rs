@@ -120,19 +120,30 @@ pub(super) struct FailureGroup {
 const MAX_EXAMPLE_CHARS: usize = 200;
 
 /// Error message of a job none of whose items was indexed, e.g.
-/// `all 3 images failed: not_found ×2, not_an_image ×1 (e.g. /a.jpg: no such file)`.
+/// `all 3 images failed: 2 not_found, 1 not_an_image (e.g. /a.jpg: no such file)`, or
+/// `the only image failed: too_large (/big.png: too many pixels)`. Counts lead, in
+/// words a reader scans; the codes are those of the items endpoint and
+/// `failures_by_reason`, so the message can be matched against them.
 pub(super) fn all_failed_message(total: u64, groups: &[FailureGroup]) -> String {
     let mut groups: Vec<&FailureGroup> = groups.iter().collect();
     // Most common cause first; ties by name so the message is stable.
     groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
-    let head = if total == 1 { "the only image failed".to_string() } else { format!("all {total} images failed") };
-    let kinds: Vec<String> = groups.iter().map(|g| format!("{} ×{}", g.kind, g.count)).collect();
-    let mut message = if kinds.is_empty() { head } else { format!("{head}: {}", kinds.join(", ")) };
-    if let Some(top) = groups.first() {
+    let example = groups.first().map(|top| {
         let reason: String = top.example_reason.chars().take(MAX_EXAMPLE_CHARS).collect();
-        message.push_str(&format!(" (e.g. {}: {})", top.example_path, reason));
+        format!("{}: {reason}", top.example_path)
+    });
+    if total == 1 {
+        return match (groups.first(), example) {
+            (Some(top), Some(example)) => format!("the only image failed: {} ({example})", top.kind),
+            _ => "the only image failed".to_string(),
+        };
     }
-    message
+    let head = format!("all {total} images failed");
+    let kinds: Vec<String> = groups.iter().map(|g| format!("{} {}", g.count, g.kind)).collect();
+    match example {
+        Some(example) => format!("{head}: {} (e.g. {example})", kinds.join(", ")),
+        None => head,
+    }
 }
 
 #[cfg(test)]
@@ -183,8 +194,9 @@ mod tests {
             3,
             &[group("not_an_image", 1, "/b.txt", "unknown format"), group("not_found", 2, "/a.jpg", "no such file")],
         );
-        assert_eq!(msg, "all 3 images failed: not_found ×2, not_an_image ×1 (e.g. /a.jpg: no such file)");
+        assert_eq!(msg, "all 3 images failed: 2 not_found, 1 not_an_image (e.g. /a.jpg: no such file)");
         let msg = all_failed_message(1, &[group("too_large", 1, "/big.png", "too many pixels")]);
-        assert_eq!(msg, "the only image failed: too_large ×1 (e.g. /big.png: too many pixels)");
+        assert_eq!(msg, "the only image failed: too_large (/big.png: too many pixels)");
+        assert_eq!(all_failed_message(2, &[]), "all 2 images failed");
     }
 }

@@ -11,6 +11,7 @@
 //! clock once per transaction (like PostgreSQL's `now()`); that clock never repeats
 //! or goes back within one open store, so "newest first" orderings are never ties.
 
+mod items;
 mod reads;
 mod requeue;
 mod schema;
@@ -18,6 +19,7 @@ mod schema;
 mod tests;
 mod writes;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -27,7 +29,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode};
 use uuid::Uuid;
 
-use super::{JobRecord, JobStore, JobStoreError, NewItem, RequeueItem};
+use super::{ItemPage, ItemState, JobRecord, JobStore, JobStoreError, NewItem, RequeueItem, RetryCandidates};
 use crate::messages::{CompletionEvent, Priority};
 
 /// Bound on [`JobStore::healthy`], so a health probe never hangs behind a long write.
@@ -167,6 +169,30 @@ impl JobStore for SqliteJobStore {
             requeue::take_stale(&mut db.conn, now, queued_before, limit)
         })
         .await
+    }
+
+    async fn job_items(
+        &self,
+        job_id: &str,
+        state: Option<ItemState>,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<ItemPage, JobStoreError> {
+        if limit == 0 {
+            return Ok(ItemPage { items: Vec::new(), next_after: None });
+        }
+        let job_id = job_id.to_owned();
+        self.run("job_items", move |db| items::page(&db.conn, &job_id, state, after, limit)).await
+    }
+
+    async fn failures_by_reason(&self, job_id: &str) -> Result<BTreeMap<String, u64>, JobStoreError> {
+        let job_id = job_id.to_owned();
+        self.run("failures_by_reason", move |db| items::failures_by_reason(&db.conn, &job_id)).await
+    }
+
+    async fn retry_candidates(&self, job_id: &str) -> Result<RetryCandidates, JobStoreError> {
+        let job_id = job_id.to_owned();
+        self.run("retry_candidates", move |db| items::retry_candidates(&db.conn, &job_id)).await
     }
 
     async fn healthy(&self) -> bool {

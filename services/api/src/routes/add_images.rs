@@ -7,16 +7,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::Utc;
 use serde::Serialize;
 use uuid::Uuid;
 
-use imgidx_shared::ids::{new_job_id, point_id};
+use imgidx_shared::ids::point_id;
 use imgidx_shared::jobs::NewItem;
-use imgidx_shared::messages::{FileStamp, ImageTask};
+use imgidx_shared::messages::FileStamp;
 
-use crate::error::ApiError;
 use super::add_images_request::parse_request;
+use super::enqueue::{create_and_publish, nothing_to_do, Submission};
+use crate::error::ApiError;
 use crate::paths::{resolve, PathRejection, ResolvedPath};
 use crate::state::AppState;
 
@@ -65,44 +65,7 @@ pub async fn add_images(
         return Ok(nothing_to_do(images_count, unchanged, 0));
     }
 
-    let job_id = new_job_id(Utc::now());
-    let claimed = state.deps.jobs.create_job(&job_id, priority, &candidates).await?;
-    let already_queued = candidates.len() - claimed.len();
-    if claimed.is_empty() {
-        return Ok(nothing_to_do(images_count, unchanged, already_queued));
-    }
-
-    let tasks: Vec<ImageTask> = claimed
-        .iter()
-        .map(|i| ImageTask { job_id: job_id.clone(), point_id: i.point_id, path: i.path.clone(), stamp: i.stamp })
-        .collect();
-    if let Err(e) = state.deps.broker.publish_tasks(priority, &tasks).await {
-        // Nothing may look queued that is not: fail the job and release its claims.
-        let message = "could not queue the images: the task queue is unavailable";
-        if let Err(store_err) = state.deps.jobs.fail_job(&job_id, message).await {
-            tracing::error!(job_id, error = %store_err, "could not mark unqueued job failed");
-        }
-        return Err(e.into());
-    }
-    tracing::info!(job_id, new = tasks.len(), unchanged, already_queued, priority = priority.as_str(), "job queued");
-
-    let new = claimed.len();
-    let mut message = format!("Queued {new} new images for indexing");
-    if already_queued > 0 {
-        message.push_str(&format!(" ({already_queued} already queued by another job)"));
-    }
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(AddImagesResponse {
-            job_id,
-            status: "queued",
-            images_count,
-            new_images_count: new,
-            already_indexed_count: images_count - new,
-            already_queued_count: already_queued,
-            message,
-        }),
-    ))
+    create_and_publish(&state, Submission { priority, images_count, unchanged, candidates }).await
 }
 
 /// Resolve every path, rejecting the request if any is invalid; duplicates (after
@@ -160,26 +123,6 @@ async fn indexed_stamps(state: &AppState, ids: &[Uuid]) -> Result<HashMap<Uuid, 
 /// "current" — it is queued so the worker can report why it fails.
 fn is_current(on_disk: Option<FileStamp>, indexed: Option<&FileStamp>) -> bool {
     matches!((on_disk, indexed), (Some(a), Some(b)) if a == *b)
-}
-
-fn nothing_to_do(images_count: usize, unchanged: usize, already_queued: usize) -> (StatusCode, Json<AddImagesResponse>) {
-    let message = if already_queued == 0 {
-        "All images already indexed".to_string()
-    } else {
-        format!("No new images: {unchanged} already indexed, {already_queued} already queued by another job")
-    };
-    (
-        StatusCode::OK,
-        Json(AddImagesResponse {
-            job_id: "none".into(),
-            status: "completed",
-            images_count,
-            new_images_count: 0,
-            already_indexed_count: images_count,
-            already_queued_count: already_queued,
-            message,
-        }),
-    )
 }
 
 #[cfg(test)]

@@ -3,8 +3,11 @@
 
 pub(crate) mod add_images;
 mod add_images_request;
+mod enqueue;
 mod health;
+mod items;
 mod query;
+mod retry;
 mod stats;
 mod status;
 
@@ -21,11 +24,13 @@ use crate::state::AppState;
 pub fn router(state: AppState, guard: Guard) -> Router {
     let read = Router::new()
         .route("/api/v1/index/status/{job_id}", get(status::job_status))
+        .route("/api/v1/index/status/{job_id}/items", get(items::job_items))
         .route("/api/v1/index/status", get(status::overall_status))
         .route("/api/v1/index/stats", get(stats::stats))
         .route("/api/v1/query", post(query::query).route_layer(from_fn(content_type::json_or_multipart)));
     let write = Router::new()
-        .route("/api/v1/index/add-images", post(add_images::add_images).route_layer(from_fn(content_type::json)));
+        .route("/api/v1/index/add-images", post(add_images::add_images).route_layer(from_fn(content_type::json)))
+        .route("/api/v1/index/status/{job_id}/retry", post(retry::retry_job).route_layer(from_fn(content_type::json)));
     let needs = |scope| from_fn_with_state(Required { guard: guard.clone(), scope }, auth::require);
     Router::new()
         .merge(read.route_layer(needs(Scope::Read)))

@@ -1,3 +1,5 @@
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Serialize;
@@ -27,6 +29,9 @@ pub struct JobStatusBody {
     started_at: Option<String>,
     completed_at: Option<String>,
     error_message: Option<String>,
+    /// Failed images by failure code, e.g. `{"not_found": 3}`; `{}` when none failed.
+    /// The images themselves: `GET …/status/{job_id}/items?state=failed`.
+    failures_by_reason: BTreeMap<String, u64>,
 }
 
 impl From<JobRecord> for JobStatusBody {
@@ -45,6 +50,7 @@ impl From<JobRecord> for JobStatusBody {
             completed_at: j.completed_at.map(rfc3339),
             error_message: j.error_message,
             job_id: j.job_id,
+            failures_by_reason: BTreeMap::new(),
         }
     }
 }
@@ -53,10 +59,14 @@ pub async fn job_status(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
 ) -> Result<Json<JobStatusBody>, ApiError> {
-    match state.deps.jobs.job(&job_id).await? {
-        Some(job) => Ok(Json(job.into())),
-        None => Err(ApiError::JobNotFound(job_id)),
-    }
+    let Some(job) = state.deps.jobs.job(&job_id).await? else {
+        return Err(ApiError::JobNotFound(job_id));
+    };
+    // Most polls are of jobs with nothing failed: only those with failures pay for the count.
+    let failures = if job.failed_images > 0 { state.deps.jobs.failures_by_reason(&job_id).await? } else { BTreeMap::new() };
+    let mut body = JobStatusBody::from(job);
+    body.failures_by_reason = failures;
+    Ok(Json(body))
 }
 
 #[derive(Serialize)]

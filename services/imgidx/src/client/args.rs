@@ -100,6 +100,20 @@ pub struct SimilarArgs {
 pub struct StatusArgs {
     /// Job id (as printed by `imgidx index`); without one, the active and recent jobs.
     pub job_id: Option<String>,
+    /// List the job's failed images with the reason each failed (every page).
+    #[arg(long, requires = "job_id")]
+    pub failed: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RetryArgs {
+    /// The finished job whose failed images to queue again.
+    pub job_id: String,
+    /// Wait until the new job has finished, showing progress, then print a summary.
+    #[arg(long)]
+    pub wait: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }

@@ -65,6 +65,14 @@ impl Api {
         self.send(&url, req).await
     }
 
+    /// GET with query parameters, each percent-encoded.
+    pub async fn get_with_query(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Value> {
+        let mut url = self.url(segments);
+        url.query_pairs_mut().extend_pairs(query);
+        let req = self.http.get(url.clone());
+        self.send(&url, req).await
+    }
+
     pub async fn post_json(&self, segments: &[&str], body: &Value) -> Result<Value> {
         let (url, req) = self.request(Method::POST, segments);
         self.send(&url, req.json(body)).await

@@ -7,6 +7,7 @@ use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
 
 use super::args::IndexArgs;
+use super::failures::FailureSummary;
 use super::http::Api;
 use super::output::{fields, or_dash, parse, print_json, table};
 use super::paths::expand;
@@ -90,17 +91,34 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
     } else {
         None
     };
+    finish(&api, &submitted, raw, finals, started, args.server.json).await
+}
+
+/// Prints what was submitted (JSON) and, after a wait, the result with why images
+/// failed; the exit status says whether a job failed.
+pub(super) async fn finish(
+    api: &Api,
+    submitted: &Submitted,
+    raw: Vec<Value>,
+    finals: Option<Vec<Final>>,
+    started: Instant,
+    json: bool,
+) -> Result<ExitCode> {
+    let failures = match &finals {
+        Some(finals) => FailureSummary::of(api, finals).await,
+        None => FailureSummary::default(),
+    };
     let elapsed = started.elapsed().as_secs_f64();
     let any_failed = finals.iter().flatten().any(|f| f.status.status == "failed");
 
-    if args.server.json {
+    if json {
         let mut out = json!({ "submitted": submitted.json(), "jobs": raw });
         if let Some(finals) = &finals {
-            out["result"] = result_json(&submitted, finals, elapsed);
+            out["result"] = result_json(submitted, finals, &failures, elapsed);
         }
         print_json(&out);
     } else if let Some(finals) = &finals {
-        print!("{}", result_text(&submitted, finals, elapsed));
+        print!("{}", result_text(submitted, finals, &failures, elapsed));
     }
     Ok(if any_failed { ExitCode::from(EXIT_JOB_FAILED) } else { ExitCode::SUCCESS })
 }
@@ -125,9 +143,10 @@ fn totals(finals: &[Final]) -> Totals {
     Totals { indexed, failed, status: if any_failed { "failed" } else { "completed" } }
 }
 
-fn result_json(s: &Submitted, finals: &[Final], elapsed: f64) -> Value {
+fn result_json(s: &Submitted, finals: &[Final], failures: &FailureSummary, elapsed: f64) -> Value {
     let t = totals(finals);
     json!({
+        "failures": failures.json(),
         "status": t.status,
         "indexed": t.indexed,
         "already_indexed": s.already_indexed,
@@ -163,7 +182,7 @@ fn submitted_text(s: &Submitted, responses: &[AddImagesResponse]) -> String {
     out
 }
 
-fn result_text(s: &Submitted, finals: &[Final], elapsed: f64) -> String {
+fn result_text(s: &Submitted, finals: &[Final], failures: &FailureSummary, elapsed: f64) -> String {
     let t = totals(finals);
     let mut out = String::from("\n");
     out.push_str(&fields(&[
@@ -176,6 +195,7 @@ fn result_text(s: &Submitted, finals: &[Final], elapsed: f64) -> String {
     for f in finals.iter().filter(|f| f.status.status == "failed") {
         out.push_str(&format!("job {} failed: {}\n", f.status.job_id, or_dash(f.status.error_message.as_deref())));
     }
+    out.push_str(&failures.text(t.failed));
     out
 }
 
@@ -221,11 +241,12 @@ mod tests {
             Final { status: parse(&body, "job").unwrap(), body }
         };
         let s = Submitted::default();
+        let none = FailureSummary::default();
         let ok = [job("completed", 5, 1)];
-        assert_eq!(result_json(&s, &ok, 1.0)["status"], "completed");
+        assert_eq!(result_json(&s, &ok, &none, 1.0)["status"], "completed");
         let bad = [job("completed", 5, 1), job("failed", 2, 3)];
-        let r = result_json(&s, &bad, 1.0);
+        let r = result_json(&s, &bad, &none, 1.0);
         assert_eq!((r["status"].as_str(), r["indexed"].as_u64(), r["failed"].as_u64()), (Some("failed"), Some(7), Some(4)));
-        assert!(result_text(&s, &bad, 1.0).contains("job idx_failed failed: broker gone\n"));
+        assert!(result_text(&s, &bad, &none, 1.0).contains("job idx_failed failed: broker gone\n"));
     }
 }

@@ -2,18 +2,21 @@
 //! Each command prints a table by default, the server's JSON with `--json`.
 
 mod args;
+mod failures;
 mod http;
 mod index;
 mod output;
 mod paths;
 mod query;
+mod retry;
 mod status;
 mod types;
 mod wait;
 
-pub use args::{IndexArgs, SearchArgs, SimilarArgs, StatsArgs, StatusArgs};
+pub use args::{IndexArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs, StatusArgs};
 pub use index::index;
 pub use query::{search, similar};
+pub use retry::retry;
 pub use status::{stats, status};
 
 /// Exit status of `index --wait` when at least one job ended `failed`.

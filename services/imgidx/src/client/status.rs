@@ -6,12 +6,16 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::args::{StatsArgs, StatusArgs};
+use super::failures::{failed_items, failures_table};
 use super::http::Api;
 use super::output::{fields, or_dash, parse, print_json, table};
 use super::types::{IndexStats, JobStatus, OverallStatus};
 
 pub async fn status(args: StatusArgs) -> Result<ExitCode> {
     let api = Api::new(&args.server)?;
+    if let (true, Some(job_id)) = (args.failed, &args.job_id) {
+        return list_failed(&api, job_id, args.server.json).await;
+    }
     let body = match &args.job_id {
         Some(id) => api.get(&["api", "v1", "index", "status", id]).await?,
         None => api.get(&["api", "v1", "index", "status"]).await?,
@@ -22,6 +26,19 @@ pub async fn status(args: StatusArgs) -> Result<ExitCode> {
         print!("{}", job_text(&parse(&body, "job status")?));
     } else {
         print!("{}", overall_text(&parse(&body, "status")?));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `status JOB --failed`: every failed image of the job, with its reason.
+async fn list_failed(api: &Api, job_id: &str, json: bool) -> Result<ExitCode> {
+    let items = failed_items(api, job_id, None).await?;
+    if json {
+        print_json(&serde_json::json!({ "job_id": job_id, "items": items }));
+    } else if items.is_empty() {
+        println!("No failed images in job {job_id}.");
+    } else {
+        print!("{}", failures_table(&items));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -54,7 +71,15 @@ pub fn job_text(j: &JobStatus) -> String {
         ("Started", or_dash(j.started_at.as_deref())),
         ("Completed", or_dash(j.completed_at.as_deref())),
         ("Error", or_dash(j.error_message.as_deref())),
+        ("Failures", or_dash(Some(by_reason(&j.failures_by_reason).as_str()))),
     ])
+}
+
+/// `2 not_found, 1 unreadable`: most common first.
+pub fn by_reason(counts: &std::collections::BTreeMap<String, u64>) -> String {
+    let mut counts: Vec<(&String, &u64)> = counts.iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    counts.iter().map(|(r, n)| format!("{n} {r}")).collect::<Vec<_>>().join(", ")
 }
 
 pub fn stats_text(s: &IndexStats) -> String {
@@ -127,6 +152,12 @@ mod tests {
         assert!(text.contains("Status     completed\n"), "{text}");
         assert!(text.contains("Progress   17 of 18 indexed, 1 failed (100.0%)\n"), "{text}");
         assert!(text.contains("Started    -\n"), "{text}");
+        assert!(text.contains("Failures   -\n"), "{text}");
+        let j = JobStatus {
+            failures_by_reason: [("unreadable".to_string(), 1), ("not_found".to_string(), 4)].into_iter().collect(),
+            ..j
+        };
+        assert!(job_text(&j).contains("Failures   4 not_found, 1 unreadable\n"), "{}", job_text(&j));
 
         let s: IndexStats = serde_json::from_value(serde_json::json!({
             "model_name": "tiny-clip", "embedding_dim": 64, "total_images": 17, "num_failed": 1,

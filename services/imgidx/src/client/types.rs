@@ -2,7 +2,9 @@
 //! server leaves out reads as its default, and unknown fields are ignored
 //! (`--json` prints the answer verbatim, so nothing is lost there).
 
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 #[derive(Deserialize, Debug, Default, Clone)]
 #[serde(default)]
@@ -43,6 +45,8 @@ pub struct JobStatus {
     pub started_at: Option<String>,
     pub completed_at: Option<String>,
     pub error_message: Option<String>,
+    /// Failed images by failure code (absent from servers before it existed).
+    pub failures_by_reason: BTreeMap<String, u64>,
 }
 
 impl JobStatus {
@@ -115,4 +119,22 @@ pub struct QueryResponse {
     pub results: Vec<QueryHit>,
     pub query_time_seconds: f64,
     pub index_stats: QueryIndexStats,
+}
+
+/// One image of a job and its outcome (`GET …/status/{job}/items`).
+#[derive(Deserialize, Serialize, Debug, Default, Clone, PartialEq)]
+#[serde(default)]
+pub struct JobItem {
+    pub path: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct JobItemsPage {
+    pub items: Vec<JobItem>,
+    pub next_cursor: Option<String>,
 }

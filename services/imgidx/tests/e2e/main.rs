@@ -6,5 +6,6 @@
 mod cli;
 mod exposure;
 mod reads;
+mod outcomes;
 mod serve;
 mod server;

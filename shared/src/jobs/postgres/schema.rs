@@ -21,6 +21,11 @@ pub(super) struct Migration {
 pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "0001_init", sql: include_str!("../../../migrations/0001_init.sql") },
     Migration { version: 2, name: "0002_requeue", sql: include_str!("../../../migrations/0002_requeue.sql") },
+    Migration {
+        version: 3,
+        name: "0003_item_outcomes",
+        sql: include_str!("../../../migrations/0003_item_outcomes.sql"),
+    },
 ];
 
 /// Advisory lock held while migrating ("imgidx" in ASCII, then 1), so concurrent

@@ -17,8 +17,14 @@ pub(super) struct Migration {
 }
 
 /// In apply order; versions strictly increase. Never edit an applied file: add a new one.
-pub(super) const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "0001_init", sql: include_str!("../../../migrations/sqlite/0001_init.sql") }];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "0001_init", sql: include_str!("../../../migrations/sqlite/0001_init.sql") },
+    Migration {
+        version: 2,
+        name: "0002_item_outcomes",
+        sql: include_str!("../../../migrations/sqlite/0002_item_outcomes.sql"),
+    },
+];
 
 /// How long a write waits for another connection (another process on the same file)
 /// to release the lock before the store counts as unavailable.

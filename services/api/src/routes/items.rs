@@ -1,0 +1,150 @@
+//! `GET /api/v1/index/status/{job_id}/items?state=&limit=&cursor=`: each image of a
+//! job with its outcome, in keyset pages (by point id, never OFFSET), so a client can
+//! find out which images failed and why.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use imgidx_shared::jobs::{ItemRecord, ItemState};
+use imgidx_shared::time::rfc3339;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+/// Everything arrives as text, so every bad value is one 422 with a clear message.
+#[derive(Deserialize, Default)]
+pub struct ItemsQuery {
+    state: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ItemsBody {
+    job_id: String,
+    items: Vec<ItemBody>,
+    /// Pass back as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ItemBody {
+    path: String,
+    state: &'static str,
+    /// Stable failure code; null unless failed.
+    reason: Option<String>,
+    /// What went wrong, for people; null unless failed.
+    message: Option<String>,
+    finished_at: Option<String>,
+}
+
+impl From<ItemRecord> for ItemBody {
+    fn from(i: ItemRecord) -> Self {
+        Self {
+            path: i.path,
+            state: i.state.as_str(),
+            reason: i.failure_kind,
+            message: i.reason,
+            finished_at: i.finished_at.map(rfc3339),
+        }
+    }
+}
+
+/// What the query asks for, checked.
+#[derive(Debug, PartialEq)]
+struct Filter {
+    state: Option<ItemState>,
+    limit: usize,
+    after: Option<Uuid>,
+}
+
+pub async fn job_items(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    query: Result<Query<ItemsQuery>, QueryRejection>,
+) -> Result<Json<ItemsBody>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::Validation(format!("invalid query: {e}")))?;
+    let filter = parse_filter(query)?;
+    if state.deps.jobs.job(&job_id).await?.is_none() {
+        return Err(ApiError::JobNotFound(job_id));
+    }
+    let page = state.deps.jobs.job_items(&job_id, filter.state, filter.after, filter.limit).await?;
+    Ok(Json(ItemsBody {
+        job_id,
+        items: page.items.into_iter().map(ItemBody::from).collect(),
+        next_cursor: page.next_after.map(encode_cursor),
+    }))
+}
+
+fn parse_filter(q: ItemsQuery) -> Result<Filter, ApiError> {
+    let state = match q.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(ItemState::parse(s).ok_or_else(|| {
+            ApiError::Validation(format!("state must be one of \"pending\", \"indexed\", \"failed\" (got {s:?})"))
+        })?),
+    };
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::Validation(format!("limit must be a whole number from 1 to {MAX_LIMIT} (got {l:?})")))?,
+    };
+    let after = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(decode_cursor(c).ok_or_else(|| {
+            ApiError::Validation("cursor is malformed: pass back the next_cursor of a previous page".into())
+        })?),
+    };
+    Ok(Filter { state, limit, after })
+}
+
+/// The cursor is opaque to clients; today it is the last point id of the page, in hex.
+fn encode_cursor(after: Uuid) -> String {
+    after.simple().to_string()
+}
+
+fn decode_cursor(cursor: &str) -> Option<Uuid> {
+    if cursor.len() != 32 || !cursor.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Uuid::try_parse(cursor).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn query(state: Option<&str>, limit: Option<&str>, cursor: Option<&str>) -> ItemsQuery {
+        ItemsQuery { state: state.map(Into::into), limit: limit.map(Into::into), cursor: cursor.map(Into::into) }
+    }
+
+    #[test]
+    fn defaults_and_bounds() {
+        assert_eq!(parse_filter(ItemsQuery::default()).unwrap(), Filter { state: None, limit: 100, after: None });
+        let f = parse_filter(query(Some("failed"), Some("1000"), None)).unwrap();
+        assert_eq!((f.state, f.limit), (Some(ItemState::Failed), 1000));
+        for bad in ["0", "1001", "-1", "ten", ""] {
+            assert!(matches!(parse_filter(query(None, Some(bad), None)), Err(ApiError::Validation(m)) if m.contains("limit")), "{bad}");
+        }
+        assert!(matches!(parse_filter(query(Some("done"), None, None)), Err(ApiError::Validation(m)) if m.contains("done")));
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_rejected() {
+        let id = Uuid::from_u128(0xabc);
+        let f = parse_filter(query(None, None, Some(&encode_cursor(id)))).unwrap();
+        assert_eq!(f.after, Some(id));
+        for bad in ["xyz", "00000000-0000-0000-0000-000000000abc", &"g".repeat(32), &"0".repeat(31)] {
+            assert!(matches!(parse_filter(query(None, None, Some(bad))), Err(ApiError::Validation(m)) if m.contains("cursor")), "{bad}");
+        }
+    }
+}
