@@ -4,7 +4,8 @@
 //! queue starts empty. In the distributed mode the aggregator runs it periodically for
 //! items pending longer than `jobs.requeue_after_secs`, and only while the task queues
 //! hold no waiting messages: a long backlog is slow, not lost, and must not be queued
-//! twice. Queueing an item again is harmless when the first task was not lost after
+//! twice. Nor while completion events wait to be applied: an aggregator back from an
+//! outage applies them first, and the items they finish are not stale. Queueing an item again is harmless when the first task was not lost after
 //! all: the upsert replaces the same point and the job store counts an item once.
 
 use std::collections::BTreeMap;
@@ -107,10 +108,14 @@ pub async fn run_periodic(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.cancelled() => return,
         }
-        match broker.waiting_tasks().await {
-            Ok(0) => {}
-            Ok(waiting) => {
-                tracing::debug!(waiting, "reconcile: tasks are waiting in the queues; nothing is stale yet");
+        let waiting = match (broker.waiting_tasks().await, broker.waiting_events().await) {
+            (Ok(tasks), Ok(events)) => Ok((tasks, events)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        match waiting {
+            Ok((0, 0)) => {}
+            Ok((tasks, events)) => {
+                tracing::debug!(tasks, events, "reconcile: tasks or events are waiting; nothing is stale yet");
                 continue;
             }
             Err(e) => {
@@ -123,5 +128,50 @@ pub async fn run_periodic(
             Ok(n) => tracing::warn!(requeued = n, "reconcile: queued stale items again (their tasks were lost)"),
             Err(e) => tracing::warn!(error = %e, "reconcile pass failed; retrying at the next one"),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use futures::StreamExt;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::broker::MemoryBroker;
+    use crate::jobs::{NewItem, SqliteJobStore};
+    use crate::messages::{CompletionEvent, Outcome};
+
+    #[tokio::test]
+    async fn waiting_events_hold_the_reconcile_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&dir.path().join("jobs.sqlite3")).unwrap());
+        let broker = Arc::new(MemoryBroker::new(100, 8, 8, 5));
+        let item = NewItem { point_id: Uuid::new_v4(), path: "/srv/a.png".into(), stamp: None };
+        jobs.create_job("idx_20261201_000000_aaaaaaaa", Priority::Normal, std::slice::from_ref(&item)).await.unwrap();
+        // The item's event waits in the queue (the aggregator is behind): not stale.
+        let event = CompletionEvent {
+            job_id: "idx_20261201_000000_aaaaaaaa".into(),
+            point_id: item.point_id,
+            path: item.path.clone(),
+            outcome: Outcome::Indexed,
+            worker: "w".into(),
+        };
+        broker.publish_events(&[event]).await.unwrap();
+        let shutdown = Shutdown::new();
+        let tick = Duration::from_millis(20);
+        let run = tokio::spawn(run_periodic(jobs.clone(), broker.clone(), Duration::from_millis(1), tick, shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(broker.waiting_tasks().await.unwrap(), 0, "requeued while its event waited");
+        // Once the event is taken (its job store write is what decides), the item is stale again.
+        let mut events = broker.consume_events("test").await.unwrap();
+        events.next().await.unwrap().unwrap().ack().await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while broker.waiting_tasks().await.unwrap() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never requeued");
+            tokio::time::sleep(tick).await;
+        }
+        shutdown.cancel();
+        run.await.unwrap();
     }
 }

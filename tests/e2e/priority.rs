@@ -1,7 +1,9 @@
 //! Queued high work is taken before normal, normal before low.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::redelivery::{Fault, FaultyStore};
 use imgidx_tests::{cluster_settings, sample_images, services, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,7 +21,10 @@ async fn high_before_normal_before_low() {
         assert_eq!(code, 202, "{body}");
         ids.push(body["job_id"].as_str().unwrap().to_string());
     }
-    let w = cluster.spawn_worker("prio-worker", cluster.settings.worker.clone()).await;
+    // Each batch's writes take a while, so its events reach the aggregator apart from the
+    // next batch's: a job's completion time then tells when its last batch was done.
+    let slow = Arc::new(FaultyStore::new(cluster.vectors.clone(), Fault::Slow(Duration::from_millis(100))));
+    let w = cluster.spawn_worker_with("prio-worker", cluster.settings.worker.clone(), slow).await;
     for id in &ids {
         cluster.wait_job(id, Duration::from_secs(120)).await;
     }

@@ -87,7 +87,7 @@ async fn a_worker_stopped_mid_batch_finishes_it_and_hands_back_the_rest() {
 }
 
 /// What a [`FaultyStore`] does to writes.
-enum Fault {
+pub(crate) enum Fault {
     /// Every write fails: a transient fault, retried until the broker's delivery limit
     /// dead-letters the task.
     Unavailable,
@@ -96,14 +96,14 @@ enum Fault {
 }
 
 /// The shared store with a fault injected into writes; counts the writes begun.
-struct FaultyStore {
+pub(crate) struct FaultyStore {
     inner: Arc<dyn VectorStore>,
     fault: Fault,
     writes_begun: Arc<AtomicUsize>,
 }
 
 impl FaultyStore {
-    fn new(inner: Arc<dyn VectorStore>, fault: Fault) -> Self {
+    pub(crate) fn new(inner: Arc<dyn VectorStore>, fault: Fault) -> Self {
         Self { inner, fault, writes_begun: Arc::new(AtomicUsize::new(0)) }
     }
 }

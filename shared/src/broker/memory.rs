@@ -241,6 +241,10 @@ impl Broker for MemoryBroker {
         Ok(total as u64)
     }
 
+    async fn waiting_events(&self) -> Result<u64, BrokerError> {
+        Ok(self.shared.lock().get(QueueId::Events).len() as u64)
+    }
+
     async fn publish_tasks(&self, priority: Priority, tasks: &[ImageTask]) -> Result<(), BrokerError> {
         self.publish(QueueId::Task(priority), tasks)
     }

@@ -70,6 +70,8 @@ pub trait Broker: Send + Sync {
     async fn consume_tasks(&self, tag: &str) -> Result<PriorityStreams, BrokerError>;
     /// Messages waiting (not yet delivered) in the task queues, all priorities together.
     async fn waiting_tasks(&self) -> Result<u64, BrokerError>;
+    /// Completion events waiting (not yet delivered) to be applied.
+    async fn waiting_events(&self) -> Result<u64, BrokerError>;
     /// Publish completion events; returns once the broker confirmed every one.
     async fn publish_events(&self, events: &[CompletionEvent]) -> Result<(), BrokerError>;
     async fn consume_events(&self, tag: &str) -> Result<DeliveryStream<CompletionEvent>, BrokerError>;

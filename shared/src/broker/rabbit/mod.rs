@@ -34,6 +34,22 @@ pub struct RabbitBroker {
 }
 
 impl RabbitBroker {
+    /// Messages ready (not yet delivered) in `queues`, summed. A passive declare reports
+    /// the ready count; a short-lived channel keeps a failure (which closes the channel)
+    /// away from the publisher's.
+    async fn ready_messages(&self, queues: &[String]) -> Result<u64, BrokerError> {
+        let live = self.link.live().await?;
+        let channel = live.connection.create_channel().await.map_err(unavailable)?;
+        let mut waiting = 0u64;
+        for name in queues {
+            let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+            let queue = channel.queue_declare(name, options, FieldTable::default()).await.map_err(unavailable)?;
+            waiting += u64::from(queue.message_count());
+        }
+        let _ = channel.close(200, "counted").await;
+        Ok(waiting)
+    }
+
     /// Connect and declare the topology; a broker that cannot be reached now fails
     /// the caller (a misconfiguration shows at start). Later losses are reconnected.
     /// `connection_name` shows in the management console's connection list.
@@ -176,21 +192,12 @@ impl Broker for RabbitBroker {
     }
 
     async fn waiting_tasks(&self) -> Result<u64, BrokerError> {
-        // A passive declare reports the ready count; a short-lived channel keeps a failure
-        // (which closes the channel) away from the publisher's.
-        let live = self.link.live().await?;
-        let channel = live.connection.create_channel().await.map_err(unavailable)?;
-        let mut waiting = 0u64;
-        for p in Priority::DESCENDING {
-            let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
-            let queue = channel
-                .queue_declare(&self.names().task_queue(p), options, FieldTable::default())
-                .await
-                .map_err(unavailable)?;
-            waiting += u64::from(queue.message_count());
-        }
-        let _ = channel.close(200, "counted").await;
-        Ok(waiting)
+        let queues: Vec<String> = Priority::DESCENDING.iter().map(|p| self.names().task_queue(*p)).collect();
+        self.ready_messages(&queues).await
+    }
+
+    async fn waiting_events(&self) -> Result<u64, BrokerError> {
+        self.ready_messages(&[self.names().event_queue()]).await
     }
 
     async fn publish_events(&self, events: &[CompletionEvent]) -> Result<(), BrokerError> {
