@@ -647,7 +647,7 @@ async fn retry_candidates_leave_out_images_indexed_since(h: &Harness) {
 
     // Creating the retry job claims what no active job holds: point 3 is queued
     // elsewhere meanwhile, so only point 0 is claimed.
-    s.create_job("c", Priority::Low, &[unstamped.clone()]).await.unwrap();
+    s.create_job("c", Priority::Low, std::slice::from_ref(&unstamped)).await.unwrap();
     let candidates = s.retry_candidates("a").await.unwrap().items;
     assert_eq!(s.create_job("retry", Priority::High, &candidates).await.unwrap(), vec![item(0)]);
     assert!(s.retry_candidates("nope").await.unwrap().items.is_empty());

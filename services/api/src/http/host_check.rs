@@ -30,7 +30,7 @@ impl HostPolicy {
 
     fn allows(&self, host: &str) -> bool {
         let name = host_name(host).to_ascii_lowercase();
-        is_loopback_name(&name) || self.allowed.iter().any(|a| *a == name)
+        is_loopback_name(&name) || self.allowed.contains(&name)
     }
 }
 
