@@ -66,6 +66,8 @@ pub struct ApiSettings {
     pub request_timeout_secs: u64,
     /// Longest wait, in seconds, for a client to send a request's headers.
     pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay open with nothing sent either way before it is closed.
+    pub idle_timeout_secs: u64,
     /// Requests handled at once; more are refused at once with 503 `overloaded`.
     pub max_concurrent_requests: usize,
     /// Open client connections; more wait to be accepted.
@@ -88,6 +90,7 @@ impl Default for ApiSettings {
             cors_origins: Vec::new(),
             request_timeout_secs: 60,
             header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
             max_concurrent_requests: 256,
             max_connections: 1024,
         }
@@ -369,8 +372,8 @@ impl Settings {
         if self.aggregator.max_batch == 0 {
             return bad("aggregator.max_batch must be at least 1");
         }
-        if self.api.request_timeout_secs == 0 || self.api.header_read_timeout_secs == 0 {
-            return bad("api.request_timeout_secs and api.header_read_timeout_secs must be at least 1");
+        if self.api.request_timeout_secs == 0 || self.api.header_read_timeout_secs == 0 || self.api.idle_timeout_secs == 0 {
+            return bad("api.request_timeout_secs, header_read_timeout_secs and idle_timeout_secs must be at least 1");
         }
         if self.api.max_concurrent_requests == 0 || self.api.max_connections == 0 {
             return bad("api.max_concurrent_requests and api.max_connections must be at least 1");

@@ -78,6 +78,7 @@ pub async fn serve(
     let limits = ServerLimits {
         max_connections: settings.max_connections,
         header_read_timeout: Duration::from_secs(settings.header_read_timeout_secs),
+        idle_timeout: Duration::from_secs(settings.idle_timeout_secs),
         drain_timeout: Duration::from_secs(settings.request_timeout_secs),
     };
     http::server::serve(listener, app, limits, shutdown).await;

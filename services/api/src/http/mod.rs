@@ -7,6 +7,7 @@ pub mod auth;
 pub mod content_type;
 mod error_json;
 mod host_check;
+mod idle;
 mod overload;
 pub mod rate_limit;
 pub mod server;

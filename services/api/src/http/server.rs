@@ -19,9 +19,13 @@ use tower::ServiceExt;
 
 use imgidx_shared::shutdown::Shutdown;
 
+use super::idle::TrackedStream;
+
 pub struct ServerLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// A connection nothing moved on for this long is closed.
+    pub idle_timeout: Duration,
     /// How long a stop waits for requests in flight.
     pub drain_timeout: Duration,
 }
@@ -57,14 +61,26 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServerLimits, shu
             let app = app.clone();
             async move { Ok::<_, Infallible>(app.oneshot(request).await.unwrap_or_else(|e| match e {})) }
         });
+        let (stream, activity) = TrackedStream::new(stream);
         let connection = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
         let stop = shutdown.clone();
+        let idle_timeout = limits.idle_timeout;
         tracker.spawn(async move {
             let _permit = permit;
             tokio::pin!(connection);
+            let idle = async {
+                loop {
+                    let quiet = activity.quiet_for();
+                    if quiet >= idle_timeout {
+                        return;
+                    }
+                    tokio::time::sleep(idle_timeout - quiet).await;
+                }
+            };
             tokio::select! {
                 _ = connection.as_mut() => return,
                 () = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+                () = idle => connection.as_mut().graceful_shutdown(),
             }
             let _ = connection.await;
         });

@@ -239,6 +239,7 @@ async fn slow_clients_are_cut_off_and_bursts_shed() {
     let server = start(|s, _| {
         s.request_timeout_secs = 1;
         s.header_read_timeout_secs = 1;
+        s.idle_timeout_secs = 1;
         s.max_concurrent_requests = 1;
     })
     .await;
@@ -253,6 +254,11 @@ async fn slow_clients_are_cut_off_and_bursts_shed() {
     let started = Instant::now();
     let answer = raw(server.addr, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n", Duration::from_secs(5)).await;
     assert!(started.elapsed() < Duration::from_secs(3), "{answer}");
+
+    // A connection that never sends anything is closed once idle too long.
+    let started = Instant::now();
+    let answer = raw(server.addr, b"", Duration::from_secs(5)).await;
+    assert!(answer.is_empty() && started.elapsed() < Duration::from_secs(3), "{answer:?} {:?}", started.elapsed());
 
     // While one request is in flight, the next is refused at once.
     let held = tokio::spawn(raw(server.addr, STALLED_POST, Duration::from_secs(5)));
