@@ -11,7 +11,6 @@ mod routes;
 mod state;
 
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use tokio::net::TcpListener;
