@@ -294,7 +294,7 @@ fn systemd_checker_catches_broken_files() {
         "ReadWritePaths",
     );
     assert_caught(
-        &unit_problems(a, &mutated(&api, "TimeoutStopSec=30s", "TimeoutStopSec=5s"), &env_text, &repo),
+        &unit_problems(a, &mutated(&api, "TimeoutStopSec=45s", "TimeoutStopSec=5s"), &env_text, &repo),
         "TimeoutStopSec",
     );
 }
