@@ -113,6 +113,8 @@ where
 {
     let wait = Duration::from_millis(settings.batch_wait_ms);
     let until = tokio::time::Instant::now() + DRAIN_MAX;
+    // Never cancelled: the stop was asked for already, and `next_batch` would return at
+    // once on that token; the drain's own bounds are the quiet gap and `DRAIN_MAX`.
     let running = Shutdown::new();
     while tokio::time::Instant::now() < until {
         let next = tokio::time::timeout(DRAIN_QUIET, batch::next_batch(stream, settings.max_batch, wait, &running));
