@@ -107,7 +107,9 @@ pub struct BrokerSettings {
     pub queue_prefix: String,
     /// Unacknowledged task deliveries a worker may hold per priority queue.
     pub prefetch: u16,
-    /// Deliveries of one task before it is dead-lettered (and reported failed).
+    /// Deliveries of one task before the broker dead-letters it (reported failed). Only a
+    /// far backstop: workers decide `retries_exhausted` from `worker.max_attempts`, and a
+    /// worker crash hands every task it had prefetched back with its delivery count raised.
     pub delivery_limit: u32,
     /// Unacknowledged events the aggregator may hold.
     pub event_prefetch: u16,
@@ -129,7 +131,7 @@ impl Default for BrokerSettings {
             url: None,
             queue_prefix: "imgidx".into(),
             prefetch: 64,
-            delivery_limit: 5,
+            delivery_limit: 100,
             event_prefetch: 512,
             confirm_timeout_secs: 30,
             tls_ca_file: None,
@@ -241,6 +243,10 @@ pub struct WorkerSettings {
     pub decode_memory_mb: u64,
     /// Name in consumer tags and events; the host name when unset.
     pub name: Option<String>,
+    /// Attempts at one image before it is reported `retries_exhausted`. An attempt is
+    /// counted when the image's batch enters decode, so only crashes (or shutdowns)
+    /// while it was being worked on use one up; outages and prefetching never do.
+    pub max_attempts: u32,
 }
 
 impl Default for WorkerSettings {
@@ -253,6 +259,7 @@ impl Default for WorkerSettings {
             max_file_bytes: 256 * 1024 * 1024,
             decode_memory_mb: 0,
             name: None,
+            max_attempts: 5,
         }
     }
 }
@@ -353,6 +360,9 @@ impl Settings {
         }
         if self.broker.prefetch == 0 || self.broker.event_prefetch == 0 {
             return bad("broker.prefetch and broker.event_prefetch must be at least 1");
+        }
+        if self.worker.max_attempts == 0 {
+            return bad("worker.max_attempts must be at least 1");
         }
         if self.broker.delivery_limit == 0 {
             return bad("broker.delivery_limit must be at least 1");

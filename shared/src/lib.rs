@@ -6,6 +6,7 @@ pub mod broker;
 pub mod config;
 pub mod embed;
 pub mod files;
+pub mod health;
 pub mod ids;
 pub mod jobs;
 pub mod messages;

@@ -77,7 +77,9 @@ pub enum FailureKind {
     Unreadable,
     NotAnImage,
     TooLarge,
-    /// Transient failures that exhausted their retries.
+    /// The model fails on this image (found by trying it alone), or gives a non-finite vector.
+    InferenceFailed,
+    /// Attempts that never finished (the worker crashed on it, or kept failing) ran out.
     RetriesExhausted,
 }
 

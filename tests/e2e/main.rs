@@ -11,4 +11,5 @@ mod reconcile;
 mod reconnect;
 mod seed000_client;
 mod tls;
+mod outages;
 mod redelivery;

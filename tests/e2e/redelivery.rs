@@ -1,5 +1,5 @@
-//! Nothing is lost: a worker that dies holding unacknowledged tasks, and tasks that
-//! keep failing transiently (dead-lettered after the delivery limit, reported failed).
+//! Nothing is lost: a worker that dies holding unacknowledged tasks, and one stopped
+//! mid-batch. [`FaultyStore`] injects the faults `outages.rs` uses too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,18 +88,20 @@ async fn a_worker_stopped_mid_batch_finishes_it_and_hands_back_the_rest() {
 
 /// What a [`FaultyStore`] does to writes.
 pub(crate) enum Fault {
-    /// Every write fails: a transient fault, retried until the broker's delivery limit
-    /// dead-letters the task.
-    Unavailable,
+    /// Every write fails until then (an outage), and works after.
+    DownUntil(tokio::time::Instant),
     /// Every write takes this long before it is made.
     Slow(Duration),
+    /// A write holding the image with this file name panics, taking its worker down
+    /// (an image that crashes the worker: a decoder bug, an OOM).
+    CrashOn(&'static str),
 }
 
 /// The shared store with a fault injected into writes; counts the writes begun.
 pub(crate) struct FaultyStore {
     inner: Arc<dyn VectorStore>,
     fault: Fault,
-    writes_begun: Arc<AtomicUsize>,
+    pub(crate) writes_begun: Arc<AtomicUsize>,
 }
 
 impl FaultyStore {
@@ -116,9 +118,16 @@ impl VectorStore for FaultyStore {
     async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorStoreError> {
         self.writes_begun.fetch_add(1, Ordering::SeqCst);
         match self.fault {
-            Fault::Unavailable => Err(VectorStoreError::Unavailable("injected fault".into())),
+            Fault::DownUntil(until) if tokio::time::Instant::now() < until => {
+                Err(VectorStoreError::Unavailable("injected outage".into()))
+            }
+            Fault::DownUntil(_) => self.inner.upsert(points).await,
             Fault::Slow(delay) => {
                 tokio::time::sleep(delay).await;
+                self.inner.upsert(points).await
+            }
+            Fault::CrashOn(name) => {
+                assert!(!points.iter().any(|p| p.payload.file_name == name), "planted crash on {name}");
                 self.inner.upsert(points).await
             }
         }
@@ -140,31 +149,8 @@ impl VectorStore for FaultyStore {
     }
     async fn healthy(&self) -> bool {
         match self.fault {
-            Fault::Unavailable => false,
-            Fault::Slow(_) => self.inner.healthy().await,
+            Fault::DownUntil(until) if tokio::time::Instant::now() < until => false,
+            _ => self.inner.healthy().await,
         }
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn transient_failures_are_retried_then_dead_lettered_and_reported() {
-    let Some(svc) = services() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let images = sample_images(dir.path());
-    let cluster = Cluster::start(cluster_settings(&svc, dir.path()), 0).await;
-    let (code, body) = cluster.add_images(&images[..2], "high").await;
-    assert_eq!(code, 202, "{body}");
-    let job_id = body["job_id"].as_str().unwrap().to_string();
-
-    let mut fast = cluster.settings.worker.clone();
-    fast.batch_wait_ms = 1;
-    let broken = Arc::new(FaultyStore::new(cluster.vectors.clone(), Fault::Unavailable));
-    let w = cluster.spawn_worker_with("flaky", fast, broken).await;
-    let done = cluster.wait_job(&job_id, WAIT).await;
-    assert_eq!(done["status"], "failed", "{done}");
-    assert_eq!(done["progress"]["failed_images"], 2, "{done}");
-    assert_eq!(done["progress"]["processed_images"], 0, "{done}");
-    assert!(done["error_message"].as_str().unwrap().contains("retries_exhausted"), "{done}");
-    w.stop().await;
-    cluster.stop().await;
 }

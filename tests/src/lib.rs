@@ -87,6 +87,22 @@ pub fn sample_images(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `copies` copies of each sample image, under distinct names.
+pub fn many_images(dir: &Path, copies: usize) -> Vec<PathBuf> {
+    let originals_dir = dir.join("originals");
+    std::fs::create_dir_all(&originals_dir).unwrap();
+    let originals = sample_images(&originals_dir);
+    let mut out = Vec::new();
+    for c in 0..copies {
+        for src in &originals {
+            let dest = dir.join(format!("{c:04}-{}", src.file_name().unwrap().to_string_lossy()));
+            std::fs::copy(src, &dest).unwrap();
+            out.push(dest);
+        }
+    }
+    out
+}
+
 fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
@@ -144,6 +160,11 @@ impl Worker {
         report
     }
 
+    /// Whether it stopped by itself (a panic: the crash a test planted).
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
     /// Crash: the task dies wherever it is and its connection drops without acks.
     pub async fn crash(self) {
         self.handle.abort();
@@ -191,6 +212,7 @@ impl Cluster {
             model_name: encoder.manifest().name.clone(),
             embedding_dim: encoder.manifest().embedding_dim,
             query: Some(query_engine(&settings, &encoder).await),
+            health: Default::default(),
         };
         let api_settings = settings.api.clone();
         let s = shutdown.clone();
@@ -238,7 +260,15 @@ impl Cluster {
     ) -> Worker {
         let broker = connect_broker(&self.settings, tag).await;
         let budget = imgidx_shared::embed::DecodeBudget::from_settings(&worker_settings);
-        let deps = WorkerDeps { broker: broker.clone(), vectors, encoder: self.encoder.clone(), budget };
+        let deps = WorkerDeps {
+            broker: broker.clone(),
+            vectors,
+            jobs: self.jobs.clone(),
+            encoder: self.encoder.clone(),
+            budget,
+            isolation: Default::default(),
+            health: Default::default(),
+        };
         let shutdown = Shutdown::new();
         let s = shutdown.clone();
         let prefetch = self.settings.broker.prefetch;

@@ -51,6 +51,7 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Shutdown) 
         model_name: manifest.name.clone(),
         embedding_dim: manifest.embedding_dim,
         query: Some(Arc::new(engine)),
+        health: Default::default(),
     };
     let result = serve(&settings.api, deps, listener, shutdown).await;
     broker.close().await;

@@ -1,5 +1,6 @@
 //! What every handler shares.
 
+use imgidx_shared::health::HealthBoard;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,6 +23,8 @@ pub struct ApiDeps {
     pub embedding_dim: usize,
     /// Query embedding (text and image search); None: search answers 503.
     pub query: Option<Arc<QueryEngine>>,
+    /// What other parts of this process (`serve`'s workers) report about themselves.
+    pub health: HealthBoard,
 }
 
 #[derive(Clone)]

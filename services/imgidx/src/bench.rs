@@ -14,6 +14,7 @@ use serde::Serialize;
 use imgidx_shared::broker::{Broker, MemoryBroker};
 use imgidx_shared::config::Settings;
 use imgidx_shared::embed::{DecodeBudget, Preprocessor, VisionEncoder};
+use imgidx_shared::jobs::{JobStore, SqliteJobStore};
 use imgidx_shared::messages::{ImageTask, Priority};
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors::{EdgeStore, VectorStore};
@@ -154,7 +155,17 @@ async fn pipeline_rate(settings: &Settings, encoder: Arc<VisionEncoder>, files: 
     broker.publish_tasks(Priority::Normal, &tasks).await?;
     let mut events = broker.consume_events("bench").await?;
     let budget = DecodeBudget::from_settings(&settings.worker);
-    let deps = WorkerDeps { broker: Arc::new(broker.clone()), vectors, encoder, budget };
+    // The tasks belong to no job, so the job store only answers that (as it would in use, one round trip a batch).
+    let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&dir.path().join("jobs.sqlite3"))?);
+    let deps = WorkerDeps {
+        broker: Arc::new(broker.clone()),
+        vectors,
+        jobs,
+        encoder,
+        budget,
+        isolation: Default::default(),
+        health: Default::default(),
+    };
     let shutdown = Shutdown::new();
     let (s, w, p) = (shutdown.clone(), settings.worker.clone(), settings.broker.prefetch);
     let start = Instant::now();

@@ -18,12 +18,13 @@ use imgidx_api::{ApiDeps, QueryEngine};
 use imgidx_shared::broker::{Broker, MemoryBroker};
 use imgidx_shared::config::Settings;
 use imgidx_shared::embed::{DecodeBudget, VisionEncoder};
+use imgidx_shared::health::HealthBoard;
 use imgidx_shared::jobs::JobStore;
 use imgidx_shared::reconcile;
 use imgidx_shared::service;
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors;
-use imgidx_worker::WorkerDeps;
+use imgidx_worker::{Isolation, WorkerDeps};
 
 /// Where the brokers of the roles come from.
 enum Queue {
@@ -83,11 +84,21 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     // The aggregator stops only once every worker has drained, so the events of their
     // last batches are applied now rather than redone after the next start.
     let workers_running = tokio_util::task::TaskTracker::new();
+    // One crash domain and one health board for the whole process.
+    let (isolation, health) = (Isolation::default(), HealthBoard::default());
     let aggregator_shutdown = Shutdown::new();
     for i in 0..settings.serve.workers.max(1) {
         let broker = queue.broker(&settings, &format!("worker-{i}")).await?;
         brokers.push(broker.clone());
-        let deps = WorkerDeps { broker, vectors: vectors.clone(), encoder: encoder.clone(), budget: budget.clone() };
+        let deps = WorkerDeps {
+            broker,
+            vectors: vectors.clone(),
+            jobs: jobs.clone(),
+            encoder: encoder.clone(),
+            budget: budget.clone(),
+            isolation: isolation.clone(),
+            health: health.clone(),
+        };
         let (w, prefetch, s) = (settings.worker.clone(), settings.broker.prefetch, shutdown.clone());
         let tag = format!("{node}.worker-{}-{i}", std::process::id());
         let worker = async move { imgidx_worker::serve(&w, prefetch, deps, &tag, s).await.map(|_| ()).map_err(anyhow::Error::from) };
@@ -117,6 +128,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         model_name: manifest.name.clone(),
         embedding_dim: manifest.embedding_dim,
         query: Some(engine),
+        health,
     };
     let (api, s) = (settings.api.clone(), shutdown.clone());
     tasks.spawn(async move { imgidx_api::serve(&api, deps, listener, s).await.map_err(anyhow::Error::from) });

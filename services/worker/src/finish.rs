@@ -1,32 +1,24 @@
 //! Stage 2: embed a prepared batch, upsert it durably, publish one completion event
-//! per image, and only then acknowledge. Any transient failure returns the whole
-//! batch to the queue; redelivery re-upserts the same point ids, so nothing is lost
-//! or duplicated.
+//! per image, and only then acknowledge. A dependency that fails (vector store, broker,
+//! the model runtime as a whole) is waited out with the batch held (`hold.rs`); a
+//! failure that may be one image's fault is pinned on that image (`isolate.rs`).
+//! A redelivery after a crash re-upserts the same point ids, so nothing is lost or
+//! duplicated.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Utc;
 
-use imgidx_shared::broker::{Broker, BrokerError};
+use imgidx_shared::broker::Broker;
 use imgidx_shared::embed::{EmbedError, VisionEncoder};
-use imgidx_shared::messages::{CompletionEvent, Outcome};
+use imgidx_shared::messages::{CompletionEvent, FailureKind, Outcome};
 use imgidx_shared::time::{from_unix_nanos, rfc3339};
-use imgidx_shared::vectors::{ImagePayload, Point, VectorStore, VectorStoreError};
+use imgidx_shared::vectors::{ImagePayload, Point, VectorStore};
 
-use crate::prepare::{Decoded, Prepared};
-
-#[derive(Debug, thiserror::Error)]
-pub enum TransientError {
-    #[error("inference failed: {0}")]
-    Embed(#[from] EmbedError),
-    #[error("upsert failed: {0}")]
-    Vectors(#[from] VectorStoreError),
-    #[error("publishing events failed: {0}")]
-    Broker(#[from] BrokerError),
-    #[error("inference task failed: {0}")]
-    Join(String),
-}
+use crate::hold::Hold;
+use crate::isolate::{isolate, Leaf};
+use crate::prepare::{Decoded, Failure, Prepared};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -38,77 +30,92 @@ pub struct Finisher {
     pub broker: Arc<dyn Broker>,
     pub vectors: Arc<dyn VectorStore>,
     pub encoder: Arc<VisionEncoder>,
-    /// Consumer tag, recorded in events.
-    pub worker: String,
+    pub hold: Hold,
 }
 
 impl Finisher {
-    pub async fn finish(&self, batch: Vec<Prepared>) -> Result<Counts, TransientError> {
-        match self.record(&batch).await {
-            Ok((counts, events_len)) => {
-                for item in batch {
-                    // An ack lost here only means a redelivery, which is idempotent.
-                    if let Err(e) = item.task.ack().await {
-                        tracing::warn!(error = %e, "ack failed; the task will be redelivered");
-                    }
-                }
-                tracing::debug!(worker = %self.worker, indexed = counts.indexed, failed = counts.failed, events_len, "batch done");
-                Ok(counts)
-            }
-            Err(e) => {
-                for item in batch {
-                    if let Err(e) = item.task.retry().await {
-                        tracing::warn!(error = %e, "requeue failed; the broker redelivers on channel close");
-                    }
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Everything that must be durable before the acks.
-    async fn record(&self, batch: &[Prepared]) -> Result<(Counts, usize), TransientError> {
-        let decoded: Vec<(&Prepared, &Decoded)> =
-            batch.iter().filter_map(|p| p.result.as_ref().ok().map(|d| (p, d))).collect();
+    /// Settles the batch; None when shutdown came while a dependency was down (the
+    /// deliveries are then left unsettled, for the broker to hand out again).
+    pub async fn finish(&self, batch: Vec<Prepared>) -> Option<Counts> {
+        let decoded: Vec<(usize, &Decoded)> =
+            batch.iter().enumerate().filter_map(|(i, p)| p.result.as_ref().ok().map(|d| (i, d))).collect();
+        let mut outcomes: Vec<Result<(), Failure>> = batch.iter().map(|p| p.result.as_ref().map(|_| ()).map_err(Clone::clone)).collect();
+        let mut points = Vec::with_capacity(decoded.len());
         if !decoded.is_empty() {
-            let vectors = self.embed(&decoded).await?;
+            let images: Vec<&Decoded> = decoded.iter().map(|(_, d)| *d).collect();
+            let vectors = self.hold.until_ok("inference", || self.embed(&images)).await?;
             let indexed_at = rfc3339(Utc::now());
             let model = self.encoder.manifest().name.clone();
-            let points = decoded
-                .iter()
-                .zip(vectors)
-                .map(|((p, d), vector)| Point {
-                    id: p.task.message.point_id,
-                    vector,
-                    payload: payload(p, d, &model, &indexed_at),
-                })
-                .collect();
-            self.vectors.upsert(points).await?;
+            for ((i, d), vector) in decoded.iter().zip(vectors) {
+                match vector {
+                    Ok(vector) => {
+                        let task = &batch[*i].task.message;
+                        points.push(Point { id: task.point_id, vector, payload: payload(task, d, &model, &indexed_at) });
+                    }
+                    Err(failure) => outcomes[*i] = Err(failure),
+                }
+            }
         }
-        let events: Vec<CompletionEvent> = batch.iter().map(|p| self.event(p)).collect();
-        self.broker.publish_events(&events).await?;
-        let counts = Counts { indexed: decoded.len() as u64, failed: (batch.len() - decoded.len()) as u64 };
-        Ok((counts, events.len()))
+        let counts = Counts {
+            indexed: points.len() as u64,
+            failed: outcomes.iter().filter(|o| o.is_err()).count() as u64,
+        };
+        if !points.is_empty() {
+            self.hold.until_ok("upsert into the vector store", || self.vectors.upsert(points.clone())).await?;
+        }
+        let events: Vec<CompletionEvent> = batch.iter().zip(outcomes).map(|(p, o)| self.event(p, o)).collect();
+        self.hold.until_ok("publishing completion events", || self.broker.publish_events(&events)).await?;
+        for item in batch {
+            // An ack lost here only means a redelivery, which is idempotent.
+            if let Err(e) = item.task.ack().await {
+                tracing::warn!(error = %e, "ack failed; the task will be redelivered");
+            }
+        }
+        tracing::debug!(worker = %self.hold.worker, indexed = counts.indexed, failed = counts.failed, "batch done");
+        Some(counts)
     }
 
-    async fn embed(&self, decoded: &[(&Prepared, &Decoded)]) -> Result<Vec<Vec<f32>>, TransientError> {
-        let per_image = decoded.first().map(|(_, d)| d.image.tensor.len()).unwrap_or(0);
-        let mut pixels = Vec::with_capacity(per_image * decoded.len());
-        for (_, d) in decoded {
-            pixels.extend_from_slice(&d.image.tensor);
+    /// One vector or one image's failure per image. Err only when the runtime fails
+    /// as a whole (it fails even on a blank image): then nothing is any image's fault.
+    async fn embed(&self, images: &[&Decoded]) -> Result<Vec<Result<Vec<f32>, Failure>>, EmbedError> {
+        let per_image = images.first().map(|d| d.image.tensor.len()).unwrap_or(0);
+        let results = isolate(images.len(), |range| {
+            let mut pixels = Vec::with_capacity(per_image * range.len());
+            for d in &images[range.clone()] {
+                pixels.extend_from_slice(&d.image.tensor);
+            }
+            self.run(pixels, range.len())
+        })
+        .await;
+        if results.iter().any(|r| matches!(r, Err(Leaf::Error(_)))) {
+            // A run of one image failed: is it the image, or the runtime?
+            self.run(vec![0.0; per_image], 1).await?;
         }
-        let n = decoded.len();
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.map_err(|leaf| {
+                    let reason = match leaf {
+                        Leaf::Error(e) => format!("the model fails on this image: {e}"),
+                        Leaf::NonFinite => "the model gives a non-finite vector for this image".to_string(),
+                    };
+                    Failure { kind: FailureKind::InferenceFailed, reason }
+                })
+            })
+            .collect())
+    }
+
+    async fn run(&self, pixels: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
         let encoder = self.encoder.clone();
         tokio::task::spawn_blocking(move || encoder.embed(&pixels, n))
             .await
-            .map_err(|e| TransientError::Join(e.to_string()))?
-            .map_err(TransientError::from)
+            .map_err(|e| EmbedError::Runtime(format!("inference task failed: {e}")))?
     }
 
-    fn event(&self, p: &Prepared) -> CompletionEvent {
-        let outcome = match &p.result {
-            Ok(_) => Outcome::Indexed,
-            Err(e) => Outcome::Failed { kind: e.kind(), reason: e.to_string() },
+    fn event(&self, p: &Prepared, outcome: Result<(), Failure>) -> CompletionEvent {
+        let outcome = match outcome {
+            Ok(()) => Outcome::Indexed,
+            Err(f) => Outcome::Failed { kind: f.kind, reason: f.reason },
         };
         let task = &p.task.message;
         CompletionEvent {
@@ -116,13 +123,12 @@ impl Finisher {
             point_id: task.point_id,
             path: task.path.clone(),
             outcome,
-            worker: self.worker.clone(),
+            worker: self.hold.worker.clone(),
         }
     }
 }
 
-fn payload(p: &Prepared, d: &Decoded, model: &str, indexed_at: &str) -> ImagePayload {
-    let task = &p.task.message;
+fn payload(task: &imgidx_shared::messages::ImageTask, d: &Decoded, model: &str, indexed_at: &str) -> ImagePayload {
     ImagePayload {
         file_name: Path::new(&task.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         path: task.path.clone(),

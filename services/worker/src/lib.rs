@@ -1,9 +1,14 @@
 //! Worker: pulls image tasks in priority order, batches them, preprocesses on a
 //! bounded CPU pool while the previous batch is in inference, embeds with the CLIP
 //! vision encoder, upserts into the vector store, publishes completion events, acks.
+//! Attempts are charged where the work happens (`attempts.rs`); outages are waited
+//! out with the batch held (`hold.rs`), never charged to the images.
 
+mod attempts;
 mod finish;
+mod hold;
 mod inbox;
+mod isolate;
 mod prepare;
 
 use std::sync::Arc;
@@ -14,24 +19,32 @@ use tokio::sync::{mpsc, Semaphore};
 use imgidx_shared::broker::Broker;
 use imgidx_shared::config::{Settings, WorkerSettings};
 use imgidx_shared::embed::{DecodeBudget, Preprocessor, VisionEncoder};
+use imgidx_shared::health::HealthBoard;
+use imgidx_shared::jobs::JobStore;
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors::{self, VectorStore};
 
+pub use attempts::Isolation;
+use attempts::Guard;
 use finish::Finisher;
+use hold::Hold;
 use inbox::Inbox;
-use prepare::prepare_batch;
-
-/// Longest pause after a transient failure before taking the next batch.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+use prepare::{prepare_batch, Prepared};
 
 #[derive(Clone)]
 pub struct WorkerDeps {
     pub broker: Arc<dyn Broker>,
     pub vectors: Arc<dyn VectorStore>,
+    /// Where attempts are counted.
+    pub jobs: Arc<dyn JobStore>,
     pub encoder: Arc<VisionEncoder>,
     /// Decode memory budget, shared with whatever else decodes in this process.
     pub budget: DecodeBudget,
+    /// Shared by every pipeline of the process (see `attempts.rs`).
+    pub isolation: Isolation,
+    /// Where a worker holding its batch through an outage says so (`/health`).
+    pub health: HealthBoard,
 }
 
 /// What a worker did before it stopped.
@@ -49,10 +62,19 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
         .await
         .map_err(|e| ServiceError::Other(e.to_string()))??;
     let vectors = vectors::open(&settings, encoder.manifest().embedding_dim).await?;
+    let jobs = service::job_store(&settings).await?;
     let broker = service::broker(&settings, "worker").await?;
     let tag = format!("{}.worker-{}", settings.node_name(), std::process::id());
     let budget = DecodeBudget::from_settings(&settings.worker);
-    let deps = WorkerDeps { broker: broker.clone(), vectors, encoder: Arc::new(encoder), budget };
+    let deps = WorkerDeps {
+        broker: broker.clone(),
+        vectors,
+        jobs,
+        encoder: Arc::new(encoder),
+        budget,
+        isolation: Isolation::default(),
+        health: HealthBoard::default(),
+    };
     let result = serve(&settings.worker, settings.broker.prefetch, deps, &tag, shutdown).await;
     // Closing returns whatever we still hold to the queues.
     broker.close().await;
@@ -68,7 +90,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<WorkerReport, ServiceError> {
     let streams = deps.broker.consume_tasks(tag).await?;
-    let mut inbox = Inbox::start(streams, usize::from(prefetch), shutdown.clone());
+    let inbox = Inbox::start(streams, usize::from(prefetch), shutdown.clone());
     let manifest = deps.encoder.manifest().clone();
     let preprocessor = Arc::new(Preprocessor::new(
         manifest.image_size,
@@ -86,42 +108,78 @@ pub async fn serve(
     let decode_memory_mb = deps.budget.total_bytes() >> 20;
     tracing::info!(worker = tag, batch_size = settings.batch_size, decode_threads = threads, decode_memory_mb, "worker consuming");
 
+    let hold = Hold { worker: tag.to_string(), health: deps.health.clone(), shutdown: shutdown.clone() };
     // Capacity 1: at most one prepared batch waits while another is in inference.
     let (tx, mut rx) = mpsc::channel(1);
-    let (batch_size, wait) = (settings.batch_size, Duration::from_millis(settings.batch_wait_ms));
-    let stage1_shutdown = shutdown.clone();
-    let stage1 = tokio::spawn(async move {
-        while let Some(batch) = inbox.next_batch(batch_size, wait, &stage1_shutdown).await {
-            let prepared = prepare_batch(batch, preprocessor.clone(), pool.clone()).await;
-            if tx.send(prepared).await.is_err() {
-                break;
-            }
-        }
-    });
+    let stage1 = tokio::spawn(stage1(Stage1 {
+        inbox,
+        settings: settings.clone(),
+        jobs: deps.jobs.clone(),
+        isolation: deps.isolation.clone(),
+        hold: hold.clone(),
+        preprocessor,
+        pool,
+        tx,
+    }));
 
-    let finisher = Finisher { broker: deps.broker, vectors: deps.vectors, encoder: deps.encoder, worker: tag.to_string() };
+    let finisher = Finisher { broker: deps.broker, vectors: deps.vectors, encoder: deps.encoder, hold };
     let mut report = WorkerReport::default();
-    let mut backoff = Duration::from_millis(500);
     // Runs until stage 1 stops (shutdown or closed streams) and every prepared batch is settled.
-    while let Some(batch) = rx.recv().await {
+    while let Some((batch, guard)) = rx.recv().await {
         report.batches += 1;
-        match finisher.finish(batch).await {
-            Ok(counts) => {
-                report.indexed += counts.indexed;
-                report.failed += counts.failed;
-                backoff = Duration::from_millis(500);
-            }
-            Err(e) => {
-                tracing::warn!(worker = tag, error = %e, retry_in = ?backoff, "batch returned to the queue");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {},
-                    () = shutdown.cancelled() => {},
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+        if let Some(counts) = finisher.finish(batch).await {
+            report.indexed += counts.indexed;
+            report.failed += counts.failed;
         }
+        drop(guard);
     }
     let _ = stage1.await;
     tracing::info!(worker = tag, ?report, "worker stopped");
     Ok(report)
+}
+
+/// What stage 1 works with.
+struct Stage1 {
+    inbox: Inbox,
+    settings: WorkerSettings,
+    jobs: Arc<dyn JobStore>,
+    isolation: Isolation,
+    hold: Hold,
+    preprocessor: Arc<Preprocessor>,
+    pool: Arc<Semaphore>,
+    tx: mpsc::Sender<(Vec<Prepared>, Guard)>,
+}
+
+/// Takes batches, counts their attempts and decodes them: fresh images together, the
+/// ones tried before each alone. Stops on shutdown or when stage 2 is gone.
+async fn stage1(mut s: Stage1) {
+    let (batch_size, wait) = (s.settings.batch_size, Duration::from_millis(s.settings.batch_wait_ms));
+    let max_attempts = s.settings.max_attempts;
+    let shutdown = s.hold.shutdown.clone();
+    while let Some(tasks) = s.inbox.next_batch(batch_size, wait, &shutdown).await {
+        let guard = s.isolation.shared().await;
+        let Some(sorted) = attempts::sort(&*s.jobs, &s.hold, tasks, max_attempts).await else { return };
+        let mut batch = prepare_batch(sorted.fresh, s.preprocessor.clone(), s.pool.clone()).await;
+        batch.extend(sorted.exhausted.into_iter().map(|(task, n)| Prepared::exhausted(task, n)));
+        if batch.is_empty() {
+            // Released before an image is tried alone: that waits for every guard.
+            drop(guard);
+        } else if s.tx.send((batch, guard)).await.is_err() {
+            return;
+        }
+        for task in sorted.retried {
+            let guard = s.isolation.alone().await;
+            let Some(counted) = attempts::count_alone(&*s.jobs, &s.hold, &task, max_attempts).await else { return };
+            let batch = match counted {
+                Ok(attempt) => {
+                    tracing::info!(worker = %s.hold.worker, path = %task.message.path, attempt, "trying alone an image whose last attempt did not finish");
+                    prepare_batch(vec![task], s.preprocessor.clone(), s.pool.clone()).await
+                }
+                Err(made) => vec![Prepared::exhausted(task, made)],
+            };
+            if s.tx.send((batch, guard)).await.is_err() {
+                return;
+            }
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use imgidx_shared::embed::{DecodeError, Preprocessed, Preprocessor};
-use imgidx_shared::messages::FileStamp;
+use imgidx_shared::messages::{FailureKind, FileStamp};
 
 use crate::inbox::Task;
 
@@ -16,9 +16,32 @@ pub struct Decoded {
     pub stamp: FileStamp,
 }
 
+/// Why an image gets no vector: reported in its completion event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub reason: String,
+}
+
+impl From<DecodeError> for Failure {
+    fn from(e: DecodeError) -> Self {
+        Self { kind: e.kind(), reason: e.to_string() }
+    }
+}
+
 pub struct Prepared {
     pub task: Task,
-    pub result: Result<Decoded, DecodeError>,
+    pub result: Result<Decoded, Failure>,
+}
+
+impl Prepared {
+    /// An image given up without trying it again.
+    pub fn exhausted(task: Task, attempts: u32) -> Self {
+        let reason = format!(
+            "gave up after {attempts} attempts that did not finish (the worker stopped or crashed while working on this image)"
+        );
+        Self { task, result: Err(Failure { kind: FailureKind::RetriesExhausted, reason }) }
+    }
 }
 
 /// Preprocess every task of a batch in parallel, at most `pool` permits at once
@@ -40,9 +63,9 @@ pub async fn prepare_batch(tasks: Vec<Task>, preprocessor: Arc<Preprocessor>, po
     let mut out = Vec::with_capacity(tasks.len());
     for (task, handle) in tasks.into_iter().zip(handles) {
         let result = match handle.await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => r.map_err(Failure::from),
             // A panic inside the decoder is a property of this file: report it, don't crash.
-            _ => Err(DecodeError::NotAnImage("the decoder failed on this file".into())),
+            _ => Err(Failure::from(DecodeError::NotAnImage("the decoder failed on this file".into()))),
         };
         out.push(Prepared { task, result });
     }

@@ -43,6 +43,7 @@ pub(super) fn kind_str(kind: FailureKind) -> &'static str {
         FailureKind::Unreadable => "unreadable",
         FailureKind::NotAnImage => "not_an_image",
         FailureKind::TooLarge => "too_large",
+        FailureKind::InferenceFailed => "inference_failed",
         FailureKind::RetriesExhausted => "retries_exhausted",
     }
 }

@@ -12,7 +12,7 @@ use chrono::{Duration, Utc};
 use uuid::Uuid;
 
 use self::harness::Harness;
-use super::{ItemPage, ItemState, JobStatus, JobStore, NewItem, RequeueItem, RetryCandidates};
+use super::{AttemptCount, ItemKey, ItemPage, ItemState, JobStatus, JobStore, NewItem, RequeueItem, RetryCandidates};
 use crate::messages::{CompletionEvent, FailureKind, FileStamp, Outcome, Priority};
 
 /// Runs each named test body against every backend, as `sqlite::NAME` and `postgres::NAME`.
@@ -59,6 +59,7 @@ conformance_tests!(
     item_pages_lose_and_repeat_nothing,
     failures_are_counted_by_reason,
     retry_candidates_leave_out_images_indexed_since,
+    attempts_are_counted_on_pending_items_only,
 );
 
 pub(super) fn item(n: u128) -> NewItem {
@@ -660,4 +661,35 @@ async fn retry_candidates_leave_out_images_indexed_since(h: &Harness) {
     s.apply_events(&[indexed("later", 11)]).await.unwrap();
     let c = s.retry_candidates("lost").await.unwrap();
     assert_eq!((c.items, c.indexed_since), (vec![item(10), item(12)], 1));
+}
+
+fn key(job_id: &str, n: u128) -> ItemKey {
+    ItemKey { job_id: job_id.into(), point_id: Uuid::from_u128(n) }
+}
+
+async fn attempts_are_counted_on_pending_items_only(h: &Harness) {
+    use AttemptCount::{Earlier, NotPending, Started};
+    let s = h.store();
+    s.create_job("j", Priority::Normal, &items(0..4)).await.unwrap();
+    s.apply_events(&[indexed("j", 3)]).await.unwrap();
+
+    // A fresh batch: pending items start their first attempt, finished and unknown ones are not counted.
+    let first = s.count_attempts(&[key("j", 0), key("j", 1), key("j", 3), key("other", 0)], true).await.unwrap();
+    assert_eq!(first, vec![Started(1), Started(1), NotPending, NotPending]);
+
+    // Items tried before are set aside by `first_only` (not counted), and counted when tried alone.
+    let again = s.count_attempts(&[key("j", 0), key("j", 2)], true).await.unwrap();
+    assert_eq!(again, vec![Earlier(1), Started(1)]);
+    assert_eq!(s.count_attempts(&[key("j", 0)], false).await.unwrap(), vec![Started(2)]);
+    assert_eq!(s.count_attempts(&[key("j", 0)], true).await.unwrap(), vec![Earlier(2)]);
+    // A key listed twice counts once.
+    assert_eq!(s.count_attempts(&[key("j", 1), key("j", 1)], false).await.unwrap(), vec![Started(2), Started(2)]);
+    assert_eq!(s.count_attempts(&[], false).await.unwrap(), vec![]);
+
+    // The items listing shows them; a finished item keeps its count.
+    s.apply_events(&[failed("j", 0, FailureKind::RetriesExhausted, "gave up")]).await.unwrap();
+    assert_eq!(s.count_attempts(&[key("j", 0)], false).await.unwrap(), vec![NotPending]);
+    let listed: Vec<(u128, u32)> =
+        s.job_items("j", None, None, 10).await.unwrap().items.iter().map(|i| (i.point_id.as_u128(), i.attempts)).collect();
+    assert_eq!(listed, vec![(0, 2), (1, 2), (2, 1), (3, 0)]);
 }

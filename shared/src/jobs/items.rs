@@ -44,6 +44,8 @@ pub struct ItemRecord {
     pub failure_kind: Option<String>,
     /// The worker's human-readable explanation of a failure.
     pub reason: Option<String>,
+    /// How many times a worker started on it (see [`count_attempts`](super::JobStore::count_attempts)).
+    pub attempts: u32,
     /// When the item's outcome was recorded; None while pending.
     pub finished_at: Option<DateTime<Utc>>,
 }

@@ -4,6 +4,7 @@
 //! `shared/migrations/sqlite/`) for `imgidx serve`. `conformance.rs` holds the tests
 //! both must pass.
 
+mod attempts;
 mod batch;
 #[cfg(test)]
 mod conformance;
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+pub use attempts::{AttemptCount, ItemKey};
 pub use items::{ItemPage, ItemRecord, ItemState, RetryCandidates};
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
@@ -181,6 +183,13 @@ pub trait JobStore: Send + Sync {
     /// since. Whether another active job holds one is left to
     /// [`create_job`](Self::create_job)'s claim.
     async fn retry_candidates(&self, job_id: &str) -> Result<RetryCandidates, JobStoreError>;
+
+    /// Counts an attempt at each of `items` that is pending: at every one, or with
+    /// `first_only` only at those never attempted before. Answers per item, in input order.
+    /// A worker calls it when a batch enters decode; `first_only` lets it count a fresh
+    /// batch in one round trip and set the items that were attempted before aside, to be
+    /// counted (without `first_only`) when each is tried alone.
+    async fn count_attempts(&self, items: &[ItemKey], first_only: bool) -> Result<Vec<AttemptCount>, JobStoreError>;
 
     async fn healthy(&self) -> bool;
 }

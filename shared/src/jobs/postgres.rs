@@ -18,6 +18,7 @@
 //! Lock order, to keep concurrent writers deadlock-free: job rows (by `job_id`), then
 //! their items and claims; claims and outcomes are inserted in `point_id` order.
 
+mod attempts;
 mod items;
 mod requeue;
 mod schema;
@@ -41,7 +42,7 @@ use uuid::Uuid;
 use self::tls::Tls;
 use super::batch::{failure, kind_str, outcome_state, stored_reason, unique_by_point, unique_events};
 use super::progress::{self, FailureGroup, Finished, JobUpdate};
-use super::{ItemPage, ItemState, JobRecord, JobStatus, JobStore, JobStoreError, NewItem, RequeueItem, RetryCandidates};
+use super::{AttemptCount, ItemKey, ItemPage, ItemState, JobRecord, JobStatus, JobStore, JobStoreError, NewItem, RequeueItem, RetryCandidates};
 use crate::messages::{CompletionEvent, Priority};
 
 /// How long a caller waits for a free pooled connection before the store counts as unavailable.
@@ -247,6 +248,14 @@ impl JobStore for PostgresJobStore {
     async fn retry_candidates(&self, job_id: &str) -> Result<RetryCandidates, JobStoreError> {
         let client = self.client().await?;
         items::retry_candidates(&client, job_id).await
+    }
+
+    async fn count_attempts(&self, items: &[ItemKey], first_only: bool) -> Result<Vec<AttemptCount>, JobStoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        attempts::count(&client, items, first_only).await
     }
 
     async fn healthy(&self) -> bool {

@@ -11,6 +11,7 @@
 //! clock once per transaction (like PostgreSQL's `now()`); that clock never repeats
 //! or goes back within one open store, so "newest first" orderings are never ties.
 
+mod attempts;
 mod items;
 mod reads;
 mod requeue;
@@ -29,7 +30,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode};
 use uuid::Uuid;
 
-use super::{ItemPage, ItemState, JobRecord, JobStore, JobStoreError, NewItem, RequeueItem, RetryCandidates};
+use super::{AttemptCount, ItemKey, ItemPage, ItemState, JobRecord, JobStore, JobStoreError, NewItem, RequeueItem, RetryCandidates};
 use crate::messages::{CompletionEvent, Priority};
 
 /// Bound on [`JobStore::healthy`], so a health probe never hangs behind a long write.
@@ -193,6 +194,14 @@ impl JobStore for SqliteJobStore {
     async fn retry_candidates(&self, job_id: &str) -> Result<RetryCandidates, JobStoreError> {
         let job_id = job_id.to_owned();
         self.run("retry_candidates", move |db| items::retry_candidates(&db.conn, &job_id)).await
+    }
+
+    async fn count_attempts(&self, items: &[ItemKey], first_only: bool) -> Result<Vec<AttemptCount>, JobStoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items = items.to_vec();
+        self.run("count_attempts", move |db| attempts::count(&mut db.conn, &items, first_only)).await
     }
 
     async fn healthy(&self) -> bool {

@@ -44,6 +44,7 @@ async fn start(configure: impl FnOnce(&mut ApiSettings, &std::path::Path)) -> Te
         model_name: "test".into(),
         embedding_dim: 8,
         query: None,
+        health: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -15,6 +15,16 @@ pub struct Health {
     index_available: bool,
     queue_available: bool,
     job_store_available: bool,
+    /// Parts of this process that are waiting out a failing dependency (`serve`'s
+    /// workers holding a batch), with what fails and since when; empty when all is well.
+    troubles: Vec<TroubleBody>,
+}
+
+#[derive(Serialize)]
+pub struct TroubleBody {
+    part: String,
+    message: String,
+    since: String,
 }
 
 /// 200 when every backend answers, 503 otherwise (load balancers act on the code).
@@ -28,6 +38,12 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         index_available: index,
         queue_available: queue,
         job_store_available: jobs,
+        troubles: d
+            .health
+            .troubles()
+            .into_iter()
+            .map(|(part, t)| TroubleBody { part, message: t.message, since: rfc3339(t.since) })
+            .collect(),
     };
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }

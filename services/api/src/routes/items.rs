@@ -41,6 +41,8 @@ pub struct ItemBody {
     reason: Option<String>,
     /// What went wrong, for people; null unless failed.
     message: Option<String>,
+    /// How many times a worker started on it.
+    attempts: u32,
     finished_at: Option<String>,
 }
 
@@ -51,6 +53,7 @@ impl From<ItemRecord> for ItemBody {
             state: i.state.as_str(),
             reason: i.failure_kind,
             message: i.reason,
+            attempts: i.attempts,
             finished_at: i.finished_at.map(rfc3339),
         }
     }

@@ -124,6 +124,7 @@ mod tests {
             state: "failed".into(),
             reason: Some(reason.into()),
             message: Some(message.into()),
+            attempts: 1,
             finished_at: None,
         }
     }

@@ -129,6 +129,7 @@ pub struct JobItem {
     pub state: String,
     pub reason: Option<String>,
     pub message: Option<String>,
+    pub attempts: u32,
     pub finished_at: Option<String>,
 }
 

@@ -110,9 +110,7 @@ impl Link {
             BrokerError::Unavailable(crate::tls::hint_unknown_issuer(e.to_string(), "broker.tls_ca_file"))
         })?;
         // Declaring on every connect is idempotent and recreates what a broker lost.
-        let setup = connection.create_channel().await.map_err(unavailable)?;
-        topology::declare(&setup, &self.names, self.settings.delivery_limit).await.map_err(unavailable)?;
-        let _ = setup.close(200, "topology declared").await;
+        topology::declare(&connection, &self.names, self.settings.delivery_limit).await.map_err(unavailable)?;
         let publisher = connection.create_channel().await.map_err(unavailable)?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
         tracing::info!(connection = %self.connection_name, "broker connected");

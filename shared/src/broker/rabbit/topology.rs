@@ -3,7 +3,7 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Connection, ExchangeKind};
 
 use crate::messages::Priority;
 
@@ -49,8 +49,32 @@ fn durable() -> QueueDeclareOptions {
     QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }
 }
 
+/// Declares a queue with `args`. A queue that already exists with other arguments (an
+/// older deployment, another `broker.delivery_limit`) makes RabbitMQ refuse the declare
+/// and close the channel: then it is used as it is, with a warning, rather than
+/// failing every connection. Changing its arguments means deleting it (when empty) or a
+/// policy; docs/configuration.md says how.
+async fn declare_queue(connection: &Connection, name: &str, args: FieldTable) -> lapin::Result<()> {
+    let channel = connection.create_channel().await?;
+    match channel.queue_declare(name, durable(), args).await {
+        Ok(_) => {
+            let _ = channel.close(200, "declared").await;
+            Ok(())
+        }
+        Err(refused) => {
+            let probe = connection.create_channel().await?;
+            let passive = QueueDeclareOptions { passive: true, ..durable() };
+            probe.queue_declare(name, passive, FieldTable::default()).await.map_err(|_| refused.clone())?;
+            let _ = probe.close(200, "declared").await;
+            tracing::warn!(queue = name, error = %refused, "the queue exists with other arguments; using it as it is");
+            Ok(())
+        }
+    }
+}
+
 /// Declare every queue and exchange (idempotent: same arguments each time).
-pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> lapin::Result<()> {
+pub async fn declare(connection: &Connection, names: &Names, delivery_limit: u32) -> lapin::Result<()> {
+    let channel = &connection.create_channel().await?;
     let exchange_opts = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     channel
         .exchange_declare(&names.dead_exchange(), ExchangeKind::Direct, exchange_opts, FieldTable::default())
@@ -77,13 +101,14 @@ pub async fn declare(channel: &Channel, names: &Names, delivery_limit: u32) -> l
         // in transit; it requires reject-publish overflow.
         args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
         args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-        channel.queue_declare(&names.task_queue(p), durable(), args).await?;
+        declare_queue(connection, &names.task_queue(p), args).await?;
     }
 
     channel.queue_declare(&names.event_queue(), durable(), quorum_args()).await?;
     channel
         .exchange_declare(&names.progress_exchange(), ExchangeKind::Fanout, exchange_opts, FieldTable::default())
         .await?;
+    let _ = channel.close(200, "topology declared").await;
     Ok(())
 }
 

@@ -26,6 +26,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "0003_item_outcomes",
         sql: include_str!("../../../migrations/0003_item_outcomes.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_item_attempts",
+        sql: include_str!("../../../migrations/0004_item_attempts.sql"),
+    },
 ];
 
 /// Advisory lock held while migrating ("imgidx" in ASCII, then 1), so concurrent

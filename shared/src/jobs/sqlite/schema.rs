@@ -24,6 +24,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "0002_item_outcomes",
         sql: include_str!("../../../migrations/sqlite/0002_item_outcomes.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_item_attempts",
+        sql: include_str!("../../../migrations/sqlite/0003_item_attempts.sql"),
+    },
 ];
 
 /// How long a write waits for another connection (another process on the same file)
