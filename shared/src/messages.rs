@@ -104,6 +104,19 @@ pub struct CompletionEvent {
     pub worker: String,
 }
 
+/// A completion event the aggregator could not apply, however often it tried while the
+/// job store was up: set aside on `<prefix>.events.dead` with the error, so the events
+/// behind it (every other job) go on. An operator can read it in the management console.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename = "dead_event")]
+pub struct DeadEvent {
+    pub event: CompletionEvent,
+    /// Why applying it failed, the last time.
+    pub error: String,
+    /// How many times it was tried.
+    pub attempts: u32,
+}
+
 /// Published on the progress fanout exchange after the aggregator applies events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename = "progress")]

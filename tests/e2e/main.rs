@@ -12,4 +12,5 @@ mod reconnect;
 mod seed000_client;
 mod tls;
 mod outages;
+mod poison;
 mod redelivery;

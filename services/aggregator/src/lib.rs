@@ -1,12 +1,13 @@
 //! Progress aggregator: applies completion events (and tasks that exhausted their
 //! retries) to the job store idempotently, then publishes progress on the fanout.
 
+mod apply;
 mod batch;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use imgidx_shared::broker::{Broker, Delivery, DeliveryStream};
+use imgidx_shared::broker::{Broker, DeliveryStream};
 use imgidx_shared::config::{AggregatorSettings, Settings};
 use imgidx_shared::jobs::{JobRecord, JobStore};
 use imgidx_shared::messages::{CompletionEvent, FailureKind, ImageTask, Outcome, ProgressEvent};
@@ -14,7 +15,6 @@ use imgidx_shared::reconcile;
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// On stop, events already waiting are still applied (in `imgidx serve` the workers
 /// stop first, so their last events are waiting), until none arrives for this long…
 const DRAIN_QUIET: Duration = Duration::from_millis(250);
@@ -88,26 +88,24 @@ where
     F: Fn(T) -> CompletionEvent,
 {
     let wait = Duration::from_millis(settings.batch_wait_ms);
-    let mut backoff = Duration::from_millis(200);
     while let Some(batch) = batch::next_batch(&mut stream, settings.max_batch, wait, &shutdown).await? {
-        if apply_batch(deps, batch, &to_event).await {
-            backoff = Duration::from_millis(200);
-        } else {
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {},
-                () = shutdown.cancelled() => {},
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+        if !apply::apply_batch(deps, batch, &to_event, &shutdown).await {
+            break;
         }
     }
-    drain(settings, deps, &mut stream, &to_event).await;
+    drain(settings, deps, &mut stream, &to_event, &shutdown).await;
     Ok(())
 }
 
 /// Applies what is already waiting once a stop was asked for, so it is not redone
 /// after the restart; stops at the first quiet gap, the first failure, or `DRAIN_MAX`.
-async fn drain<T, F>(settings: &AggregatorSettings, deps: &AggregatorDeps, stream: &mut DeliveryStream<T>, to_event: &F)
-where
+async fn drain<T, F>(
+    settings: &AggregatorSettings,
+    deps: &AggregatorDeps,
+    stream: &mut DeliveryStream<T>,
+    to_event: &F,
+    stopped: &Shutdown,
+) where
     T: Clone,
     F: Fn(T) -> CompletionEvent,
 {
@@ -115,49 +113,19 @@ where
     let until = tokio::time::Instant::now() + DRAIN_MAX;
     // Never cancelled: the stop was asked for already, and `next_batch` would return at
     // once on that token; the drain's own bounds are the quiet gap and `DRAIN_MAX`.
+    // Applying gets the cancelled one, so a job store that is down ends the drain.
     let running = Shutdown::new();
     while tokio::time::Instant::now() < until {
         let next = tokio::time::timeout(DRAIN_QUIET, batch::next_batch(stream, settings.max_batch, wait, &running));
         let Ok(Ok(Some(batch))) = next.await else { break };
-        if !apply_batch(deps, batch, to_event).await {
+        if !apply::apply_batch(deps, batch, to_event, stopped).await {
             break;
         }
     }
 }
 
-/// Applies one batch and settles its deliveries; false when it was returned to the queue.
-async fn apply_batch<T, F>(deps: &AggregatorDeps, batch: Vec<Delivery<T>>, to_event: &F) -> bool
-where
-    T: Clone,
-    F: Fn(T) -> CompletionEvent,
-{
-    let events: Vec<CompletionEvent> = batch.iter().map(|d| to_event(d.message.clone())).collect();
-    match deps.jobs.apply_events(&events).await {
-        Ok(changed) => {
-            publish_progress(deps, &changed).await;
-            settle(batch, true).await;
-            true
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not apply events; returning them to the queue");
-            settle(batch, false).await;
-            false
-        }
-    }
-}
-
-async fn settle<T>(batch: Vec<Delivery<T>>, applied: bool) {
-    for d in batch {
-        let r = if applied { d.ack().await } else { d.retry().await };
-        if let Err(e) = r {
-            // Redelivery is harmless: applying an event twice counts once.
-            tracing::warn!(error = %e, "could not settle event delivery");
-        }
-    }
-}
-
 /// Live progress is best effort: watchers can always read the job store.
-async fn publish_progress(deps: &AggregatorDeps, changed: &[JobRecord]) {
+pub(crate) async fn publish_progress(deps: &AggregatorDeps, changed: &[JobRecord]) {
     for job in changed {
         let event = ProgressEvent {
             job_id: job.job_id.clone(),

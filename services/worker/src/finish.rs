@@ -99,7 +99,7 @@ impl Finisher {
                         Leaf::Error(e) => format!("the model fails on this image: {e}"),
                         Leaf::NonFinite => "the model gives a non-finite vector for this image".to_string(),
                     };
-                    Failure { kind: FailureKind::InferenceFailed, reason }
+                    Failure::new(FailureKind::InferenceFailed, &reason)
                 })
             })
             .collect())

@@ -23,9 +23,17 @@ pub struct Failure {
     pub reason: String,
 }
 
+impl Failure {
+    /// NUL bytes (a decoder quoting a file's bytes) are dropped: PostgreSQL text cannot
+    /// hold them, and the event would never apply.
+    pub fn new(kind: FailureKind, reason: &str) -> Self {
+        Self { kind, reason: reason.replace('\0', "") }
+    }
+}
+
 impl From<DecodeError> for Failure {
     fn from(e: DecodeError) -> Self {
-        Self { kind: e.kind(), reason: e.to_string() }
+        Self::new(e.kind(), &e.to_string())
     }
 }
 
@@ -40,7 +48,7 @@ impl Prepared {
         let reason = format!(
             "gave up after {attempts} attempts that did not finish (the worker stopped or crashed while working on this image)"
         );
-        Self { task, result: Err(Failure { kind: FailureKind::RetriesExhausted, reason }) }
+        Self { task, result: Err(Failure::new(FailureKind::RetriesExhausted, &reason)) }
     }
 }
 

@@ -12,13 +12,14 @@ use async_trait::async_trait;
 use tokio::sync::{broadcast, Notify};
 
 use super::{Acker, Broker, BrokerError, Delivery, DeliveryStream, PriorityStreams};
-use crate::messages::{CompletionEvent, ImageTask, Priority, ProgressEvent};
+use crate::messages::{CompletionEvent, DeadEvent, ImageTask, Priority, ProgressEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum QueueId {
     Task(Priority),
     Events,
     Dead,
+    DeadEvents,
 }
 
 struct Message {
@@ -33,6 +34,7 @@ struct Queues {
     tasks_low: VecDeque<Message>,
     events: VecDeque<Message>,
     dead: VecDeque<Message>,
+    dead_events: VecDeque<Message>,
     closed: bool,
 }
 
@@ -44,11 +46,17 @@ impl Queues {
             QueueId::Task(Priority::Low) => &mut self.tasks_low,
             QueueId::Events => &mut self.events,
             QueueId::Dead => &mut self.dead,
+            QueueId::DeadEvents => &mut self.dead_events,
         }
     }
 
     fn len(&self) -> usize {
-        self.tasks_high.len() + self.tasks_normal.len() + self.tasks_low.len() + self.events.len() + self.dead.len()
+        self.tasks_high.len()
+            + self.tasks_normal.len()
+            + self.tasks_low.len()
+            + self.events.len()
+            + self.dead.len()
+            + self.dead_events.len()
     }
 }
 
@@ -109,6 +117,11 @@ impl MemoryBroker {
     /// Live progress events (what the RabbitMQ backend's fanout exchange carries).
     pub fn subscribe_progress(&self) -> broadcast::Receiver<ProgressEvent> {
         self.shared.progress.subscribe()
+    }
+
+    /// Events set aside as unappliable (nobody consumes them here; they are for inspection).
+    pub fn dead_events(&self) -> usize {
+        self.shared.lock().dead_events.len()
     }
 
     /// Messages waiting (not delivered) in a task queue.
@@ -261,6 +274,10 @@ impl Broker for MemoryBroker {
 
     async fn consume_events(&self, _tag: &str) -> Result<DeliveryStream<CompletionEvent>, BrokerError> {
         Ok(self.consume(QueueId::Events, self.event_prefetch))
+    }
+
+    async fn dead_letter_event(&self, dead: &DeadEvent) -> Result<(), BrokerError> {
+        self.publish(QueueId::DeadEvents, std::slice::from_ref(dead))
     }
 
     async fn consume_dead_tasks(&self, _tag: &str) -> Result<DeliveryStream<ImageTask>, BrokerError> {

@@ -13,7 +13,7 @@ use futures::Stream;
 pub use memory::MemoryBroker;
 pub use rabbit::RabbitBroker;
 
-use crate::messages::{CompletionEvent, ImageTask, Priority, ProgressEvent};
+use crate::messages::{CompletionEvent, DeadEvent, ImageTask, Priority, ProgressEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -75,6 +75,8 @@ pub trait Broker: Send + Sync {
     /// Publish completion events; returns once the broker confirmed every one.
     async fn publish_events(&self, events: &[CompletionEvent]) -> Result<(), BrokerError>;
     async fn consume_events(&self, tag: &str) -> Result<DeliveryStream<CompletionEvent>, BrokerError>;
+    /// Set an event that cannot be applied aside, on the dead-event queue; returns once confirmed.
+    async fn dead_letter_event(&self, dead: &DeadEvent) -> Result<(), BrokerError>;
     /// Tasks that exhausted their delivery limit.
     async fn consume_dead_tasks(&self, tag: &str) -> Result<DeliveryStream<ImageTask>, BrokerError>;
     /// Best-effort live progress for watchers (not durable).

@@ -21,7 +21,7 @@ pub use topology::Names;
 
 use super::{Broker, BrokerError, DeliveryStream, PriorityStreams};
 use crate::config::BrokerSettings;
-use crate::messages::{CompletionEvent, ImageTask, Priority, ProgressEvent};
+use crate::messages::{CompletionEvent, ImageTask, Priority, ProgressEvent, DeadEvent};
 use link::{unavailable, Link, Live};
 
 /// Persistent delivery mode: messages survive a broker restart.
@@ -206,6 +206,10 @@ impl Broker for RabbitBroker {
 
     async fn consume_events(&self, tag: &str) -> Result<DeliveryStream<CompletionEvent>, BrokerError> {
         self.consume_one(self.names().event_queue(), tag, self.link.settings.event_prefetch).await
+    }
+
+    async fn dead_letter_event(&self, dead: &DeadEvent) -> Result<(), BrokerError> {
+        self.publish_confirmed("", &self.names().dead_event_queue(), std::slice::from_ref(dead)).await
     }
 
     async fn consume_dead_tasks(&self, tag: &str) -> Result<DeliveryStream<ImageTask>, BrokerError> {

@@ -9,6 +9,12 @@ use crate::messages::Priority;
 
 /// Routing key under which dead-lettered tasks reach the dead queue.
 const DEAD_ROUTING_KEY: &str = "dead";
+/// Routing key under which events past their delivery limit reach the dead-event queue.
+const DEAD_EVENT_ROUTING_KEY: &str = "dead-event";
+/// Deliveries of one event before RabbitMQ sets it aside. A backstop only: the
+/// aggregator holds events through a job-store outage instead of returning them, and
+/// sets a poison event aside itself, with its error, after a few tries.
+const EVENT_DELIVERY_LIMIT: i32 = 50;
 
 /// All names derived from one prefix, so deployments and test runs never share state.
 #[derive(Debug, Clone)]
@@ -34,6 +40,9 @@ impl Names {
     pub fn event_queue(&self) -> String {
         format!("{}.events", self.prefix)
     }
+    pub fn dead_event_queue(&self) -> String {
+        format!("{}.events.dead", self.prefix)
+    }
     pub fn progress_exchange(&self) -> String {
         format!("{}.progress", self.prefix)
     }
@@ -47,6 +56,20 @@ fn quorum_args() -> FieldTable {
 
 fn durable() -> QueueDeclareOptions {
     QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() }
+}
+
+/// Quorum queue arguments: past `limit` deliveries a message goes to the dead-letter
+/// exchange under `routing_key`.
+fn dead_lettering(names: &Names, limit: i32, routing_key: &str) -> FieldTable {
+    let mut args = quorum_args();
+    args.insert("x-delivery-limit".into(), AMQPValue::LongInt(limit));
+    args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(names.dead_exchange().into()));
+    args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(routing_key.into()));
+    // At-least-once dead-lettering (quorum queues, 3.10+) so a dead message is never
+    // dropped in transit; it requires reject-publish overflow.
+    args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
+    args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    args
 }
 
 /// Declares a queue with `args`. A queue that already exists with other arguments (an
@@ -91,20 +114,24 @@ pub async fn declare(connection: &Connection, names: &Names, delivery_limit: u32
         .await?;
 
     for p in Priority::DESCENDING {
-        let mut args = quorum_args();
-        // A task that keeps failing (or keeps crashing its worker) is dead-lettered after
-        // this many deliveries instead of looping forever; the aggregator reports it failed.
-        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(delivery_limit.min(i32::MAX as u32) as i32));
-        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(names.dead_exchange().into()));
-        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(DEAD_ROUTING_KEY.into()));
-        // At-least-once dead-lettering (quorum queues, 3.10+) so a dead task is never dropped
-        // in transit; it requires reject-publish overflow.
-        args.insert("x-dead-letter-strategy".into(), AMQPValue::LongString("at-least-once".into()));
-        args.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-        declare_queue(connection, &names.task_queue(p), args).await?;
+        // A task that keeps crashing its workers is dead-lettered after this many
+        // deliveries instead of looping forever; the aggregator reports it failed.
+        let limit = delivery_limit.min(i32::MAX as u32) as i32;
+        declare_queue(connection, &names.task_queue(p), dead_lettering(names, limit, DEAD_ROUTING_KEY)).await?;
     }
 
-    channel.queue_declare(&names.event_queue(), durable(), quorum_args()).await?;
+    channel.queue_declare(&names.dead_event_queue(), durable(), quorum_args()).await?;
+    channel
+        .queue_bind(
+            &names.dead_event_queue(),
+            &names.dead_exchange(),
+            DEAD_EVENT_ROUTING_KEY,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    declare_queue(connection, &names.event_queue(), dead_lettering(names, EVENT_DELIVERY_LIMIT, DEAD_EVENT_ROUTING_KEY))
+        .await?;
     channel
         .exchange_declare(&names.progress_exchange(), ExchangeKind::Fanout, exchange_opts, FieldTable::default())
         .await?;
