@@ -11,6 +11,7 @@ mod reconcile;
 mod reconnect;
 mod seed000_client;
 mod tls;
+mod topology;
 mod outages;
 mod poison;
 mod redelivery;
