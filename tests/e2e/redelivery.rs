@@ -42,11 +42,7 @@ async fn a_worker_dropped_mid_batch_loses_nothing() {
     doomed.crash().await;
 
     let w = cluster.spawn_worker("survivor", cluster.settings.worker.clone()).await;
-    let done = cluster.wait_job(&job_id, WAIT).await;
-    assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(done["progress"]["processed_images"], n, "{done}");
-    assert_eq!(done["progress"]["failed_images"], 0, "{done}");
-    assert_eq!(cluster.vectors.count().await.unwrap(), n as u64);
+    cluster.wait_all_indexed(&job_id, n as u64, WAIT).await;
     assert_eq!(w.stop().await.indexed, n as u64);
     cluster.stop().await;
 }

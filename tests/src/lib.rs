@@ -311,6 +311,17 @@ impl Cluster {
         self.post("/api/v1/index/add-images", json!({ "image_paths": paths, "priority": priority })).await
     }
 
+    /// Waits for the job and checks that it completed with all `n` images indexed, none
+    /// failed, and one point per image in the store (which holds only this job's).
+    pub async fn wait_all_indexed(&self, job_id: &str, n: u64, timeout: Duration) -> Value {
+        let done = self.wait_job(job_id, timeout).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(done["progress"]["processed_images"], n, "{done}");
+        assert_eq!(done["progress"]["failed_images"], 0, "{done}");
+        assert_eq!(self.vectors.count().await.unwrap(), n);
+        done
+    }
+
     /// Poll the job's status until it is completed or failed.
     pub async fn wait_job(&self, job_id: &str, timeout: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use imgidx_shared::broker::MemoryBroker;
 use imgidx_shared::config::ApiSettings;
+use imgidx_shared::health::HealthBoard;
 use imgidx_shared::jobs::SqliteJobStore;
 use imgidx_shared::service::ServiceError;
 use imgidx_shared::shutdown::Shutdown;
@@ -29,6 +30,8 @@ struct TestServer {
     shutdown: Shutdown,
     handle: JoinHandle<Result<(), ServiceError>>,
     dir: tempfile::TempDir,
+    /// What the server's `/health` reports of other parts of the process.
+    health: HealthBoard,
 }
 
 async fn start(configure: impl FnOnce(&mut ApiSettings, &std::path::Path)) -> TestServer {
@@ -44,14 +47,15 @@ async fn start(configure: impl FnOnce(&mut ApiSettings, &std::path::Path)) -> Te
         model_name: "test".into(),
         embedding_dim: 8,
         query: None,
-        health: Default::default(),
+        health: HealthBoard::default(),
     };
+    let health = deps.health.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
     let handle = tokio::spawn(async move { crate::serve(&settings, deps, listener, s).await });
-    TestServer { addr, base: format!("http://{addr}"), http: reqwest::Client::new(), shutdown, handle, dir }
+    TestServer { addr, base: format!("http://{addr}"), http: reqwest::Client::new(), shutdown, handle, dir, health }
 }
 
 impl TestServer {
@@ -288,4 +292,23 @@ async fn a_stop_drains_requests_in_flight_within_the_request_timeout() {
     let answer = stalled.await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     drop(idle);
+}
+
+#[tokio::test]
+async fn health_lists_the_troubles_of_the_process() {
+    let server = start(|_, _| {}).await;
+    let (code, _, body) = server.send(server.get("/health")).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["troubles"], json!([]), "{body}");
+
+    server.health.report("host.worker-1-0", "upsert into the vector store failing, retrying: down".into());
+    let (code, _, body) = server.send(server.get("/health")).await;
+    assert_eq!(code, 200, "the backends themselves answer: {body}");
+    assert_eq!(body["troubles"][0]["part"], "host.worker-1-0", "{body}");
+    assert!(body["troubles"][0]["message"].as_str().unwrap().contains("vector store"), "{body}");
+    assert!(body["troubles"][0]["since"].as_str().unwrap().ends_with('Z'), "{body}");
+
+    server.health.clear("host.worker-1-0");
+    let (_, _, body) = server.send(server.get("/health")).await;
+    assert_eq!(body["troubles"], json!([]), "{body}");
 }
