@@ -2,6 +2,7 @@
 //! traits (with production and embedded backends) for the broker, the job
 //! store, the vector store and the CLIP embedder.
 
+pub mod backoff;
 pub mod broker;
 pub mod config;
 pub mod embed;

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use imgidx_shared::backoff::Backoff;
 use imgidx_shared::broker::Delivery;
 use imgidx_shared::messages::{CompletionEvent, DeadEvent};
 use imgidx_shared::shutdown::Shutdown;
@@ -17,14 +18,8 @@ const POISON_TRIES: u32 = 3;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Sleeps `backoff` (then doubles it); false when shutdown came first.
-async fn pause(backoff: &mut Duration, shutdown: &Shutdown) -> bool {
-    let go_on = tokio::select! {
-        () = tokio::time::sleep(*backoff) => true,
-        () = shutdown.cancelled() => false,
-    };
-    *backoff = (*backoff * 2).min(MAX_BACKOFF);
-    go_on
+fn new_backoff() -> Backoff {
+    Backoff::new(FIRST_BACKOFF, MAX_BACKOFF)
 }
 
 /// Applies and settles `batch`; false when shutdown came while the job store was down
@@ -35,7 +30,7 @@ where
     F: Fn(T) -> CompletionEvent,
 {
     let events: Vec<CompletionEvent> = batch.iter().map(|d| to_event(d.message.clone())).collect();
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = new_backoff();
     loop {
         match deps.jobs.apply_events(&events).await {
             Ok(changed) => {
@@ -44,13 +39,15 @@ where
                 return true;
             }
             Err(e) if !deps.jobs.healthy().await => {
-                tracing::warn!(error = %e, events = events.len(), retry_in = ?backoff, "job store unavailable; holding the events");
-                if !pause(&mut backoff, shutdown).await {
+                tracing::warn!(error = %e, events = events.len(), retry_in = ?backoff.next(), "job store unavailable; holding the events");
+                if !backoff.pause(shutdown).await {
                     return false;
                 }
             }
-            Err(e) if batch.len() > 1 => {
-                tracing::warn!(error = %e, events = events.len(), "a batch of events failed; applying them one by one");
+            Err(e) => {
+                if events.len() > 1 {
+                    tracing::warn!(error = %e, events = events.len(), "a batch of events failed; applying them one by one");
+                }
                 for (delivery, event) in batch.into_iter().zip(events) {
                     if !apply_one(deps, delivery, event, shutdown).await {
                         return false;
@@ -58,18 +55,12 @@ where
                 }
                 return true;
             }
-            Err(_) => {
-                let (Some(delivery), Some(event)) = (batch.into_iter().next(), events.into_iter().next()) else {
-                    return true;
-                };
-                return apply_one(deps, delivery, event, shutdown).await;
-            }
         }
     }
 }
 
 async fn apply_one<T>(deps: &AggregatorDeps, delivery: Delivery<T>, event: CompletionEvent, shutdown: &Shutdown) -> bool {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = new_backoff();
     let mut tries = 0;
     loop {
         match deps.jobs.apply_events(std::slice::from_ref(&event)).await {
@@ -80,7 +71,7 @@ async fn apply_one<T>(deps: &AggregatorDeps, delivery: Delivery<T>, event: Compl
             }
             // An outage is no fault of the event's: not counted.
             Err(e) if !deps.jobs.healthy().await => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "job store unavailable; holding the event");
+                tracing::warn!(error = %e, retry_in = ?backoff.next(), "job store unavailable; holding the event");
             }
             Err(e) => {
                 tries += 1;
@@ -90,17 +81,17 @@ async fn apply_one<T>(deps: &AggregatorDeps, delivery: Delivery<T>, event: Compl
                 }
             }
         }
-        if !pause(&mut backoff, shutdown).await {
+        if !backoff.pause(shutdown).await {
             return false;
         }
     }
 }
 
 async fn set_aside<T>(deps: &AggregatorDeps, delivery: Delivery<T>, dead: DeadEvent, shutdown: &Shutdown) -> bool {
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = new_backoff();
     while let Err(e) = deps.broker.dead_letter_event(&dead).await {
-        tracing::warn!(error = %e, retry_in = ?backoff, "could not set an unappliable event aside; trying again");
-        if !pause(&mut backoff, shutdown).await {
+        tracing::warn!(error = %e, retry_in = ?backoff.next(), "could not set an unappliable event aside; trying again");
+        if !backoff.pause(shutdown).await {
             return false;
         }
     }

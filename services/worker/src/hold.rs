@@ -7,13 +7,14 @@ use std::fmt::Display;
 use std::future::Future;
 use std::time::Duration;
 
+use imgidx_shared::backoff::Backoff;
 use imgidx_shared::health::HealthBoard;
 use imgidx_shared::shutdown::Shutdown;
 
 /// First pause after a failure; it doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest pause between two tries.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Tries again until it works or the worker shuts down, reporting to the log and the
 /// health board while it waits.
@@ -33,7 +34,7 @@ impl Hold {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut failures = 0u32;
         loop {
             match op().await {
@@ -46,16 +47,12 @@ impl Hold {
                 }
                 Err(e) => {
                     failures += 1;
-                    tracing::warn!(worker = %self.worker, step, error = %e, retry_in = ?backoff, failures, "step failed; holding the batch and trying again");
+                    tracing::warn!(worker = %self.worker, step, error = %e, retry_in = ?backoff.next(), failures, "step failed; holding the batch and trying again");
                     self.health.report(&self.worker, format!("{step} failing, retrying: {e}"));
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {},
-                        () = self.shutdown.cancelled() => {
-                            self.health.clear(&self.worker);
-                            return None;
-                        }
+                    if !backoff.pause(&self.shutdown).await {
+                        self.health.clear(&self.worker);
+                        return None;
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
