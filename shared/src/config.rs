@@ -158,11 +158,22 @@ pub struct JobStoreSettings {
     pub requeue_after_secs: u64,
     /// Seconds between reconcile passes (run by the aggregator).
     pub reconcile_interval_secs: u64,
+    /// Reconcile: an active job whose tasks were never confirmed published this long after
+    /// it was created (the API died between its commit and its publish) is published,
+    /// whatever the queue depth.
+    pub publish_grace_secs: u64,
 }
 
 impl Default for JobStoreSettings {
     fn default() -> Self {
-        Self { url: None, pool_size: 16, tls_ca_file: None, requeue_after_secs: 3600, reconcile_interval_secs: 60 }
+        Self {
+            url: None,
+            pool_size: 16,
+            tls_ca_file: None,
+            requeue_after_secs: 3600,
+            reconcile_interval_secs: 60,
+            publish_grace_secs: 30,
+        }
     }
 }
 

@@ -1,21 +1,30 @@
 //! Reconcile: put unfinished items of unfinished jobs back on the task queue.
 //!
 //! `imgidx serve` runs it once on start, for every pending item, because its in-process
-//! queue starts empty. In the distributed mode the aggregator runs it periodically for
-//! items pending longer than `jobs.requeue_after_secs`, and only while the task queues
-//! hold no waiting messages: a long backlog is slow, not lost, and must not be queued
-//! twice. Nor while completion events wait to be applied: an aggregator back from an
-//! outage applies them first, and the items they finish are not stale. Queueing an item again is harmless when the first task was not lost after
-//! all: the upsert replaces the same point and the job store counts an item once.
+//! queue starts empty. In the distributed mode the aggregator runs it periodically, for
+//! two kinds of loss:
+//!
+//! * A job whose tasks were never confirmed published `jobs.publish_grace_secs` after
+//!   it was created (the API died or lost the broker between its commit and its
+//!   publish) is published whatever the queue depth: nothing else would ever queue it,
+//!   and a busy fleet's queues are never empty.
+//! * Items pending longer than `jobs.requeue_after_secs` are queued again, but only while
+//!   the task queues hold no waiting messages: a long backlog is slow, not lost, and must
+//!   not be queued twice. Nor while completion events wait to be applied: an aggregator
+//!   back from an outage applies them first, and the items they finish are not stale.
+//!
+//! Queueing an item again is harmless when the first task was not lost after all: the
+//! upsert replaces the same point and the job store counts an item once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::broker::{Broker, BrokerError};
-use crate::jobs::{JobStore, JobStoreError};
+use crate::config::JobStoreSettings;
+use crate::jobs::{ItemKey, JobStore, JobStoreError, RequeueItem};
 use crate::messages::{ImageTask, Priority};
 use crate::shutdown::Shutdown;
 
@@ -44,24 +53,61 @@ pub async fn requeue_stale(
     loop {
         let items = jobs.requeue_stale_items(queued_before, BATCH).await?;
         let taken = items.len();
-        let mut by_priority: BTreeMap<Priority, Vec<ImageTask>> = BTreeMap::new();
-        for r in items {
-            by_priority.entry(r.priority).or_default().push(ImageTask {
-                job_id: r.job_id,
-                point_id: r.item.point_id,
-                path: r.item.path,
-                stamp: r.item.stamp,
-            });
-        }
-        // Highest first, so a restart keeps the priority order.
-        for (priority, tasks) in by_priority.into_iter().rev() {
-            publish_patiently(broker, priority, &tasks, shutdown).await?;
-            queued += tasks.len() as u64;
-        }
+        queued += publish_by_priority(broker, items, shutdown).await?;
         if taken < BATCH || shutdown.is_cancelled() {
             return Ok(queued);
         }
     }
+}
+
+/// Publish the pending items of every active job created at or before `created_before`
+/// whose tasks were never confirmed published, then mark those jobs published. Returns
+/// how many tasks were published. A pass that stops early (error, shutdown) marks
+/// nothing, so the next pass publishes those jobs again: duplicates, never a loss.
+pub async fn publish_unpublished(
+    jobs: &dyn JobStore,
+    broker: &dyn Broker,
+    created_before: DateTime<Utc>,
+    shutdown: &Shutdown,
+) -> Result<u64, ReconcileError> {
+    let (mut published, mut after, mut job_ids) = (0u64, None::<ItemKey>, BTreeSet::new());
+    loop {
+        let items = jobs.unpublished_items(created_before, after.as_ref(), BATCH).await?;
+        let taken = items.len();
+        if let Some(last) = items.last() {
+            after = Some(ItemKey { job_id: last.job_id.clone(), point_id: last.item.point_id });
+        }
+        job_ids.extend(items.iter().map(|r| r.job_id.clone()));
+        published += publish_by_priority(broker, items, shutdown).await?;
+        if taken < BATCH {
+            break;
+        }
+        if shutdown.is_cancelled() {
+            return Ok(published);
+        }
+    }
+    jobs.mark_published(&job_ids.into_iter().collect::<Vec<_>>()).await?;
+    Ok(published)
+}
+
+/// Publish items as tasks of their job's priority, highest first, so a restart keeps the
+/// priority order. Returns how many were published.
+async fn publish_by_priority(broker: &dyn Broker, items: Vec<RequeueItem>, shutdown: &Shutdown) -> Result<u64, BrokerError> {
+    let mut by_priority: BTreeMap<Priority, Vec<ImageTask>> = BTreeMap::new();
+    for r in items {
+        by_priority.entry(r.priority).or_default().push(ImageTask {
+            job_id: r.job_id,
+            point_id: r.item.point_id,
+            path: r.item.path,
+            stamp: r.item.stamp,
+        });
+    }
+    let mut published = 0u64;
+    for (priority, tasks) in by_priority.into_iter().rev() {
+        publish_patiently(broker, priority, &tasks, shutdown).await?;
+        published += tasks.len() as u64;
+    }
+    Ok(published)
 }
 
 /// Publish, waiting while a bounded in-process queue is full (workers drain it). Items
@@ -86,48 +132,89 @@ async fn publish_patiently(
     }
 }
 
+/// When the periodic reconcile of the distributed mode acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Periodic {
+    /// Items pending this long after they were queued are queued again (while the queues
+    /// are idle); zero turns that off.
+    pub requeue_after: Duration,
+    /// Jobs never confirmed published this long after their creation are published; zero
+    /// turns that off.
+    pub publish_grace: Duration,
+    /// Between passes; zero turns the reconcile off.
+    pub interval: Duration,
+}
+
+impl Periodic {
+    pub fn from_settings(jobs: &JobStoreSettings) -> Self {
+        Self {
+            requeue_after: Duration::from_secs(jobs.requeue_after_secs),
+            publish_grace: Duration::from_secs(jobs.publish_grace_secs),
+            interval: Duration::from_secs(jobs.reconcile_interval_secs),
+        }
+    }
+}
+
 /// The periodic reconcile of the distributed mode; returns on shutdown. Errors are
 /// logged and retried at the next pass: reconcile is a safety net, not a dependency.
-pub async fn run_periodic(
-    jobs: Arc<dyn JobStore>,
-    broker: Arc<dyn Broker>,
-    requeue_after: Duration,
-    interval: Duration,
-    shutdown: Shutdown,
-) {
-    if requeue_after.is_zero() || interval.is_zero() {
-        tracing::info!("periodic reconcile is off (jobs.requeue_after_secs or jobs.reconcile_interval_secs is 0)");
+pub async fn run_periodic(jobs: Arc<dyn JobStore>, broker: Arc<dyn Broker>, when: Periodic, shutdown: Shutdown) {
+    let requeue_after = positive(when.requeue_after, "jobs.requeue_after_secs");
+    let publish_grace = positive(when.publish_grace, "jobs.publish_grace_secs");
+    if when.interval.is_zero() || (requeue_after.is_none() && publish_grace.is_none()) {
+        tracing::info!("periodic reconcile is off (jobs.reconcile_interval_secs is 0, or both requeue_after_secs and publish_grace_secs are)");
         return;
     }
-    let Ok(after) = chrono::Duration::from_std(requeue_after) else {
-        tracing::warn!(?requeue_after, "periodic reconcile is off: jobs.requeue_after_secs is out of range");
-        return;
-    };
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(when.interval) => {}
             _ = shutdown.cancelled() => return,
         }
-        let waiting = match (broker.waiting_tasks().await, broker.waiting_events().await) {
-            (Ok(tasks), Ok(events)) => Ok((tasks, events)),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        };
-        match waiting {
-            Ok((0, 0)) => {}
-            Ok((tasks, events)) => {
-                tracing::debug!(tasks, events, "reconcile: tasks or events are waiting; nothing is stale yet");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reconcile: cannot read the queue depth; skipping this pass");
-                continue;
+        if let Some(grace) = publish_grace {
+            match publish_unpublished(jobs.as_ref(), broker.as_ref(), Utc::now() - grace, &shutdown).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(published = n, "reconcile: published the tasks of jobs whose publish was lost"),
+                Err(e) => tracing::warn!(error = %e, "reconcile: publishing unpublished jobs failed; retrying at the next pass"),
             }
         }
-        match requeue_stale(jobs.as_ref(), broker.as_ref(), Utc::now() - after, &shutdown).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(requeued = n, "reconcile: queued stale items again (their tasks were lost)"),
-            Err(e) => tracing::warn!(error = %e, "reconcile pass failed; retrying at the next one"),
+        if let Some(after) = requeue_after {
+            requeue_if_idle(jobs.as_ref(), broker.as_ref(), after, &shutdown).await;
         }
+    }
+}
+
+/// A duration as chrono's, or None when zero (off) or out of range (off, with a warning).
+fn positive(d: Duration, key: &str) -> Option<chrono::Duration> {
+    if d.is_zero() {
+        return None;
+    }
+    let converted = chrono::Duration::from_std(d).ok();
+    if converted.is_none() {
+        tracing::warn!(?d, key, "this part of the reconcile is off: the setting is out of range");
+    }
+    converted
+}
+
+/// Queue stale items again, unless tasks or events wait (see the module docs).
+async fn requeue_if_idle(jobs: &dyn JobStore, broker: &dyn Broker, after: chrono::Duration, shutdown: &Shutdown) {
+    let waiting = match (broker.waiting_tasks().await, broker.waiting_events().await) {
+        (Ok(tasks), Ok(events)) => Ok((tasks, events)),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    match waiting {
+        Ok((0, 0)) => {}
+        Ok((tasks, events)) => {
+            tracing::debug!(tasks, events, "reconcile: tasks or events are waiting; nothing is stale yet");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reconcile: cannot read the queue depth; skipping this pass");
+            return;
+        }
+    }
+    match requeue_stale(jobs, broker, Utc::now() - after, shutdown).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(requeued = n, "reconcile: queued stale items again (their tasks were lost)"),
+        Err(e) => tracing::warn!(error = %e, "reconcile pass failed; retrying at the next one"),
     }
 }
 
@@ -160,7 +247,8 @@ mod tests {
         broker.publish_events(&[event]).await.unwrap();
         let shutdown = Shutdown::new();
         let tick = Duration::from_millis(20);
-        let run = tokio::spawn(run_periodic(jobs.clone(), broker.clone(), Duration::from_millis(1), tick, shutdown.clone()));
+        let when = Periodic { requeue_after: Duration::from_millis(1), publish_grace: Duration::ZERO, interval: tick };
+        let run = tokio::spawn(run_periodic(jobs.clone(), broker.clone(), when, shutdown.clone()));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(broker.waiting_tasks().await.unwrap(), 0, "requeued while its event waited");
         // Once the event is taken (its job store write is what decides), the item is stale again.

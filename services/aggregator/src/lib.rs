@@ -31,13 +31,8 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), ServiceEr
     let jobs = service::job_store(&settings).await?;
     let broker = service::broker(&settings, "aggregator").await?;
     let tag = format!("{}.aggregator-{}", settings.node_name(), std::process::id());
-    let reconcile = tokio::spawn(reconcile::run_periodic(
-        jobs.clone(),
-        broker.clone(),
-        Duration::from_secs(settings.jobs.requeue_after_secs),
-        Duration::from_secs(settings.jobs.reconcile_interval_secs),
-        shutdown.clone(),
-    ));
+    let when = reconcile::Periodic::from_settings(&settings.jobs);
+    let reconcile = tokio::spawn(reconcile::run_periodic(jobs.clone(), broker.clone(), when, shutdown.clone()));
     let result = serve(&settings.aggregator, AggregatorDeps { broker: broker.clone(), jobs }, &tag, shutdown.clone()).await;
     // A failed serve must stop the reconcile too, or `run` would never return.
     shutdown.cancel();

@@ -9,7 +9,6 @@
 
 use std::fs::File;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
@@ -139,10 +138,10 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
             tasks.spawn(async move { requeue_unfinished(j, b, s).await });
         }
         Queue::Rabbit => {
-            let (after, every) = (settings.jobs.requeue_after_secs, settings.jobs.reconcile_interval_secs);
+            let when = reconcile::Periodic::from_settings(&settings.jobs);
             let (j, b, s) = (jobs.clone(), agg_broker.clone(), shutdown.clone());
             tasks.spawn(async move {
-                reconcile::run_periodic(j, b, Duration::from_secs(after), Duration::from_secs(every), s).await;
+                reconcile::run_periodic(j, b, when, s).await;
                 Ok(())
             });
         }

@@ -60,6 +60,7 @@ conformance_tests!(
     failures_are_counted_by_reason,
     retry_candidates_leave_out_images_indexed_since,
     attempts_are_counted_on_pending_items_only,
+    unpublished_jobs_are_listed_until_marked,
 );
 
 pub(super) fn item(n: u128) -> NewItem {
@@ -692,4 +693,46 @@ async fn attempts_are_counted_on_pending_items_only(h: &Harness) {
     let listed: Vec<(u128, u32)> =
         s.job_items("j", None, None, 10).await.unwrap().items.iter().map(|i| (i.point_id.as_u128(), i.attempts)).collect();
     assert_eq!(listed, vec![(0, 2), (1, 2), (2, 1), (3, 0)]);
+}
+
+async fn unpublished_jobs_are_listed_until_marked(h: &Harness) {
+    let s = h.store();
+    let before_any = Utc::now() - Duration::seconds(1);
+    let unstamped = NewItem { stamp: None, ..item(0) };
+    // a: running, 0 and 2 pending; b: queued; c: failed; d: published.
+    s.create_job("a", Priority::High, &[item(2), unstamped.clone(), item(1)]).await.unwrap();
+    s.apply_events(&[indexed("a", 1)]).await.unwrap();
+    s.create_job("b", Priority::Low, &items(3..5)).await.unwrap();
+    s.create_job("c", Priority::Normal, &items(5..7)).await.unwrap();
+    s.fail_job("c", "tasks lost").await.unwrap();
+    s.create_job("d", Priority::Normal, &items(7..9)).await.unwrap();
+    s.mark_published(&["d".to_string()]).await.unwrap();
+    let cutoff = Utc::now();
+    // Created after the cutoff: still within its grace period.
+    s.create_job("e", Priority::Normal, &items(9..10)).await.unwrap();
+
+    assert!(s.unpublished_items(before_any, None, 100).await.unwrap().is_empty(), "created after that cutoff");
+    let expected = vec![
+        requeued("a", Priority::High, unstamped),
+        requeued("a", Priority::High, item(2)),
+        requeued("b", Priority::Low, item(3)),
+        requeued("b", Priority::Low, item(4)),
+    ];
+    assert_eq!(s.unpublished_items(cutoff, None, 100).await.unwrap(), expected);
+    // Reads only: the same again, and in keyset pages.
+    let first = s.unpublished_items(cutoff, None, 3).await.unwrap();
+    assert_eq!(first, expected[..3]);
+    assert_eq!(s.unpublished_items(cutoff, Some(&key("b", 3)), 3).await.unwrap(), expected[3..]);
+    assert!(s.unpublished_items(cutoff, None, 0).await.unwrap().is_empty());
+
+    // Marked jobs are gone; marking twice, or an unknown job, changes nothing else.
+    s.mark_published(&["a".to_string(), "nope".to_string()]).await.unwrap();
+    s.mark_published(&["a".to_string()]).await.unwrap();
+    s.mark_published(&[]).await.unwrap();
+    assert_eq!(s.unpublished_items(cutoff, None, 100).await.unwrap(), expected[2..]);
+    let later = Utc::now() + Duration::seconds(1);
+    let left: Vec<String> = s.unpublished_items(later, None, 100).await.unwrap().into_iter().map(|r| r.job_id).collect();
+    assert_eq!(left, vec!["b", "b", "e"]);
+    let a = s.job("a").await.unwrap().unwrap();
+    assert_eq!((a.status, a.processed_images), (JobStatus::Running, 1), "marking leaves progress alone");
 }

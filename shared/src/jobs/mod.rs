@@ -161,6 +161,22 @@ pub trait JobStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<RequeueItem>, JobStoreError>;
 
+    /// Records that the tasks of `job_ids` are confirmed published: by the API once the
+    /// broker confirmed them, or by the reconcile that published them itself. Jobs
+    /// unknown or already marked are left as they are.
+    async fn mark_published(&self, job_ids: &[String]) -> Result<(), JobStoreError>;
+
+    /// At most `limit` pending items of active jobs created at or before `created_before`
+    /// whose tasks were never confirmed published (see [`mark_published`](Self::mark_published)),
+    /// in `(job_id, point_id)` order after `after`: keyset pages for the reconcile, which
+    /// publishes them whatever the queue depth. Reads only.
+    async fn unpublished_items(
+        &self,
+        created_before: DateTime<Utc>,
+        after: Option<&ItemKey>,
+        limit: usize,
+    ) -> Result<Vec<RequeueItem>, JobStoreError>;
+
     /// At most `limit` items of a job (those in `state`, or all), in `point_id` order,
     /// starting after the point `after`: keyset pages, so paging through a job that
     /// changes meanwhile never repeats an item nor skips one that stays in `state`.

@@ -226,6 +226,27 @@ impl JobStore for PostgresJobStore {
         requeue::take_stale(&client, queued_before, limit).await
     }
 
+    async fn mark_published(&self, job_ids: &[String]) -> Result<(), JobStoreError> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        requeue::mark_published(&client, job_ids).await
+    }
+
+    async fn unpublished_items(
+        &self,
+        created_before: DateTime<Utc>,
+        after: Option<&ItemKey>,
+        limit: usize,
+    ) -> Result<Vec<RequeueItem>, JobStoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        requeue::unpublished(&client, created_before, after, limit).await
+    }
+
     async fn job_items(
         &self,
         job_id: &str,

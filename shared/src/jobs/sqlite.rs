@@ -172,6 +172,31 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
+    async fn mark_published(&self, job_ids: &[String]) -> Result<(), JobStoreError> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        let job_ids = job_ids.to_vec();
+        self.run("mark_published", move |db| {
+            let now = db.clock.now();
+            requeue::mark_published(&mut db.conn, now, &job_ids)
+        })
+        .await
+    }
+
+    async fn unpublished_items(
+        &self,
+        created_before: DateTime<Utc>,
+        after: Option<&ItemKey>,
+        limit: usize,
+    ) -> Result<Vec<RequeueItem>, JobStoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let after = after.cloned();
+        self.run("unpublished_items", move |db| requeue::unpublished(&db.conn, created_before, after.as_ref(), limit)).await
+    }
+
     async fn job_items(
         &self,
         job_id: &str,

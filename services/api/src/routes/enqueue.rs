@@ -1,7 +1,9 @@
 //! The step add-images and retry share: create a job over the candidates no active
 //! job holds, publish its tasks, and answer only once both are durable. If publishing
 //! fails the job is failed (its claims released) and the client gets 503: nothing
-//! looks queued that is not.
+//! looks queued that is not. Once the broker confirmed the tasks the job is marked
+//! published; a job left unmarked (this process died in between) is published by the
+//! reconcile after `jobs.publish_grace_secs`.
 
 use axum::http::StatusCode;
 use axum::Json;
@@ -60,6 +62,11 @@ async fn commit_and_publish(
             tracing::error!(job_id, error = %store_err, "could not mark unqueued job failed");
         }
         return Err(e.into());
+    }
+    // Failing to record it costs a duplicate publish by the reconcile after its grace
+    // period (harmless: the same point is replaced), not the job.
+    if let Err(e) = state.deps.jobs.mark_published(std::slice::from_ref(&job_id)).await {
+        tracing::warn!(job_id, error = %e, "could not record that the job's tasks were published; the reconcile will publish them again");
     }
     tracing::info!(job_id, new = tasks.len(), unchanged, already_queued, priority = priority.as_str(), "job queued");
 

@@ -1,11 +1,13 @@
-//! [`JobStore::requeue_stale_items`](crate::jobs::JobStore::requeue_stale_items) for PostgreSQL.
+//! What the reconcile puts back on the task queue, for PostgreSQL:
+//! [`JobStore::requeue_stale_items`](crate::jobs::JobStore::requeue_stale_items) and the
+//! items of jobs never published ([`JobStore::unpublished_items`](crate::jobs::JobStore::unpublished_items)).
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::PgResultExt;
-use crate::jobs::{JobStoreError, NewItem, RequeueItem};
+use crate::jobs::{ItemKey, JobStoreError, NewItem, RequeueItem};
 use crate::jobs::batch::stamp;
 use crate::messages::Priority;
 
@@ -42,6 +44,39 @@ pub(super) async fn take_stale(
     let stmt = client.prepare_cached(TAKE_STALE).await.ctx(CONTEXT)?;
     let rows = client.query(&stmt, &[&queued_before, &limit]).await.ctx(CONTEXT)?;
     rows.iter().map(requeue_item).collect()
+}
+
+/// Keyset over `(job_id, point_id)`; `('', nil)` sorts before every real item.
+const UNPUBLISHED: &str = "
+    SELECT i.job_id, j.priority, i.point_id, i.path, i.size, i.mtime_ns
+    FROM jobs j JOIN job_items i ON i.job_id = j.job_id
+    WHERE j.published_at IS NULL AND j.status IN ('queued', 'running') AND j.created_at <= $1
+      AND i.state = 'pending' AND (i.job_id, i.point_id) > ($2::text, $3::uuid)
+    ORDER BY i.job_id, i.point_id
+    LIMIT $4";
+
+pub(super) async fn unpublished(
+    client: &deadpool_postgres::Client,
+    created_before: DateTime<Utc>,
+    after: Option<&ItemKey>,
+    limit: usize,
+) -> Result<Vec<RequeueItem>, JobStoreError> {
+    const CONTEXT: &str = "unpublished_items";
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (after_job, after_point) = after.map_or(("", Uuid::nil()), |k| (k.job_id.as_str(), k.point_id));
+    let stmt = client.prepare_cached(UNPUBLISHED).await.ctx(CONTEXT)?;
+    let rows = client.query(&stmt, &[&created_before, &after_job, &after_point, &limit]).await.ctx(CONTEXT)?;
+    rows.iter().map(requeue_item).collect()
+}
+
+pub(super) async fn mark_published(client: &deadpool_postgres::Client, job_ids: &[String]) -> Result<(), JobStoreError> {
+    const CONTEXT: &str = "mark_published";
+    let stmt = client
+        .prepare_cached("UPDATE jobs SET published_at = now() WHERE job_id = ANY($1) AND published_at IS NULL")
+        .await
+        .ctx(CONTEXT)?;
+    client.execute(&stmt, &[&job_ids]).await.ctx(CONTEXT)?;
+    Ok(())
 }
 
 fn requeue_item(row: &Row) -> Result<RequeueItem, JobStoreError> {

@@ -31,6 +31,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "0004_item_attempts",
         sql: include_str!("../../../migrations/0004_item_attempts.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_job_published",
+        sql: include_str!("../../../migrations/0005_job_published.sql"),
+    },
 ];
 
 /// Advisory lock held while migrating ("imgidx" in ASCII, then 1), so concurrent

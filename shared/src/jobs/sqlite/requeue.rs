@@ -1,11 +1,13 @@
-//! [`JobStore::requeue_stale_items`](crate::jobs::JobStore::requeue_stale_items) for SQLite.
+//! What the reconcile puts back on the task queue, for SQLite:
+//! [`JobStore::requeue_stale_items`](crate::jobs::JobStore::requeue_stale_items) and the
+//! items of jobs never published ([`JobStore::unpublished_items`](crate::jobs::JobStore::unpublished_items)).
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use super::{micros, point_id, SqlResultExt};
+use super::{micros, point_bytes, point_id, SqlResultExt};
 use crate::jobs::batch::stamp;
-use crate::jobs::{JobStoreError, NewItem, RequeueItem};
+use crate::jobs::{ItemKey, JobStoreError, NewItem, RequeueItem};
 use crate::messages::Priority;
 
 /// Picks and stamps in one `IMMEDIATE` transaction, so no other writer (another process
@@ -52,13 +54,75 @@ pub(super) fn take_stale(
         let mut items = Vec::with_capacity(rows.len());
         for (job_id, priority, point, path, size, mtime_ns) in rows {
             mark.execute(params![job_id, point, stamp_at]).ctx(CONTEXT)?;
-            let priority = Priority::parse(&priority)
-                .ok_or_else(|| JobStoreError::Other(format!("unknown job priority {priority:?} in the job store")))?;
-            let item = NewItem { point_id: point_id(&point)?, path, stamp: stamp(size, mtime_ns)? };
-            items.push(RequeueItem { job_id, priority, item });
+            items.push(item(job_id, &priority, &point, path, size, mtime_ns)?);
         }
         items
     };
     tx.commit().ctx(CONTEXT)?;
     Ok(items)
+}
+
+/// Keyset over `(job_id, point_id)`; `('', x'')` sorts before every real item (a BLOB
+/// compares bytewise, and the empty one first).
+pub(super) fn unpublished(
+    conn: &Connection,
+    created_before: DateTime<Utc>,
+    after: Option<&ItemKey>,
+    limit: usize,
+) -> Result<Vec<RequeueItem>, JobStoreError> {
+    const CONTEXT: &str = "unpublished_items";
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (after_job, after_point): (&str, &[u8]) = after.map_or(("", &[]), |k| (k.job_id.as_str(), point_bytes(&k.point_id)));
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT i.job_id, j.priority, i.point_id, i.path, i.size, i.mtime_ns
+             FROM jobs j JOIN job_items i ON i.job_id = j.job_id
+             WHERE j.published_at IS NULL AND j.status IN ('queued', 'running') AND j.created_at <= ?1
+               AND i.state = 'pending' AND (i.job_id, i.point_id) > (?2, ?3)
+             ORDER BY i.job_id, i.point_id
+             LIMIT ?4",
+        )
+        .ctx(CONTEXT)?;
+    let rows = stmt
+        .query_map(params![micros(created_before), after_job, after_point, limit], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Option<i64>>(4)?,
+                row.get::<_, Option<i64>>(5)?,
+            ))
+        })
+        .ctx(CONTEXT)?
+        .collect::<Result<Vec<_>, _>>()
+        .ctx(CONTEXT)?;
+    rows.into_iter().map(|(job_id, priority, point, path, size, mtime_ns)| item(job_id, &priority, &point, path, size, mtime_ns)).collect()
+}
+
+pub(super) fn mark_published(conn: &mut Connection, now: i64, job_ids: &[String]) -> Result<(), JobStoreError> {
+    const CONTEXT: &str = "mark_published";
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx(CONTEXT)?;
+    {
+        let mut mark = tx
+            .prepare_cached("UPDATE jobs SET published_at = ?2 WHERE job_id = ?1 AND published_at IS NULL")
+            .ctx(CONTEXT)?;
+        for job_id in job_ids {
+            mark.execute(params![job_id, now]).ctx(CONTEXT)?;
+        }
+    }
+    tx.commit().ctx(CONTEXT)
+}
+
+fn item(
+    job_id: String,
+    priority: &str,
+    point: &[u8],
+    path: String,
+    size: Option<i64>,
+    mtime_ns: Option<i64>,
+) -> Result<RequeueItem, JobStoreError> {
+    let priority = Priority::parse(priority)
+        .ok_or_else(|| JobStoreError::Other(format!("unknown job priority {priority:?} in the job store")))?;
+    Ok(RequeueItem { job_id, priority, item: NewItem { point_id: point_id(point)?, path, stamp: stamp(size, mtime_ns)? } })
 }

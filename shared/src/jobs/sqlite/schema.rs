@@ -29,6 +29,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "0003_item_attempts",
         sql: include_str!("../../../migrations/sqlite/0003_item_attempts.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_job_published",
+        sql: include_str!("../../../migrations/sqlite/0004_job_published.sql"),
+    },
 ];
 
 /// How long a write waits for another connection (another process on the same file)
