@@ -258,6 +258,10 @@ pub struct WorkerSettings {
     /// counted when the image's batch enters decode, so only crashes (or shutdowns)
     /// while it was being worked on use one up; outages and prefetching never do.
     pub max_attempts: u32,
+    /// How long an image whose file may come back (EIO, ESTALE, no file descriptors left,
+    /// its directory missing as under an unmounted share) is tried again before it is
+    /// reported failed; 0 reports it at once.
+    pub file_retry_secs: u64,
 }
 
 impl Default for WorkerSettings {
@@ -271,6 +275,7 @@ impl Default for WorkerSettings {
             decode_memory_mb: 0,
             name: None,
             max_attempts: 5,
+            file_retry_secs: 60,
         }
     }
 }

@@ -52,8 +52,25 @@ pub enum ReadRefusal {
     Changed,
     #[error("reading the file took longer than {0:?}")]
     TimedOut(Duration),
+    /// May pass on a later try: an error of the device or the network file system
+    /// (EIO, ESTALE, a timeout) or no file descriptor left (EMFILE, ENFILE).
+    #[error("cannot read file for now: {0}")]
+    Unavailable(io::Error),
+    /// Not found, and its directory is missing too: what the files of a share that is not
+    /// mounted look like, so it may pass on a later try. A file missing from a directory
+    /// that exists is [`NotFound`](Self::NotFound).
+    #[error("file not found, and its directory is missing too (a share that is not mounted?)")]
+    DirectoryMissing,
     #[error("cannot read file: {0}")]
     Io(io::Error),
+}
+
+impl ReadRefusal {
+    /// Whether a later try may read the file (see [`Unavailable`](Self::Unavailable) and
+    /// [`DirectoryMissing`](Self::DirectoryMissing)).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ReadRefusal::Unavailable(_) | ReadRefusal::DirectoryMissing)
+    }
 }
 
 /// Reads the regular file at the canonical `path` within `limits`. Blocking.
@@ -63,8 +80,8 @@ pub fn read_regular(path: &Path, limits: &ReadLimits) -> Result<FileContents, Re
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
         .open(path)
-        .map_err(open_error)?;
-    let meta = file.metadata().map_err(ReadRefusal::Io)?;
+        .map_err(|e| open_error(e, path))?;
+    let meta = file.metadata().map_err(io_error)?;
     if !meta.file_type().is_file() {
         return Err(ReadRefusal::NotRegular(kind_of(&meta.file_type())));
     }
@@ -107,7 +124,7 @@ fn read_bounded(file: File, len: u64, limits: &ReadLimits, started: Instant) -> 
         if started.elapsed() > limits.max_time {
             return Err(ReadRefusal::TimedOut(limits.max_time));
         }
-        let read = reader.by_ref().take(CHUNK as u64).read_to_end(&mut bytes).map_err(ReadRefusal::Io)?;
+        let read = reader.by_ref().take(CHUNK as u64).read_to_end(&mut bytes).map_err(io_error)?;
         if read == 0 {
             break;
         }
@@ -120,7 +137,7 @@ fn read_bounded(file: File, len: u64, limits: &ReadLimits, started: Instant) -> 
     Ok(bytes)
 }
 
-fn open_error(e: io::Error) -> ReadRefusal {
+fn open_error(e: io::Error, path: &Path) -> ReadRefusal {
     match e.raw_os_error() {
         // O_NOFOLLOW on a symlink.
         Some(libc::ELOOP) => return ReadRefusal::NotRegular("symbolic link"),
@@ -130,9 +147,54 @@ fn open_error(e: io::Error) -> ReadRefusal {
         _ => {}
     }
     match e.kind() {
+        io::ErrorKind::NotFound if directory_absent(path) => ReadRefusal::DirectoryMissing,
         io::ErrorKind::NotFound => ReadRefusal::NotFound,
         io::ErrorKind::PermissionDenied => ReadRefusal::Denied,
-        _ => ReadRefusal::Io(e),
+        _ => io_error(e),
+    }
+}
+
+/// Errors of the storage rather than of the file: a later try may pass.
+fn transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EIO
+                | libc::ESTALE
+                | libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOMEM
+                | libc::ETIMEDOUT
+                | libc::EAGAIN
+                | libc::EINTR
+                | libc::ENOLCK
+                | libc::ENOTCONN
+                | libc::ECONNRESET
+                | libc::ECONNABORTED
+                | libc::EHOSTDOWN
+                | libc::EHOSTUNREACH
+                | libc::ENETDOWN
+                | libc::ENETUNREACH
+                | libc::ENETRESET
+        )
+    )
+}
+
+fn io_error(e: io::Error) -> ReadRefusal {
+    if transient(&e) {
+        ReadRefusal::Unavailable(e)
+    } else {
+        ReadRefusal::Io(e)
+    }
+}
+
+/// Whether the directory of a file that was not found is missing too (or cannot be
+/// looked at for a transient reason), as under the mount point of an unmounted share.
+fn directory_absent(path: &Path) -> bool {
+    let Some(dir) = path.parent() else { return false };
+    match std::fs::metadata(dir) {
+        Ok(_) => false,
+        Err(e) => e.kind() == io::ErrorKind::NotFound || transient(&e),
     }
 }
 
@@ -187,10 +249,42 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_directory_may_come_back() {
+        let (_dir, root) = canonical_tempdir();
+        // Under the mount point of a share that is not mounted.
+        for path in [root.join("photos/a.jpg"), root.join("photos/2024/a.jpg")] {
+            let refusal = refused(&path);
+            assert!(matches!(refusal, ReadRefusal::DirectoryMissing), "{path:?}: {refusal:?}");
+            assert!(refusal.is_transient());
+        }
+        // A file missing from a directory that exists is not found at once.
+        std::fs::create_dir(root.join("photos")).unwrap();
+        let refusal = refused(&root.join("photos/a.jpg"));
+        assert!(matches!(refusal, ReadRefusal::NotFound), "{refusal:?}");
+        assert!(!refusal.is_transient());
+    }
+
+    #[test]
+    fn storage_errors_are_transient_and_others_are_not() {
+        for errno in [libc::EIO, libc::ESTALE, libc::EMFILE, libc::ENFILE, libc::ETIMEDOUT] {
+            let refusal = io_error(io::Error::from_raw_os_error(errno));
+            assert!(matches!(refusal, ReadRefusal::Unavailable(_)) && refusal.is_transient(), "errno {errno}: {refusal:?}");
+        }
+        for errno in [libc::EISDIR, libc::EINVAL, libc::EFBIG] {
+            let refusal = io_error(io::Error::from_raw_os_error(errno));
+            assert!(matches!(refusal, ReadRefusal::Io(_)) && !refusal.is_transient(), "errno {errno}: {refusal:?}");
+        }
+        let denied = open_error(io::Error::from_raw_os_error(libc::EACCES), Path::new("/x"));
+        assert!(matches!(denied, ReadRefusal::Denied) && !denied.is_transient());
+    }
+
+    #[test]
     fn a_missing_file_is_not_found() {
         let (_dir, root) = canonical_tempdir();
         assert!(matches!(refused(&root.join("nope")), ReadRefusal::NotFound));
-        assert!(matches!(refused(&root.join("nope/deeper")), ReadRefusal::NotFound));
+        // A file on the way is no directory: not found, not missing.
+        std::fs::write(root.join("file"), b"x").unwrap();
+        assert!(matches!(refused(&root.join("file/deeper")), ReadRefusal::NotFound));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Outages and crashes fail no good image: a vector store down for longer than the
-//! whole delivery-limit backoff, a worker crashed twenty times mid-job, and a worker
-//! that crashes on one planted image (only that image fails).
+//! whole delivery-limit backoff, a worker crashed twenty times mid-job, a worker that
+//! crashes on one planted image (only that image fails), and a share unmounted mid-job.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -178,5 +178,41 @@ async fn a_worker_that_crashes_on_one_image_fails_that_image_alone() {
     for item in indexed["items"].as_array().unwrap() {
         assert!(item["attempts"].as_u64().unwrap() <= 2, "{item}");
     }
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_unmounted_mid_job_fails_no_image_and_a_missing_file_fails_at_once() {
+    let Some(svc) = services() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let share = dir.path().join("share");
+    let photos = share.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let images = sample_images(&photos);
+    let cluster = Cluster::start(cluster_settings(&svc, dir.path()), 0).await;
+    assert!(cluster.settings.worker.file_retry_secs >= 30, "the default gives a share time to come back");
+    let job_id = submit(&cluster, &images).await;
+    // One file is deleted for good; then the share goes away, as an unmount would take it.
+    let deleted = images[0].clone();
+    std::fs::remove_file(&deleted).unwrap();
+    let away = share.join("away");
+    std::fs::rename(&photos, &away).unwrap();
+
+    let worker = cluster.spawn_worker("test-host.patient", cluster.settings.worker.clone()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = progress(&cluster, &job_id).await;
+    assert_eq!(done_count(&status), 0, "nothing may fail while the share is away: {status}");
+    std::fs::rename(&away, &photos).unwrap();
+
+    let done = cluster.wait_job(&job_id, WAIT).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"]["processed_images"], images.len() - 1, "{done}");
+    assert_eq!(done["progress"]["failed_images"], 1, "{done}");
+    assert_eq!(done["failures_by_reason"], serde_json::json!({"not_found": 1}), "{done}");
+    let (code, failed) = cluster.get(&format!("/api/v1/index/status/{job_id}/items?state=failed")).await;
+    assert_eq!(code, 200, "{failed}");
+    assert_eq!(failed["items"][0]["path"], deleted.to_string_lossy().as_ref());
+    assert_eq!(failed["items"][0]["message"], "file not found", "missing from a directory that exists: {failed}");
+    worker.stop().await;
     cluster.stop().await;
 }

@@ -2,9 +2,11 @@
 //! bounded CPU pool while the previous batch is in inference, embeds with the CLIP
 //! vision encoder, upserts into the vector store, publishes completion events, acks.
 //! Attempts are charged where the work happens (`attempts.rs`); outages are waited
-//! out with the batch held (`hold.rs`), never charged to the images.
+//! out with the batch held (`hold.rs`), and files that may come back are tried again
+//! (`file_retry.rs`), never charged to the images.
 
 mod attempts;
+mod file_retry;
 mod finish;
 mod hold;
 mod inbox;
@@ -27,6 +29,7 @@ use imgidx_shared::vectors::{self, VectorStore};
 
 pub use attempts::Isolation;
 use attempts::Guard;
+use file_retry::FileRetry;
 use finish::Finisher;
 use hold::Hold;
 use inbox::Inbox;
@@ -117,6 +120,7 @@ pub async fn serve(
         jobs: deps.jobs.clone(),
         isolation: deps.isolation.clone(),
         hold: hold.clone(),
+        retry: FileRetry { budget: Duration::from_secs(settings.file_retry_secs), hold: hold.clone() },
         preprocessor,
         pool,
         tx,
@@ -145,6 +149,7 @@ struct Stage1 {
     jobs: Arc<dyn JobStore>,
     isolation: Isolation,
     hold: Hold,
+    retry: FileRetry,
     preprocessor: Arc<Preprocessor>,
     pool: Arc<Semaphore>,
     tx: mpsc::Sender<(Vec<Prepared>, Guard)>,
@@ -159,7 +164,9 @@ async fn stage1(mut s: Stage1) {
     while let Some(tasks) = s.inbox.next_batch(batch_size, wait, &shutdown).await {
         let guard = s.isolation.shared().await;
         let Some(sorted) = attempts::sort(&*s.jobs, &s.hold, tasks, max_attempts).await else { return };
-        let mut batch = prepare_batch(sorted.fresh, s.preprocessor.clone(), s.pool.clone()).await;
+        let Some(mut batch) = prepare_batch(sorted.fresh, s.preprocessor.clone(), s.pool.clone(), &s.retry).await else {
+            return;
+        };
         batch.extend(sorted.exhausted.into_iter().map(|(task, n)| Prepared::exhausted(task, n)));
         if batch.is_empty() {
             // Released before an image is tried alone: that waits for every guard.
@@ -173,7 +180,10 @@ async fn stage1(mut s: Stage1) {
             let batch = match counted {
                 Ok(attempt) => {
                     tracing::info!(worker = %s.hold.worker, path = %task.message.path, attempt, "trying alone an image whose last attempt did not finish");
-                    prepare_batch(vec![task], s.preprocessor.clone(), s.pool.clone()).await
+                    match prepare_batch(vec![task], s.preprocessor.clone(), s.pool.clone(), &s.retry).await {
+                        Some(batch) => batch,
+                        None => return,
+                    }
                 }
                 Err(made) => vec![Prepared::exhausted(task, made)],
             };

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use imgidx_shared::embed::{DecodeError, Preprocessed, Preprocessor};
+use imgidx_shared::files::ReadRefusal;
 use imgidx_shared::messages::{FailureKind, FileStamp};
 
+use crate::file_retry::FileRetry;
 use crate::inbox::Task;
 
 /// A decoded image ready for the encoder, with what its payload needs.
@@ -54,37 +56,82 @@ impl Prepared {
 
 /// Preprocess every task of a batch in parallel, at most `pool` permits at once
 /// (shared by all batches of this worker, so decoding never oversubscribes the CPU).
-pub async fn prepare_batch(tasks: Vec<Task>, preprocessor: Arc<Preprocessor>, pool: Arc<Semaphore>) -> Vec<Prepared> {
+/// A file that may come back is tried again within `retry`'s budget; None when the
+/// worker shuts down meanwhile (the batch is then left to the broker, unsettled).
+pub async fn prepare_batch(
+    tasks: Vec<Task>,
+    preprocessor: Arc<Preprocessor>,
+    pool: Arc<Semaphore>,
+    retry: &FileRetry,
+) -> Option<Vec<Prepared>> {
     let handles: Vec<_> = tasks
         .iter()
         .map(|task| {
-            let preprocessor = preprocessor.clone();
-            let pool = pool.clone();
-            let path = task.message.path.clone();
-            tokio::spawn(async move {
-                // Held until the blocking decode finishes; the semaphore is never closed.
-                let _permit = pool.acquire_owned().await.ok();
-                tokio::task::spawn_blocking(move || decode(&preprocessor, Path::new(&path))).await
-            })
+            let attempt = Attempt::new(preprocessor.clone(), pool.clone(), task.message.path.clone());
+            tokio::spawn(retry.clone().read_patiently(attempt))
         })
         .collect();
     let mut out = Vec::with_capacity(tasks.len());
+    let mut stopped = false;
     for (task, handle) in tasks.into_iter().zip(handles) {
         let result = match handle.await {
-            Ok(Ok(r)) => r.map_err(Failure::from),
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                stopped = true;
+                continue;
+            }
             // A panic inside the decoder is a property of this file: report it, don't crash.
-            _ => Err(Failure::from(DecodeError::NotAnImage("the decoder failed on this file".into()))),
+            Err(_) => Err(Failure::from(DecodeError::NotAnImage("the decoder failed on this file".into()))),
         };
         out.push(Prepared { task, result });
     }
-    out
+    retry.settled();
+    (!stopped).then_some(out)
+}
+
+/// One try at reading and decoding one file.
+pub struct Attempt {
+    preprocessor: Arc<Preprocessor>,
+    pool: Arc<Semaphore>,
+    path: String,
+}
+
+/// What one try gave.
+pub enum Tried {
+    Done(Result<Decoded, Failure>),
+    /// Not read, for a reason that may pass.
+    Again(ReadRefusal),
+}
+
+impl Attempt {
+    pub fn new(preprocessor: Arc<Preprocessor>, pool: Arc<Semaphore>, path: String) -> Self {
+        Self { preprocessor, pool, path }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub async fn run(&self) -> Tried {
+        // Held until the blocking decode finishes; the semaphore is never closed.
+        let _permit = self.pool.clone().acquire_owned().await.ok();
+        let (preprocessor, path) = (self.preprocessor.clone(), self.path.clone());
+        match tokio::task::spawn_blocking(move || decode(&preprocessor, Path::new(&path))).await {
+            Ok(tried) => tried,
+            Err(_) => Tried::Done(Err(Failure::from(DecodeError::NotAnImage("the decoder failed on this file".into())))),
+        }
+    }
 }
 
 /// The stamp comes from the `fstat` of the opened file, so it describes the bytes read.
 /// Only regular files are read (`imgidx_shared::files`): a FIFO or device is reported
 /// `not_an_image` at once instead of blocking a decode thread.
-fn decode(preprocessor: &Preprocessor, path: &Path) -> Result<Decoded, DecodeError> {
-    let file = preprocessor.read_path(path)?;
-    let image = preprocessor.load_bytes(&file.bytes)?;
-    Ok(Decoded { image, stamp: FileStamp::from_metadata(&file.meta) })
+fn decode(preprocessor: &Preprocessor, path: &Path) -> Tried {
+    let file = match preprocessor.read_file(path) {
+        Ok(file) => file,
+        Err(why) if why.is_transient() => return Tried::Again(why),
+        Err(why) => return Tried::Done(Err(Failure::from(DecodeError::from(why)))),
+    };
+    let decoded = preprocessor.load_bytes(&file.bytes).map(|image| Decoded { image, stamp: FileStamp::from_metadata(&file.meta) });
+    Tried::Done(decoded.map_err(Failure::from))
 }

@@ -109,7 +109,13 @@ impl Preprocessor {
     /// Reads the regular file at the canonical `path` as `files` allows (no FIFOs, devices,
     /// symlinks; bounded in bytes and time), with the `fstat` of what was read. Blocking.
     pub fn read_path(&self, path: &Path) -> Result<FileContents, DecodeError> {
-        files::read_regular(path, &self.read_limits(MAX_READ_TIME)).map_err(read_error)
+        self.read_file(path).map_err(DecodeError::from)
+    }
+
+    /// As [`read_path`](Self::read_path), telling why a file was not read, so a caller
+    /// can try again what [may pass later](ReadRefusal::is_transient).
+    pub fn read_file(&self, path: &Path) -> Result<FileContents, ReadRefusal> {
+        files::read_regular(path, &self.read_limits(MAX_READ_TIME))
     }
 
     pub fn load_bytes(&self, bytes: &[u8]) -> Result<Preprocessed, DecodeError> {
@@ -184,13 +190,18 @@ fn file_too_large(len: u64, limit: u64) -> DecodeError {
     DecodeError::TooLarge(format!("file is {}, more than the limit of {}", human_bytes(len), human_bytes(limit)))
 }
 
-fn read_error(refusal: ReadRefusal) -> DecodeError {
-    match refusal {
-        ReadRefusal::NotFound => DecodeError::NotFound("file not found".into()),
-        ReadRefusal::TooLarge { len, limit } => file_too_large(len, limit),
-        ReadRefusal::NotRegular(_) => DecodeError::NotAnImage(refusal.to_string()),
-        ReadRefusal::Denied | ReadRefusal::Changed | ReadRefusal::TimedOut(_) | ReadRefusal::Io(_) => {
-            DecodeError::Unreadable(refusal.to_string())
+impl From<ReadRefusal> for DecodeError {
+    fn from(refusal: ReadRefusal) -> Self {
+        match refusal {
+            ReadRefusal::NotFound => DecodeError::NotFound("file not found".into()),
+            ReadRefusal::DirectoryMissing => DecodeError::NotFound(refusal.to_string()),
+            ReadRefusal::TooLarge { len, limit } => file_too_large(len, limit),
+            ReadRefusal::NotRegular(_) => DecodeError::NotAnImage(refusal.to_string()),
+            ReadRefusal::Denied
+            | ReadRefusal::Changed
+            | ReadRefusal::TimedOut(_)
+            | ReadRefusal::Unavailable(_)
+            | ReadRefusal::Io(_) => DecodeError::Unreadable(refusal.to_string()),
         }
     }
 }
