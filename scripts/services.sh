@@ -5,6 +5,11 @@
 #   scripts/services.sh stop   DIR   stop both
 #   scripts/services.sh status DIR   exit 0 iff both are up
 #   scripts/services.sh env    DIR   print `export IMGIDX_TEST_...=...` lines (eval them)
+#   scripts/services.sh rabbit-start DIR   start (or start again) RabbitMQ alone
+#   scripts/services.sh rabbit-stop  DIR   stop it; its queues and messages stay in DIR
+#
+# rabbit-start/-stop give a test a node of its own that it may stop mid-job (a
+# broker outage) without touching the shared one; ports are in DIR/state.env.
 #
 # Everything lives under DIR (logs, data, pid files, the chosen ports in
 # DIR/state.env). Both servers listen on 127.0.0.1 only, on free ports chosen
@@ -19,7 +24,7 @@ say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'services.sh: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,8s/^# \{0,1\}//p' "$0" >&2
+    sed -n '2,13s/^# \{0,1\}//p' "$0" >&2
     exit 2
 }
 
@@ -424,6 +429,15 @@ stop)
     else
         say "nothing to stop in $DIR"
     fi
+    ;;
+rabbit-start)
+    ensure_packages
+    # Started again on the same ports, or clients could not come back to it.
+    load_state || new_state
+    rabbit_start
+    ;;
+rabbit-stop)
+    if load_state; then rabbit_stop; else say "nothing to stop in $DIR"; fi
     ;;
 status)
     load_state || die "not started (no $STATE)"

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api_contract;
+mod broker_outage;
 mod deploy_config;
 mod pipeline;
 mod priority;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod crashes;
 mod exposure;
 mod reads;
 mod outcomes;

@@ -11,14 +11,14 @@ use crate::server::{copy_images, repo_root, Serve};
 
 const DECODABLE: usize = 16;
 
-async fn submit(s: &Serve, paths: &[PathBuf]) -> Value {
+pub(crate) async fn submit(s: &Serve, paths: &[PathBuf]) -> Value {
     let paths: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     let r = s.post_json("/api/v1/index/add-images", &json!({ "image_paths": paths })).await;
     assert!(r.0 == 202 || r.0 == 200, "add-images: {r:?}");
     r.1
 }
 
-async fn wait_done(s: &Serve, job_id: &str, limit: Duration) -> Value {
+pub(crate) async fn wait_done(s: &Serve, job_id: &str, limit: Duration) -> Value {
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let (code, body) = s.get(&format!("/api/v1/index/status/{job_id}")).await;
