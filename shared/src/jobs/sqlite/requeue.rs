@@ -35,16 +35,7 @@ pub(super) fn take_stale(
             )
             .ctx(CONTEXT)?;
         let rows = pick
-            .query_map(params![cutoff, limit], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, Vec<u8>>(2)?,
-                    row.get::<_, String>(3)?,
-                    row.get::<_, Option<i64>>(4)?,
-                    row.get::<_, Option<i64>>(5)?,
-                ))
-            })
+            .query_map(params![cutoff, limit], pending_row)
             .ctx(CONTEXT)?
             .collect::<Result<Vec<_>, _>>()
             .ctx(CONTEXT)?;
@@ -84,16 +75,7 @@ pub(super) fn unpublished(
         )
         .ctx(CONTEXT)?;
     let rows = stmt
-        .query_map(params![micros(created_before), after_job, after_point, limit], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, Vec<u8>>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, Option<i64>>(4)?,
-                row.get::<_, Option<i64>>(5)?,
-            ))
-        })
+        .query_map(params![micros(created_before), after_job, after_point, limit], pending_row)
         .ctx(CONTEXT)?
         .collect::<Result<Vec<_>, _>>()
         .ctx(CONTEXT)?;
@@ -112,6 +94,13 @@ pub(super) fn mark_published(conn: &mut Connection, now: i64, job_ids: &[String]
         }
     }
     tx.commit().ctx(CONTEXT)
+}
+
+/// `job_id, priority, point_id, path, size, mtime_ns` of a pending item, as both picks select them.
+type PendingRow = (String, String, Vec<u8>, String, Option<i64>, Option<i64>);
+
+fn pending_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingRow> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
 }
 
 fn item(
