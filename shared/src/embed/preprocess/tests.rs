@@ -198,9 +198,14 @@ fn format_comes_from_content_not_extension() {
 
 #[test]
 fn missing_file_is_not_found() {
-    let err = preprocessor(64).load_path(Path::new("/definitely/not/here.png")).unwrap_err();
+    let dir = std::env::temp_dir().canonicalize().unwrap();
+    let err = preprocessor(64).load_path(&dir.join("imgidx-definitely-not-here.png")).unwrap_err();
     assert_eq!(err.kind(), FailureKind::NotFound);
     assert_eq!(err.to_string(), "file not found");
+    // Its directory missing too: still not found, saying so (a worker tries it again first).
+    let err = preprocessor(64).load_path(Path::new("/definitely/not/here.png")).unwrap_err();
+    assert_eq!(err.kind(), FailureKind::NotFound);
+    assert!(err.to_string().contains("directory is missing"), "{err}");
 }
 
 #[test]
