@@ -162,6 +162,9 @@ pub struct JobStoreSettings {
     /// it was created (the API died between its commit and its publish) is published,
     /// whatever the queue depth.
     pub publish_grace_secs: u64,
+    /// Finished jobs (completed, failed, cancelled) and their items are deleted this many
+    /// days after they finished; 0 keeps them forever.
+    pub retention_days: u64,
 }
 
 impl Default for JobStoreSettings {
@@ -173,6 +176,7 @@ impl Default for JobStoreSettings {
             requeue_after_secs: 3600,
             reconcile_interval_secs: 60,
             publish_grace_secs: 30,
+            retention_days: 30,
         }
     }
 }

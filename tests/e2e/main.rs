@@ -5,6 +5,7 @@
 
 mod api_contract;
 mod broker_outage;
+mod cancel;
 mod deploy_config;
 mod pipeline;
 mod priority;

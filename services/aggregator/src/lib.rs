@@ -11,7 +11,7 @@ use imgidx_shared::broker::{Broker, DeliveryStream};
 use imgidx_shared::config::{AggregatorSettings, Settings};
 use imgidx_shared::jobs::{JobRecord, JobStore};
 use imgidx_shared::messages::{CompletionEvent, FailureKind, ImageTask, Outcome, ProgressEvent};
-use imgidx_shared::reconcile;
+use imgidx_shared::{reconcile, retention};
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
 
@@ -33,10 +33,12 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), ServiceEr
     let tag = format!("{}.aggregator-{}", settings.node_name(), std::process::id());
     let when = reconcile::Periodic::from_settings(&settings.jobs);
     let reconcile = tokio::spawn(reconcile::run_periodic(jobs.clone(), broker.clone(), when, shutdown.clone()));
+    let retention = tokio::spawn(retention::run_periodic(jobs.clone(), settings.jobs.retention_days, shutdown.clone()));
     let result = serve(&settings.aggregator, AggregatorDeps { broker: broker.clone(), jobs }, &tag, shutdown.clone()).await;
     // A failed serve must stop the reconcile too, or `run` would never return.
     shutdown.cancel();
     let _ = reconcile.await;
+    let _ = retention.await;
     broker.close().await;
     result
 }

@@ -67,6 +67,9 @@ pub enum ApiError {
     /// The job is still queued or running (retry needs a finished job).
     #[error("job {0} has not finished")]
     JobNotFinished(String),
+    /// The job has finished already (cancel needs an active job).
+    #[error("job {job_id} has finished already ({status})")]
+    JobFinished { job_id: String, status: &'static str },
 }
 
 fn retry_after_secs(d: &Duration) -> u64 {
@@ -146,6 +149,11 @@ impl ApiError {
             ApiError::Jobs(_) | ApiError::Vectors(_) | ApiError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal server error".into())
             }
+            ApiError::JobFinished { job_id, status } => (
+                StatusCode::CONFLICT,
+                "job_finished",
+                format!("job {job_id} has finished already ({status}); only a queued or running job can be cancelled"),
+            ),
             ApiError::JobNotFinished(id) => (
                 StatusCode::CONFLICT,
                 "job_not_finished",

@@ -76,6 +76,10 @@ pub enum Command {
     /// Client: queue the failed images of a finished job again, as a new job.
     #[command(after_help = crate::client::INDEX_EXIT_CODES)]
     Retry(client::RetryArgs),
+    /// Client: list jobs, newest first (`--status`, `--priority`, `--limit`).
+    Jobs(client::JobsArgs),
+    /// Client: cancel a queued or running job; its images not processed yet are not embedded.
+    Cancel(client::CancelArgs),
     /// Client: index statistics.
     Stats(client::StatsArgs),
     /// Make API keys (`keys new --name NAME [--scope read]`).

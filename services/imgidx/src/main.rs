@@ -75,6 +75,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Similar(args) => return client::similar(args).await,
         Command::Status(args) => return client::status(args).await,
         Command::Retry(args) => return client::retry(args).await,
+        Command::Jobs(args) => return client::jobs(args).await,
+        Command::Cancel(args) => return client::cancel(args).await,
         Command::Stats(args) => return client::stats(args).await,
         Command::Keys(cmd) => {
             keys_cmd::run(cmd)?;
@@ -138,6 +140,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Similar(_)
         | Command::Status(_)
         | Command::Retry(_)
+        | Command::Jobs(_)
+        | Command::Cancel(_)
         | Command::Stats(_)
         | Command::Keys(_) => {}
         Command::Models(cmd) => models::run(&settings, cmd).await?,

@@ -19,7 +19,7 @@ use imgidx_shared::config::Settings;
 use imgidx_shared::embed::{DecodeBudget, VisionEncoder};
 use imgidx_shared::health::HealthBoard;
 use imgidx_shared::jobs::JobStore;
-use imgidx_shared::reconcile;
+use imgidx_shared::{reconcile, retention};
 use imgidx_shared::service;
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors;
@@ -132,6 +132,11 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let (api, s) = (settings.api.clone(), shutdown.clone());
     tasks.spawn(async move { imgidx_api::serve(&api, deps, listener, s).await.map_err(anyhow::Error::from) });
 
+    let (j, s, days) = (jobs.clone(), shutdown.clone(), settings.jobs.retention_days);
+    tasks.spawn(async move {
+        retention::run_periodic(j, days, s).await;
+        Ok(())
+    });
     match queue {
         Queue::Memory(_) => {
             let (j, b, s) = (jobs.clone(), agg_broker.clone(), shutdown.clone());

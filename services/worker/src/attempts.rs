@@ -46,6 +46,18 @@ pub struct Sorted {
     pub retried: Vec<Task>,
     /// Out of attempts, with how many were made.
     pub exhausted: Vec<(Task, u32)>,
+    /// Of a job that ended without them (cancelled): ack without work.
+    pub withdrawn: Vec<Task>,
+}
+
+/// What to do with an image about to be tried alone.
+pub enum Alone {
+    /// Try it: this is attempt `n` (0 when the job store does not track it).
+    Try(u32),
+    /// Another worker's attempts used up its budget meanwhile (`n` made).
+    Exhausted(u32),
+    /// Its job ended without it (cancelled): ack without work.
+    Withdrawn,
 }
 
 fn key(task: &Task) -> ItemKey {
@@ -64,19 +76,33 @@ pub async fn sort(jobs: &dyn JobStore, hold: &Hold, tasks: Vec<Task>, max_attemp
             // Not pending: a duplicate of a finished item, or a task no job tracks
             // (benchmarks); embedding it again is harmless and idempotent.
             AttemptCount::Started(_) | AttemptCount::NotPending => sorted.fresh.push(task),
+            AttemptCount::Withdrawn => sorted.withdrawn.push(task),
         }
     }
     Some(sorted)
 }
 
-/// Counts one more attempt at an image about to be tried alone: Ok to try it, Err(n)
-/// when another worker's attempts used up its budget meanwhile. None on shutdown.
-pub async fn count_alone(jobs: &dyn JobStore, hold: &Hold, task: &Task, max_attempts: u32) -> Option<Result<u32, u32>> {
+/// Counts one more attempt at an image about to be tried alone. None on shutdown.
+pub async fn count_alone(jobs: &dyn JobStore, hold: &Hold, task: &Task, max_attempts: u32) -> Option<Alone> {
     let keys = [key(task)];
     let counts = hold.until_ok("counting attempts in the job store", || jobs.count_attempts(&keys, false)).await?;
     Some(match counts.first() {
-        Some(AttemptCount::Started(n) | AttemptCount::Earlier(n)) if *n > max_attempts => Err(*n - 1),
-        Some(AttemptCount::Started(n) | AttemptCount::Earlier(n)) => Ok(*n),
-        _ => Ok(0),
+        Some(AttemptCount::Started(n) | AttemptCount::Earlier(n)) if *n > max_attempts => Alone::Exhausted(*n - 1),
+        Some(AttemptCount::Started(n) | AttemptCount::Earlier(n)) => Alone::Try(*n),
+        Some(AttemptCount::Withdrawn) => Alone::Withdrawn,
+        Some(AttemptCount::NotPending) | None => Alone::Try(0),
     })
+}
+
+/// Acks tasks whose job no longer wants them (cancelled): no work, no event.
+pub async fn ack_withdrawn(worker: &str, tasks: Vec<Task>) {
+    if tasks.is_empty() {
+        return;
+    }
+    tracing::debug!(worker, tasks = tasks.len(), "acking tasks of cancelled jobs without work");
+    for task in tasks {
+        if let Err(e) = task.ack().await {
+            tracing::warn!(worker, error = %e, "ack failed; the task will be redelivered and acked then");
+        }
+    }
 }

@@ -28,7 +28,7 @@ use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors::{self, VectorStore};
 
 pub use attempts::Isolation;
-use attempts::Guard;
+use attempts::{Alone, Guard};
 use file_retry::FileRetry;
 use finish::Finisher;
 use hold::Hold;
@@ -164,6 +164,7 @@ async fn stage1(mut s: Stage1) {
     while let Some(tasks) = s.inbox.next_batch(batch_size, wait, &shutdown).await {
         let guard = s.isolation.shared().await;
         let Some(sorted) = attempts::sort(&*s.jobs, &s.hold, tasks, max_attempts).await else { return };
+        attempts::ack_withdrawn(&s.hold.worker, sorted.withdrawn).await;
         let Some(mut batch) = prepare_batch(sorted.fresh, s.preprocessor.clone(), s.pool.clone(), &s.retry).await else {
             return;
         };
@@ -178,14 +179,18 @@ async fn stage1(mut s: Stage1) {
             let guard = s.isolation.alone().await;
             let Some(counted) = attempts::count_alone(&*s.jobs, &s.hold, &task, max_attempts).await else { return };
             let batch = match counted {
-                Ok(attempt) => {
+                Alone::Try(attempt) => {
                     tracing::info!(worker = %s.hold.worker, path = %task.message.path, attempt, "trying alone an image whose last attempt did not finish");
                     match prepare_batch(vec![task], s.preprocessor.clone(), s.pool.clone(), &s.retry).await {
                         Some(batch) => batch,
                         None => return,
                     }
                 }
-                Err(made) => vec![Prepared::exhausted(task, made)],
+                Alone::Exhausted(made) => vec![Prepared::exhausted(task, made)],
+                Alone::Withdrawn => {
+                    attempts::ack_withdrawn(&s.hold.worker, vec![task]).await;
+                    continue;
+                }
             };
             if s.tx.send((batch, guard)).await.is_err() {
                 return;

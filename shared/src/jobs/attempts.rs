@@ -19,15 +19,27 @@ pub enum AttemptCount {
     /// Not counted (`first_only` and the item was attempted before): `n` attempts so far,
     /// none of which finished.
     Earlier(u32),
-    /// The item is not pending (already finished, its job failed or is unknown).
+    /// The item is not pending (already finished, or its job is unknown).
     NotPending,
+    /// The item is pending in a job that ended without it (cancelled, or failed before
+    /// its tasks were queued): nothing wants it embedded. Not counted.
+    Withdrawn,
 }
 
-/// How a store answers for one item, from the attempts stored before the call.
-pub(super) fn decide(before: Option<u32>, first_only: bool) -> (AttemptCount, bool) {
+/// A pending item as a store found it: attempts so far, and whether its job is active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Pending {
+    pub attempts: u32,
+    pub job_active: bool,
+}
+
+/// How a store answers for one item, from what was stored before the call; true when
+/// the attempt is to be counted.
+pub(super) fn decide(before: Option<Pending>, first_only: bool) -> (AttemptCount, bool) {
     match before {
         None => (AttemptCount::NotPending, false),
-        Some(n) if first_only && n > 0 => (AttemptCount::Earlier(n), false),
-        Some(n) => (AttemptCount::Started(n.saturating_add(1)), true),
+        Some(p) if !p.job_active => (AttemptCount::Withdrawn, false),
+        Some(p) if first_only && p.attempts > 0 => (AttemptCount::Earlier(p.attempts), false),
+        Some(p) => (AttemptCount::Started(p.attempts.saturating_add(1)), true),
     }
 }

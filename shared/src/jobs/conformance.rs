@@ -12,7 +12,10 @@ use chrono::{Duration, Utc};
 use uuid::Uuid;
 
 use self::harness::Harness;
-use super::{AttemptCount, ItemKey, ItemPage, ItemState, JobStatus, JobStore, NewItem, RequeueItem, RetryCandidates};
+use super::{
+    AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobQuery, JobStatus, JobStore, NewItem, RequeueItem,
+    RetryCandidates,
+};
 use crate::messages::{CompletionEvent, FailureKind, FileStamp, Outcome, Priority};
 
 /// Runs each named test body against every backend, as `sqlite::NAME` and `postgres::NAME`.
@@ -61,6 +64,9 @@ conformance_tests!(
     retry_candidates_leave_out_images_indexed_since,
     attempts_are_counted_on_pending_items_only,
     unpublished_jobs_are_listed_until_marked,
+    jobs_are_listed_newest_first_by_status_and_priority,
+    cancelling_a_job_withdraws_its_pending_items,
+    finished_jobs_are_purged,
 );
 
 pub(super) fn item(n: u128) -> NewItem {
@@ -735,4 +741,81 @@ async fn unpublished_jobs_are_listed_until_marked(h: &Harness) {
     assert_eq!(left, vec!["b", "b", "e"]);
     let a = s.job("a").await.unwrap().unwrap();
     assert_eq!((a.status, a.processed_images), (JobStatus::Running, 1), "marking leaves progress alone");
+}
+
+fn ids(page: &super::JobPage) -> Vec<&str> {
+    page.jobs.iter().map(|j| j.job_id.as_str()).collect()
+}
+
+async fn jobs_are_listed_newest_first_by_status_and_priority(h: &Harness) {
+    let s = h.store();
+    s.create_job("a", Priority::Low, &items(0..2)).await.unwrap();
+    s.create_job("b", Priority::High, &items(2..4)).await.unwrap();
+    s.create_job("c", Priority::Normal, &items(4..6)).await.unwrap();
+    s.fail_job("c", "could not queue").await.unwrap();
+
+    let first = s.list_jobs(&JobQuery { limit: 2, ..Default::default() }).await.unwrap();
+    assert_eq!((ids(&first), first.total), (vec!["c", "b"], 3));
+    let second = s.list_jobs(&JobQuery { limit: 2, after: first.next.clone(), ..Default::default() }).await.unwrap();
+    assert_eq!((ids(&second), second.total, second.next.is_none()), (vec!["a"], 3, true));
+
+    let queued = s.list_jobs(&JobQuery { status: Some(JobStatus::Queued), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!((ids(&queued), queued.total), (vec!["b", "a"], 2));
+    let high = s.list_jobs(&JobQuery { priority: Some(Priority::High), limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(ids(&high), vec!["b"]);
+    let query = JobQuery { status: Some(JobStatus::Failed), priority: Some(Priority::Low), limit: 10, ..Default::default() };
+    let failed_low = s.list_jobs(&query).await.unwrap();
+    assert_eq!((failed_low.jobs.len(), failed_low.total), (0, 0));
+    let none = s.list_jobs(&JobQuery { limit: 0, ..Default::default() }).await.unwrap();
+    assert_eq!((none.jobs.len(), none.total), (0, 3), "a count alone");
+}
+
+async fn cancelling_a_job_withdraws_its_pending_items(h: &Harness) {
+    let s = h.store();
+    s.create_job("j", Priority::Normal, &items(0..4)).await.unwrap();
+    s.apply_events(&[indexed("j", 0)]).await.unwrap();
+    // Item 1 is in a worker's batch already when the cancel comes.
+    assert_eq!(s.count_attempts(&[key("j", 1)], true).await.unwrap(), vec![AttemptCount::Started(1)]);
+
+    let CancelOutcome::Cancelled(job) = s.cancel_job("j").await.unwrap() else { panic!("not cancelled") };
+    assert_eq!((job.status, job.processed_images, job.total_images), (JobStatus::Cancelled, 1, 4));
+    assert!(job.completed_at.is_some());
+    assert!(h.claims_of("j").await.is_empty(), "claims released");
+    // Workers meeting its other tasks do no work and count nothing.
+    let met = s.count_attempts(&[key("j", 2), key("j", 3)], true).await.unwrap();
+    assert_eq!(met, vec![AttemptCount::Withdrawn, AttemptCount::Withdrawn]);
+    assert!(s.requeue_stale_items(Utc::now() + Duration::seconds(1), 10).await.unwrap().is_empty());
+    assert!(s.unpublished_items(Utc::now() + Duration::seconds(1), None, 10).await.unwrap().is_empty());
+    assert!(s.active_jobs().await.unwrap().is_empty());
+    assert_eq!(s.recent_jobs(10).await.unwrap()[0].job_id, "j");
+
+    // The batch past the check finishes: it counts, and the job stays cancelled.
+    let after = s.apply_events(&[indexed("j", 1)]).await.unwrap();
+    assert_eq!((after[0].status, after[0].processed_images), (JobStatus::Cancelled, 2));
+    let again = s.cancel_job("j").await.unwrap();
+    assert!(matches!(again, CancelOutcome::AlreadyFinished(ref j) if j.status == JobStatus::Cancelled), "{again:?}");
+    assert_eq!(s.cancel_job("nope").await.unwrap(), CancelOutcome::Unknown);
+    // Another job may queue its images now; a retry would queue the ones never embedded.
+    assert_eq!(s.create_job("k", Priority::Normal, &[item(3)]).await.unwrap().len(), 1);
+    assert_eq!(s.retry_candidates("j").await.unwrap().items, vec![item(2), item(3)]);
+}
+
+async fn finished_jobs_are_purged(h: &Harness) {
+    let s = h.store();
+    s.create_job("done", Priority::Normal, &items(0..2)).await.unwrap();
+    s.apply_events(&[indexed("done", 0), indexed("done", 1)]).await.unwrap();
+    s.create_job("gone", Priority::Normal, &items(2..3)).await.unwrap();
+    s.cancel_job("gone").await.unwrap();
+    s.create_job("busy", Priority::Normal, &items(3..4)).await.unwrap();
+    let before_any = Utc::now() - Duration::seconds(60);
+    assert_eq!(s.purge_finished(before_any, 10).await.unwrap(), 0, "finished after that");
+    let cutoff = Utc::now() + Duration::seconds(1);
+    assert_eq!(s.purge_finished(cutoff, 1).await.unwrap(), 1, "the limit holds");
+    assert_eq!(s.purge_finished(cutoff, 10).await.unwrap(), 1);
+    assert_eq!(s.purge_finished(cutoff, 10).await.unwrap(), 0);
+    assert!(s.job("done").await.unwrap().is_none() && s.job("gone").await.unwrap().is_none());
+    assert!(s.job_items("done", None, None, 10).await.unwrap().items.is_empty(), "items go with their job");
+    assert_eq!(s.job("busy").await.unwrap().unwrap().status, JobStatus::Queued, "active jobs stay");
+    // What the images' outcomes say stays: they describe the images, not the jobs.
+    assert!(s.last_update().await.unwrap().is_some());
 }

@@ -9,6 +9,7 @@ mod batch;
 #[cfg(test)]
 mod conformance;
 mod items;
+mod manage;
 mod postgres;
 mod progress;
 mod sqlite;
@@ -22,6 +23,7 @@ use uuid::Uuid;
 
 pub use attempts::{AttemptCount, ItemKey};
 pub use items::{ItemPage, ItemRecord, ItemState, RetryCandidates};
+pub use manage::{CancelOutcome, JobCursor, JobPage, JobQuery};
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
 
@@ -42,6 +44,8 @@ pub enum JobStatus {
     Running,
     Completed,
     Failed,
+    /// Stopped on request: its pending items are not embedded.
+    Cancelled,
 }
 
 impl JobStatus {
@@ -51,6 +55,7 @@ impl JobStatus {
             JobStatus::Running => "running",
             JobStatus::Completed => "completed",
             JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 
@@ -60,6 +65,7 @@ impl JobStatus {
             "running" => Some(JobStatus::Running),
             "completed" => Some(JobStatus::Completed),
             "failed" => Some(JobStatus::Failed),
+            "cancelled" => Some(JobStatus::Cancelled),
             _ => None,
         }
     }
@@ -67,6 +73,9 @@ impl JobStatus {
     pub fn is_active(self) -> bool {
         matches!(self, JobStatus::Queued | JobStatus::Running)
     }
+
+    pub const ALL: [JobStatus; 5] =
+        [JobStatus::Queued, JobStatus::Running, JobStatus::Completed, JobStatus::Failed, JobStatus::Cancelled];
 }
 
 /// An image the API wants to queue.
@@ -206,6 +215,20 @@ pub trait JobStore: Send + Sync {
     /// batch in one round trip and set the items that were attempted before aside, to be
     /// counted (without `first_only`) when each is tried alone.
     async fn count_attempts(&self, items: &[ItemKey], first_only: bool) -> Result<Vec<AttemptCount>, JobStoreError>;
+
+    /// A page of jobs matching `query`, newest first (`created_at`, then `job_id`,
+    /// descending; keyset pages), and how many match in all.
+    async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage, JobStoreError>;
+
+    /// Cancels an active job: status `cancelled`, `completed_at` now, claims released.
+    /// Its pending items stay pending and are never embedded: workers that meet their
+    /// tasks ack them without work ([`AttemptCount::Withdrawn`]). Outcomes of batches
+    /// already past that check still count in its counters; it stays cancelled.
+    async fn cancel_job(&self, job_id: &str) -> Result<CancelOutcome, JobStoreError>;
+
+    /// Deletes at most `limit` finished jobs (completed, failed, cancelled) that finished
+    /// before `finished_before`, oldest first, with their items; returns how many.
+    async fn purge_finished(&self, finished_before: DateTime<Utc>, limit: usize) -> Result<u64, JobStoreError>;
 
     async fn healthy(&self) -> bool;
 }

@@ -20,6 +20,7 @@
 
 mod attempts;
 mod items;
+mod manage;
 mod requeue;
 mod schema;
 mod tls;
@@ -42,7 +43,10 @@ use uuid::Uuid;
 use self::tls::Tls;
 use super::batch::{failure, kind_str, outcome_state, stored_reason, unique_by_point, unique_events};
 use super::progress::{self, FailureGroup, Finished, JobUpdate};
-use super::{AttemptCount, ItemKey, ItemPage, ItemState, JobRecord, JobStatus, JobStore, JobStoreError, NewItem, RequeueItem, RetryCandidates};
+use super::{
+    AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStatus, JobStore,
+    JobStoreError, NewItem, RequeueItem, RetryCandidates,
+};
 use crate::messages::{CompletionEvent, Priority};
 
 /// How long a caller waits for a free pooled connection before the store counts as unavailable.
@@ -191,7 +195,7 @@ impl JobStore for PostgresJobStore {
     async fn recent_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, JobStoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('completed', 'failed')
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')
              ORDER BY completed_at DESC, job_id DESC LIMIT $1"
         );
         self.query_jobs("recent_jobs", &sql, &[&limit]).await
@@ -277,6 +281,24 @@ impl JobStore for PostgresJobStore {
         }
         let client = self.client().await?;
         attempts::count(&client, items, first_only).await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage, JobStoreError> {
+        let client = self.client().await?;
+        manage::list(&client, query).await
+    }
+
+    async fn cancel_job(&self, job_id: &str) -> Result<CancelOutcome, JobStoreError> {
+        let mut client = self.client().await?;
+        manage::cancel(&mut client, job_id).await
+    }
+
+    async fn purge_finished(&self, finished_before: DateTime<Utc>, limit: usize) -> Result<u64, JobStoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let client = self.client().await?;
+        manage::purge(&client, finished_before, limit).await
     }
 
     async fn healthy(&self) -> bool {

@@ -67,7 +67,9 @@ pub(super) struct JobUpdate {
 }
 
 /// The new state of every active job (in `jobs`, the batch's jobs as they were before it)
-/// that had items finish; finished jobs keep their counters and status.
+/// that had items finish. A cancelled job counts the outcomes of batches that were past
+/// the cancel already, so its counters match the index, and stays cancelled; completed
+/// and failed jobs keep their counters and status.
 pub(super) fn plan_updates(jobs: &HashMap<String, JobRecord>, finished: &[Finished]) -> Vec<JobUpdate> {
     let mut tally: HashMap<&str, (u64, u64)> = HashMap::new();
     for f in finished {
@@ -80,12 +82,16 @@ pub(super) fn plan_updates(jobs: &HashMap<String, JobRecord>, finished: &[Finish
     }
     let mut updates = Vec::with_capacity(tally.len());
     for (job_id, (indexed, failed)) in tally {
-        let Some(job) = jobs.get(job_id).filter(|j| j.status.is_active()) else {
+        let Some(job) = jobs.get(job_id).filter(|j| j.status.is_active() || j.status == JobStatus::Cancelled) else {
             tracing::debug!(job_id, "items of a finished job recorded; its counters stay as they are");
             continue;
         };
         let before = Counters { total: job.total_images, processed: job.processed_images, failed: job.failed_images };
-        let advance = advance(before, indexed, failed);
+        let mut advance = advance(before, indexed, failed);
+        if job.status == JobStatus::Cancelled {
+            advance.status = JobStatus::Cancelled;
+            advance.finished = false;
+        }
         if advance.dropped > 0 {
             tracing::warn!(job_id, dropped = advance.dropped, "finished items beyond the job's total were not counted");
         }

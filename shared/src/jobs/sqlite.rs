@@ -13,6 +13,7 @@
 
 mod attempts;
 mod items;
+mod manage;
 mod reads;
 mod requeue;
 mod schema;
@@ -30,7 +31,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode};
 use uuid::Uuid;
 
-use super::{AttemptCount, ItemKey, ItemPage, ItemState, JobRecord, JobStore, JobStoreError, NewItem, RequeueItem, RetryCandidates};
+use super::{
+    AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStore, JobStoreError,
+    NewItem, RequeueItem, RetryCandidates,
+};
 use crate::messages::{CompletionEvent, Priority};
 
 /// Bound on [`JobStore::healthy`], so a health probe never hangs behind a long write.
@@ -227,6 +231,27 @@ impl JobStore for SqliteJobStore {
         }
         let items = items.to_vec();
         self.run("count_attempts", move |db| attempts::count(&mut db.conn, &items, first_only)).await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage, JobStoreError> {
+        let query = query.clone();
+        self.run("list_jobs", move |db| manage::list(&db.conn, &query)).await
+    }
+
+    async fn cancel_job(&self, job_id: &str) -> Result<CancelOutcome, JobStoreError> {
+        let job_id = job_id.to_owned();
+        self.run("cancel_job", move |db| {
+            let now = db.clock.now();
+            manage::cancel(&mut db.conn, now, &job_id)
+        })
+        .await
+    }
+
+    async fn purge_finished(&self, finished_before: DateTime<Utc>, limit: usize) -> Result<u64, JobStoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        self.run("purge_finished", move |db| manage::purge(&mut db.conn, finished_before, limit)).await
     }
 
     async fn healthy(&self) -> bool {

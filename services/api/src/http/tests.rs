@@ -312,3 +312,52 @@ async fn health_lists_the_troubles_of_the_process() {
     let (_, _, body) = server.send(server.get("/health")).await;
     assert_eq!(body["troubles"], json!([]), "{body}");
 }
+
+#[tokio::test]
+async fn jobs_are_listed_and_cancelled_with_the_right_scopes() {
+    let reader = new_key("dashboard", Scope::Read).unwrap();
+    let writer = new_key("indexer", Scope::Write).unwrap();
+    let (r_line, w_line) = (reader.line.clone(), writer.line.clone());
+    let server = start(move |s, dir| {
+        let file = dir.join("keys");
+        std::fs::write(&file, format!("{r_line}\n{w_line}\n")).unwrap();
+        s.api_keys_file = Some(file);
+    })
+    .await;
+    let (code, _, job) = server.send(server.add_images(Some(&writer.key))).await;
+    assert_eq!(code, 202, "{job}");
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    let cancel = |key: &str| {
+        server.http.post(format!("{}/api/v1/index/jobs/{job_id}/cancel", server.base)).header("x-api-key", key.to_string())
+    };
+
+    let (code, _, list) = server.send(server.get("/api/v1/index/jobs").header("x-api-key", &reader.key)).await;
+    assert_eq!(code, 200, "{list}");
+    assert_eq!((list["total"].as_u64(), list["jobs"][0]["job_id"].as_str()), (Some(1), Some(job_id.as_str())), "{list}");
+    assert_eq!(list["jobs"][0]["status"], "queued");
+    assert!(list["next_cursor"].is_null());
+
+    let (code, _, body) = server.send(cancel(&reader.key).json(&json!({}))).await;
+    assert_eq!((code, body["error"].as_str()), (403, Some("forbidden")), "a read key cannot cancel: {body}");
+    let (code, _, body) = server.send(cancel(&writer.key)).await;
+    assert_eq!((code, body["error"].as_str()), (415, Some("unsupported_media_type")), "{body}");
+    let (code, _, body) = server.send(cancel(&writer.key).json(&json!({}))).await;
+    assert_eq!((code, body["status"].as_str()), (200, Some("cancelled")), "{body}");
+    assert!(body["completed_at"].is_string() && body["message"].as_str().unwrap().contains("1 images"), "{body}");
+    let (code, _, body) = server.send(cancel(&writer.key).json(&json!({}))).await;
+    assert_eq!((code, body["error"].as_str()), (409, Some("job_finished")), "{body}");
+    let unknown = server.http.post(format!("{}/api/v1/index/jobs/idx_nope/cancel", server.base)).header("x-api-key", &writer.key);
+    let (code, _, body) = server.send(unknown.json(&json!({}))).await;
+    assert_eq!((code, body["error"].as_str()), (404, Some("job_not_found")), "{body}");
+
+    let (code, _, list) =
+        server.send(server.get("/api/v1/index/jobs?status=cancelled&priority=normal").header("x-api-key", &reader.key)).await;
+    assert_eq!((code, list["total"].as_u64()), (200, Some(1)), "{list}");
+    let (code, _, list) = server.send(server.get("/api/v1/index/jobs?status=queued").header("x-api-key", &reader.key)).await;
+    assert_eq!((code, list["total"].as_u64()), (200, Some(0)), "{list}");
+    for bad in ["status=done", "priority=urgent", "limit=0", "cursor=nope"] {
+        let (code, _, body) = server.send(server.get(&format!("/api/v1/index/jobs?{bad}")).header("x-api-key", &reader.key)).await;
+        assert_eq!((code, body["error"].as_str()), (422, Some("validation_error")), "{bad}: {body}");
+    }
+    server.stop().await;
+}

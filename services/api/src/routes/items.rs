@@ -11,11 +11,9 @@ use uuid::Uuid;
 use imgidx_shared::jobs::{ItemRecord, ItemState};
 use imgidx_shared::time::rfc3339;
 
+use super::paging::{given, parse_limit};
 use crate::error::ApiError;
 use crate::state::AppState;
-
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 
 /// Everything arrives as text, so every bad value is one 422 with a clear message.
 #[derive(Deserialize, Default)]
@@ -86,22 +84,15 @@ pub async fn job_items(
 }
 
 fn parse_filter(q: ItemsQuery) -> Result<Filter, ApiError> {
-    let state = match q.state.as_deref() {
-        None | Some("") => None,
+    let state = match given(q.state.as_deref()) {
+        None => None,
         Some(s) => Some(ItemState::parse(s).ok_or_else(|| {
             ApiError::Validation(format!("state must be one of \"pending\", \"indexed\", \"failed\" (got {s:?})"))
         })?),
     };
-    let limit = match q.limit.as_deref() {
-        None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| ApiError::Validation(format!("limit must be a whole number from 1 to {MAX_LIMIT} (got {l:?})")))?,
-    };
-    let after = match q.cursor.as_deref() {
-        None | Some("") => None,
+    let limit = parse_limit(q.limit.as_deref())?;
+    let after = match given(q.cursor.as_deref()) {
+        None => None,
         Some(c) => Some(decode_cursor(c).ok_or_else(|| {
             ApiError::Validation("cursor is malformed: pass back the next_cursor of a previous page".into())
         })?),

@@ -1,4 +1,4 @@
-//! HTTP routes: seed 000's contract and search. Each route sits in the group of the
+//! HTTP routes: seed 000's contract, job management (seed 002) and search. Each route sits in the group of the
 //! access it needs (read or write); `/health` is open to load balancers.
 
 pub(crate) mod add_images;
@@ -6,6 +6,8 @@ mod add_images_request;
 mod enqueue;
 mod health;
 mod items;
+mod jobs;
+mod paging;
 mod query;
 mod retry;
 mod stats;
@@ -27,10 +29,12 @@ pub fn router(state: AppState, guard: Guard) -> Router {
         .route("/api/v1/index/status/{job_id}/items", get(items::job_items))
         .route("/api/v1/index/status", get(status::overall_status))
         .route("/api/v1/index/stats", get(stats::stats))
+        .route("/api/v1/index/jobs", get(jobs::list_jobs))
         .route("/api/v1/query", post(query::query).route_layer(from_fn(content_type::json_or_multipart)));
     let write = Router::new()
         .route("/api/v1/index/add-images", post(add_images::add_images).route_layer(from_fn(content_type::json)))
-        .route("/api/v1/index/status/{job_id}/retry", post(retry::retry_job).route_layer(from_fn(content_type::json)));
+        .route("/api/v1/index/status/{job_id}/retry", post(retry::retry_job).route_layer(from_fn(content_type::json)))
+        .route("/api/v1/index/jobs/{job_id}/cancel", post(jobs::cancel_job).route_layer(from_fn(content_type::json)));
     let needs = |scope| from_fn_with_state(Required { guard: guard.clone(), scope }, auth::require);
     Router::new()
         .merge(read.route_layer(needs(Scope::Read)))

@@ -19,8 +19,9 @@ pub struct Progress {
     percent_complete: f64,
 }
 
+/// A job as listings show it.
 #[derive(Serialize)]
-pub struct JobStatusBody {
+pub struct JobSummary {
     job_id: String,
     status: &'static str,
     priority: &'static str,
@@ -29,12 +30,9 @@ pub struct JobStatusBody {
     started_at: Option<String>,
     completed_at: Option<String>,
     error_message: Option<String>,
-    /// Failed images by failure code, e.g. `{"not_found": 3}`; `{}` when none failed.
-    /// The images themselves: `GET …/status/{job_id}/items?state=failed`.
-    failures_by_reason: BTreeMap<String, u64>,
 }
 
-impl From<JobRecord> for JobStatusBody {
+impl From<JobRecord> for JobSummary {
     fn from(j: JobRecord) -> Self {
         Self {
             progress: Progress {
@@ -50,9 +48,17 @@ impl From<JobRecord> for JobStatusBody {
             completed_at: j.completed_at.map(rfc3339),
             error_message: j.error_message,
             job_id: j.job_id,
-            failures_by_reason: BTreeMap::new(),
         }
     }
+}
+
+#[derive(Serialize)]
+pub struct JobStatusBody {
+    #[serde(flatten)]
+    job: JobSummary,
+    /// Failed images by failure code, e.g. `{"not_found": 3}`; `{}` when none failed.
+    /// The images themselves: `GET …/status/{job_id}/items?state=failed`.
+    failures_by_reason: BTreeMap<String, u64>,
 }
 
 pub async fn job_status(
@@ -64,9 +70,7 @@ pub async fn job_status(
     };
     // Most polls are of jobs with nothing failed: only those with failures pay for the count.
     let failures = if job.failed_images > 0 { state.deps.jobs.failures_by_reason(&job_id).await? } else { BTreeMap::new() };
-    let mut body = JobStatusBody::from(job);
-    body.failures_by_reason = failures;
-    Ok(Json(body))
+    Ok(Json(JobStatusBody { job: JobSummary::from(job), failures_by_reason: failures }))
 }
 
 #[derive(Serialize)]

@@ -118,6 +118,50 @@ pub struct RetryArgs {
     pub server: ServerArgs,
 }
 
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct JobsArgs {
+    /// Only jobs in this state.
+    #[arg(long)]
+    pub status: Option<JobState>,
+    /// Only jobs of this priority.
+    #[arg(long, value_enum)]
+    pub priority: Option<Priority>,
+    /// How many of the newest jobs to list.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub limit: u64,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// The queued or running job to cancel: its images not processed yet are not embedded.
+    pub job_id: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
 #[derive(Args, Debug)]
 pub struct StatsArgs {
     #[command(flatten)]

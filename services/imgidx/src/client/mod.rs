@@ -5,6 +5,7 @@ mod args;
 mod failures;
 mod http;
 mod index;
+mod jobs;
 mod output;
 mod paths;
 mod query;
@@ -13,8 +14,9 @@ mod status;
 mod types;
 mod wait;
 
-pub use args::{IndexArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs, StatusArgs};
+pub use args::{CancelArgs, IndexArgs, JobsArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs, StatusArgs};
 pub use index::index;
+pub use jobs::{cancel, jobs};
 pub use query::{search, similar};
 pub use retry::retry;
 pub use status::{stats, status};

@@ -51,7 +51,7 @@ pub struct JobStatus {
 
 impl JobStatus {
     pub fn is_finished(&self) -> bool {
-        self.status == "completed" || self.status == "failed"
+        matches!(self.status.as_str(), "completed" | "failed" | "cancelled")
     }
 }
 

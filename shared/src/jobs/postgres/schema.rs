@@ -36,6 +36,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "0005_job_published",
         sql: include_str!("../../../migrations/0005_job_published.sql"),
     },
+    Migration { version: 6, name: "0006_job_cancel", sql: include_str!("../../../migrations/0006_job_cancel.sql") },
 ];
 
 /// Advisory lock held while migrating ("imgidx" in ASCII, then 1), so concurrent

@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::{point_bytes, SqlResultExt};
-use crate::jobs::attempts::decide;
+use crate::jobs::attempts::{decide, Pending};
 use crate::jobs::{AttemptCount, ItemKey, JobStoreError};
 
 pub(super) fn count(conn: &mut Connection, items: &[ItemKey], first_only: bool) -> Result<Vec<AttemptCount>, JobStoreError> {
@@ -13,7 +13,11 @@ pub(super) fn count(conn: &mut Connection, items: &[ItemKey], first_only: bool) 
     let mut out = Vec::with_capacity(items.len());
     {
         let mut read = tx
-            .prepare_cached("SELECT attempts FROM job_items WHERE job_id = ?1 AND point_id = ?2 AND state = 'pending'")
+            .prepare_cached(
+                "SELECT i.attempts, j.status IN ('queued', 'running')
+                 FROM job_items i JOIN jobs j ON j.job_id = i.job_id
+                 WHERE i.job_id = ?1 AND i.point_id = ?2 AND i.state = 'pending'",
+            )
             .ctx(CONTEXT)?;
         let mut raise = tx
             .prepare_cached("UPDATE job_items SET attempts = attempts + 1 WHERE job_id = ?1 AND point_id = ?2")
@@ -26,9 +30,10 @@ pub(super) fn count(conn: &mut Connection, items: &[ItemKey], first_only: bool) 
                 continue;
             }
             let point = point_bytes(&key.point_id);
-            let before: Option<i64> =
-                read.query_row(params![key.job_id, point], |row| row.get(0)).optional().ctx(CONTEXT)?;
-            let (answer, counted) = decide(before.map(|n| u32::try_from(n).unwrap_or(0)), first_only);
+            let before: Option<(i64, bool)> =
+                read.query_row(params![key.job_id, point], |row| Ok((row.get(0)?, row.get(1)?))).optional().ctx(CONTEXT)?;
+            let before = before.map(|(n, job_active)| Pending { attempts: u32::try_from(n).unwrap_or(0), job_active });
+            let (answer, counted) = decide(before, first_only);
             if counted {
                 raise.execute(params![key.job_id, point]).ctx(CONTEXT)?;
             }

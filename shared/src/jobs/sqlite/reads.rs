@@ -29,7 +29,7 @@ pub(super) fn recent_jobs(conn: &Connection, limit: usize) -> Result<Vec<JobReco
         conn,
         "recent_jobs",
         &format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('completed', 'failed')
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('completed', 'failed', 'cancelled')
              ORDER BY completed_at DESC, job_id DESC LIMIT ?1"
         ),
         params![i64::try_from(limit).unwrap_or(i64::MAX)],

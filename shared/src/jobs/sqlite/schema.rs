@@ -34,6 +34,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "0004_job_published",
         sql: include_str!("../../../migrations/sqlite/0004_job_published.sql"),
     },
+    Migration { version: 5, name: "0005_job_cancel", sql: include_str!("../../../migrations/sqlite/0005_job_cancel.sql") },
 ];
 
 /// How long a write waits for another connection (another process on the same file)
@@ -69,7 +70,19 @@ fn expect_pragma(conn: &Connection, name: &str, expected: i64) -> Result<(), Job
 
 /// Applies the migrations not yet recorded in `schema_migrations`, all in one
 /// transaction that holds the write lock from its start.
+///
+/// Foreign keys are off meanwhile: a migration that rebuilds a table (SQLite cannot
+/// change a constraint in place) drops the old one, which with them on would delete
+/// its children. They are checked before the commit and on again after it.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), JobStoreError> {
+    conn.pragma_update(None, "foreign_keys", false).ctx("migrations: foreign keys off")?;
+    let applied = apply_pending(conn);
+    conn.pragma_update(None, "foreign_keys", true).ctx("migrations: foreign keys on")?;
+    expect_pragma(conn, "foreign_keys", 1)?;
+    applied
+}
+
+fn apply_pending(conn: &mut Connection) -> Result<(), JobStoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("migrations: begin")?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -94,6 +107,11 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), JobStoreError> {
         .ctx(&context)?;
         tracing::info!(migration = m.name, "applied job store migration (SQLite)");
     }
+    let broken: i64 =
+        tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| row.get(0)).ctx("migrations: check foreign keys")?;
+    if broken > 0 {
+        return Err(JobStoreError::Other(format!("migrations left {broken} rows with broken foreign keys; rolled back")));
+    }
     tx.commit().ctx("migrations: commit")
 }
 
@@ -110,5 +128,40 @@ mod tests {
             assert!(m.name.starts_with(&format!("{:04}_", m.version)), "{}", m.name);
             assert!(!m.sql.trim().is_empty());
         }
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn the_jobs_table_rebuild_keeps_every_row_and_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("jobs.sqlite3")).unwrap();
+        configure(&conn).unwrap();
+        // The schema as version 4 left it, holding a job with an item and a claim.
+        conn.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT",
+        )
+        .unwrap();
+        for m in MIGRATIONS.iter().filter(|m| m.version <= 4) {
+            conn.execute_batch(m.sql).unwrap();
+            conn.execute("INSERT INTO schema_migrations VALUES (?1, ?2, 0)", params![m.version, m.name]).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO jobs (job_id, status, priority, total, created_at, published_at) VALUES ('j', 'running', 'high', 1, 5, 6);
+             INSERT INTO job_items (job_id, point_id, path, queued_at) VALUES ('j', zeroblob(16), '/a.jpg', 5);
+             INSERT INTO pending_points (point_id, job_id) VALUES (zeroblob(16), 'j');",
+        )
+        .unwrap();
+
+        migrate(&mut conn).unwrap();
+        let count = |table: &str| conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!((count("jobs"), count("job_items"), count("pending_points")), (1, 1, 1));
+        let (status, published): (String, i64) =
+            conn.query_row("SELECT status, published_at FROM jobs WHERE job_id = 'j'", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((status.as_str(), published), ("running", 6));
+        conn.execute("UPDATE jobs SET status = 'cancelled' WHERE job_id = 'j'", []).unwrap();
+        // Foreign keys are on again, and point at the new table.
+        assert!(conn.execute("INSERT INTO pending_points (point_id, job_id) VALUES (randomblob(16), 'nope')", []).is_err());
+        conn.execute("DELETE FROM jobs WHERE job_id = 'j'", []).unwrap();
+        assert_eq!((count("job_items"), count("pending_points")), (0, 0), "children go with their job");
     }
 }
