@@ -14,6 +14,7 @@ mod reconnect;
 mod seed000_client;
 mod tls;
 mod topology;
+mod operator;
 mod outages;
 mod poison;
 mod redelivery;

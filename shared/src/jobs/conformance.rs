@@ -67,6 +67,7 @@ conformance_tests!(
     jobs_are_listed_newest_first_by_status_and_priority,
     cancelling_a_job_withdraws_its_pending_items,
     finished_jobs_are_purged,
+    workers_are_counted_per_job,
 );
 
 pub(super) fn item(n: u128) -> NewItem {
@@ -818,4 +819,35 @@ async fn finished_jobs_are_purged(h: &Harness) {
     assert_eq!(s.job("busy").await.unwrap().unwrap().status, JobStatus::Queued, "active jobs stay");
     // What the images' outcomes say stays: they describe the images, not the jobs.
     assert!(s.last_update().await.unwrap().is_some());
+}
+
+async fn workers_are_counted_per_job(h: &Harness) {
+    let s = h.store();
+    s.create_job("j", Priority::Normal, &items(0..4)).await.unwrap();
+    s.create_job("k", Priority::Normal, &items(4..5)).await.unwrap();
+    let by = |e: CompletionEvent, worker: &str| CompletionEvent { worker: worker.into(), ..e };
+    let started = Utc::now() - Duration::seconds(1);
+    s.apply_events(&[
+        by(indexed("j", 0), "w1"),
+        by(failed("j", 1, FailureKind::NotFound, "gone"), "w1"),
+        by(indexed("j", 2), "w2"),
+        by(indexed("k", 4), "w2"),
+    ])
+    .await
+    .unwrap();
+    // A duplicate from another worker counts for nobody.
+    s.apply_events(&[by(indexed("j", 0), "w2"), by(indexed("j", 3), "w2")]).await.unwrap();
+    let workers = s.job_workers("j").await.unwrap();
+    let got: Vec<(&str, u64, u64)> =
+        workers.iter().map(|w| (w.worker_id.as_str(), w.images_processed, w.images_failed)).collect();
+    assert_eq!(got, vec![("w1", 1, 1), ("w2", 2, 0)]);
+    assert!(workers.iter().all(|w| w.last_seen_at > started && w.last_seen_at < Utc::now() + Duration::seconds(1)));
+    assert_eq!(s.job_workers("k").await.unwrap().len(), 1);
+    assert!(s.job_workers("nope").await.unwrap().is_empty());
+    // The system's recent throughput counts each image's latest outcome.
+    assert_eq!(s.finished_since(started).await.unwrap(), 5);
+    assert_eq!(s.finished_since(Utc::now() + Duration::seconds(1)).await.unwrap(), 0);
+    // They go with their job.
+    s.purge_finished(Utc::now() + Duration::seconds(1), 10).await.unwrap();
+    assert!(s.job_workers("j").await.unwrap().is_empty());
 }

@@ -1,5 +1,6 @@
-//! What an operator does with jobs as a whole: list them page by page, cancel one,
-//! and delete finished ones after their retention period.
+//! What an operator does with jobs as a whole: list them page by page, see which
+//! workers worked on one, cancel one, and delete finished ones after their retention
+//! period.
 
 use chrono::{DateTime, Utc};
 
@@ -57,6 +58,15 @@ impl JobPage {
         let next = if more { jobs.last().map(JobCursor::of) } else { None };
         Self { jobs, total, next }
     }
+}
+
+/// A worker that worked on a job: what it finished of it, and when it last did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobWorker {
+    pub worker_id: String,
+    pub images_processed: u64,
+    pub images_failed: u64,
+    pub last_seen_at: DateTime<Utc>,
 }
 
 /// What [`cancel_job`](super::JobStore::cancel_job) found.

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 pub use attempts::{AttemptCount, ItemKey};
 pub use items::{ItemPage, ItemRecord, ItemState, RetryCandidates};
-pub use manage::{CancelOutcome, JobCursor, JobPage, JobQuery};
+pub use manage::{CancelOutcome, JobCursor, JobPage, JobQuery, JobWorker};
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
 
@@ -153,6 +153,9 @@ pub trait JobStore: Send + Sync {
     async fn failed_image_count(&self) -> Result<u64, JobStoreError>;
     /// When an item was last finished, if ever.
     async fn last_update(&self) -> Result<Option<DateTime<Utc>>, JobStoreError>;
+    /// Distinct images whose latest outcome was recorded at or after `since`: the recent
+    /// throughput of the whole system.
+    async fn finished_since(&self, since: DateTime<Utc>) -> Result<u64, JobStoreError>;
 
     /// Takes at most `limit` pending items of active (queued or running) jobs that were last
     /// queued at or before `queued_before`, oldest job first, and stamps them as queued now, so
@@ -219,6 +222,10 @@ pub trait JobStore: Send + Sync {
     /// A page of jobs matching `query`, newest first (`created_at`, then `job_id`,
     /// descending; keyset pages), and how many match in all.
     async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage, JobStoreError>;
+
+    /// The workers whose events finished items of the job, by worker id; empty for an
+    /// unknown job.
+    async fn job_workers(&self, job_id: &str) -> Result<Vec<JobWorker>, JobStoreError>;
 
     /// Cancels an active job: status `cancelled`, `completed_at` now, claims released.
     /// Its pending items stay pending and are never embedded: workers that meet their

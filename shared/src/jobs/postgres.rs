@@ -45,7 +45,7 @@ use super::batch::{failure, kind_str, outcome_state, stored_reason, unique_by_po
 use super::progress::{self, FailureGroup, Finished, JobUpdate};
 use super::{
     AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStatus, JobStore,
-    JobStoreError, NewItem, RequeueItem, RetryCandidates,
+    JobStoreError, JobWorker, NewItem, RequeueItem, RetryCandidates,
 };
 use crate::messages::{CompletionEvent, Priority};
 
@@ -173,6 +173,7 @@ impl JobStore for PostgresJobStore {
         let finished = finish_items(&tx, &events).await?;
         release_claims(&tx, &finished).await?;
         record_outcomes(&tx, &finished).await?;
+        record_workers(&tx, &progress::worker_tallies(&finished)).await?;
         let mut updates = progress::plan_updates(&jobs, &finished);
         add_failure_messages(&tx, &mut updates).await?;
         let mut records = write_jobs(&tx, &updates).await?;
@@ -216,6 +217,16 @@ impl JobStore for PostgresJobStore {
         let client = self.client().await?;
         let row = client.query_one("SELECT max(finished_at) FROM point_outcomes", &[]).await.ctx("last_update")?;
         row.try_get(0).ctx("last_update")
+    }
+
+    async fn finished_since(&self, since: DateTime<Utc>) -> Result<u64, JobStoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT count(*) FROM point_outcomes WHERE finished_at >= $1")
+            .await
+            .ctx("finished_since")?;
+        let n: i64 = client.query_one(&stmt, &[&since]).await.ctx("finished_since")?.try_get(0).ctx("finished_since")?;
+        Ok(n.max(0).unsigned_abs())
     }
 
     async fn requeue_stale_items(
@@ -286,6 +297,11 @@ impl JobStore for PostgresJobStore {
     async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage, JobStoreError> {
         let client = self.client().await?;
         manage::list(&client, query).await
+    }
+
+    async fn job_workers(&self, job_id: &str) -> Result<Vec<JobWorker>, JobStoreError> {
+        let client = self.client().await?;
+        manage::workers(&client, job_id).await
     }
 
     async fn cancel_job(&self, job_id: &str) -> Result<CancelOutcome, JobStoreError> {
@@ -370,13 +386,14 @@ async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Resu
     let states: Vec<&str> = events.iter().map(|e| outcome_state(&e.outcome)).collect();
     let kinds: Vec<Option<&str>> = events.iter().map(|e| failure(&e.outcome).map(|(k, _)| kind_str(k))).collect();
     let reasons: Vec<Option<String>> = events.iter().map(|e| stored_reason(&e.outcome)).collect();
+    let workers: Vec<&str> = events.iter().map(|e| e.worker.as_str()).collect();
     // The final SELECT sees the items as they were before the UPDATE, which tells a
     // duplicate event (item known, not updated) from one for an unknown item.
     let stmt = tx
         .prepare_cached(
             "WITH e AS (
-                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[])
-                     AS e(job_id, point_id, state, failure_kind, reason)
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
+                     AS e(job_id, point_id, state, failure_kind, reason, worker)
              ), done AS (
                  UPDATE job_items i
                  SET state = e.state, failure_kind = e.failure_kind, reason = e.reason, finished_at = now()
@@ -384,7 +401,7 @@ async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Resu
                  WHERE i.job_id = e.job_id AND i.point_id = e.point_id AND i.state = 'pending'
                  RETURNING i.job_id, i.point_id
              )
-             SELECT e.job_id, e.point_id, e.state, done.point_id IS NOT NULL, known.point_id IS NOT NULL
+             SELECT e.job_id, e.point_id, e.state, done.point_id IS NOT NULL, known.point_id IS NOT NULL, e.worker
              FROM e
              LEFT JOIN done ON done.job_id = e.job_id AND done.point_id = e.point_id
              LEFT JOIN job_items known ON known.job_id = e.job_id AND known.point_id = e.point_id",
@@ -392,7 +409,7 @@ async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Resu
         .await
         .ctx("apply_events: finish items")?;
     let rows =
-        tx.query(&stmt, &[&job_ids, &point_ids, &states, &kinds, &reasons]).await.ctx("apply_events: finish items")?;
+        tx.query(&stmt, &[&job_ids, &point_ids, &states, &kinds, &reasons, &workers]).await.ctx("apply_events: finish items")?;
     let mut finished = Vec::with_capacity(rows.len());
     for row in &rows {
         let job_id: String = row.try_get(0).ctx("apply_events: finish items")?;
@@ -401,7 +418,10 @@ async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Resu
         let applied: bool = row.try_get(3).ctx("apply_events: finish items")?;
         let known: bool = row.try_get(4).ctx("apply_events: finish items")?;
         match (applied, known) {
-            (true, _) => finished.push(Finished { job_id, point_id, indexed: state == "indexed" }),
+            (true, _) => {
+                let worker: String = row.try_get(5).ctx("apply_events: finish items")?;
+                finished.push(Finished { job_id, point_id, indexed: state == "indexed", worker });
+            }
             (false, true) => tracing::debug!(job_id, %point_id, "duplicate completion event ignored"),
             (false, false) => tracing::warn!(job_id, %point_id, "completion event for an unknown job or item ignored"),
         }
@@ -448,6 +468,33 @@ async fn record_outcomes(tx: &Transaction<'_>, finished: &[Finished]) -> Result<
         .await
         .ctx("apply_events: record outcomes")?;
     tx.execute(&stmt, &[&point_ids, &states]).await.ctx("apply_events: record outcomes")?;
+    Ok(())
+}
+
+/// Adds what each worker finished to its row of the job's workers (rows in key order,
+/// under the job locks `apply_events` holds).
+async fn record_workers(tx: &Transaction<'_>, tallies: &[progress::WorkerTally]) -> Result<(), JobStoreError> {
+    const CONTEXT: &str = "apply_events: record workers";
+    if tallies.is_empty() {
+        return Ok(());
+    }
+    let job_ids: Vec<&str> = tallies.iter().map(|t| t.job_id.as_str()).collect();
+    let workers: Vec<&str> = tallies.iter().map(|t| t.worker.as_str()).collect();
+    let indexed: Vec<i32> = tallies.iter().map(|t| to_i32(t.indexed, "images processed")).collect::<Result<_, _>>()?;
+    let failed: Vec<i32> = tallies.iter().map(|t| to_i32(t.failed, "images failed")).collect::<Result<_, _>>()?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO job_workers (job_id, worker_id, images_processed, images_failed, last_seen_at)
+             SELECT u.job_id, u.worker, u.indexed, u.failed, now()
+             FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[]) AS u(job_id, worker, indexed, failed)
+             ON CONFLICT (job_id, worker_id) DO UPDATE SET
+                 images_processed = job_workers.images_processed + EXCLUDED.images_processed,
+                 images_failed = job_workers.images_failed + EXCLUDED.images_failed,
+                 last_seen_at = EXCLUDED.last_seen_at",
+        )
+        .await
+        .ctx(CONTEXT)?;
+    tx.execute(&stmt, &[&job_ids, &workers, &indexed, &failed]).await.ctx(CONTEXT)?;
     Ok(())
 }
 

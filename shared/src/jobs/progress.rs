@@ -56,6 +56,33 @@ pub(super) struct Finished {
     pub job_id: String,
     pub point_id: Uuid,
     pub indexed: bool,
+    /// Who finished it (the event's `worker`).
+    pub worker: String,
+}
+
+/// What one worker finished of one job in a batch of events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct WorkerTally {
+    pub job_id: String,
+    pub worker: String,
+    pub indexed: u64,
+    pub failed: u64,
+}
+
+/// Finished items counted per (job, worker), in that order (the order rows are upserted).
+pub(super) fn worker_tallies(finished: &[Finished]) -> Vec<WorkerTally> {
+    let mut by: std::collections::BTreeMap<(&str, &str), (u64, u64)> = std::collections::BTreeMap::new();
+    for f in finished {
+        let entry = by.entry((f.job_id.as_str(), f.worker.as_str())).or_default();
+        if f.indexed {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+    by.into_iter()
+        .map(|((job_id, worker), (indexed, failed))| WorkerTally { job_id: job_id.into(), worker: worker.into(), indexed, failed })
+        .collect()
 }
 
 /// New counters and status of one active job.
@@ -183,9 +210,18 @@ mod tests {
 
     #[test]
     fn a_success_wins_a_tie_within_a_batch() {
-        let f = |job: &str, n, indexed| Finished { job_id: job.into(), point_id: Uuid::from_u128(n), indexed };
+        let f = |job: &str, n, indexed| Finished { job_id: job.into(), point_id: Uuid::from_u128(n), indexed, worker: "w".into() };
         let outcomes = latest_outcomes(&[f("a", 2, false), f("b", 1, false), f("c", 2, true)]);
         assert_eq!(outcomes, vec![(Uuid::from_u128(1), false), (Uuid::from_u128(2), true)]);
+    }
+
+    #[test]
+    fn workers_are_tallied_per_job_in_key_order() {
+        let f = |job: &str, worker: &str, indexed| Finished { job_id: job.into(), point_id: Uuid::nil(), indexed, worker: worker.into() };
+        let tallies = worker_tallies(&[f("b", "w2", true), f("a", "w2", false), f("b", "w1", true), f("b", "w2", false)]);
+        let got: Vec<(&str, &str, u64, u64)> =
+            tallies.iter().map(|t| (t.job_id.as_str(), t.worker.as_str(), t.indexed, t.failed)).collect();
+        assert_eq!(got, vec![("a", "w2", 0, 1), ("b", "w1", 1, 0), ("b", "w2", 1, 1)]);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use super::{
     AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStore, JobStoreError,
-    NewItem, RequeueItem, RetryCandidates,
+    JobWorker, NewItem, RequeueItem, RetryCandidates,
 };
 use crate::messages::{CompletionEvent, Priority};
 
@@ -161,6 +161,10 @@ impl JobStore for SqliteJobStore {
         self.run("last_update", |db| reads::last_update(&db.conn)).await
     }
 
+    async fn finished_since(&self, since: DateTime<Utc>) -> Result<u64, JobStoreError> {
+        self.run("finished_since", move |db| reads::finished_since(&db.conn, since)).await
+    }
+
     async fn requeue_stale_items(
         &self,
         queued_before: DateTime<Utc>,
@@ -236,6 +240,11 @@ impl JobStore for SqliteJobStore {
     async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage, JobStoreError> {
         let query = query.clone();
         self.run("list_jobs", move |db| manage::list(&db.conn, &query)).await
+    }
+
+    async fn job_workers(&self, job_id: &str) -> Result<Vec<JobWorker>, JobStoreError> {
+        let job_id = job_id.to_owned();
+        self.run("job_workers", move |db| manage::workers(&db.conn, &job_id)).await
     }
 
     async fn cancel_job(&self, job_id: &str) -> Result<CancelOutcome, JobStoreError> {

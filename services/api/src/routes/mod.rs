@@ -7,6 +7,8 @@ mod enqueue;
 mod health;
 mod items;
 mod jobs;
+mod notify;
+mod pace;
 mod paging;
 mod query;
 mod retry;
@@ -33,6 +35,7 @@ pub fn router(state: AppState, guard: Guard) -> Router {
         .route("/api/v1/query", post(query::query).route_layer(from_fn(content_type::json_or_multipart)));
     let write = Router::new()
         .route("/api/v1/index/add-images", post(add_images::add_images).route_layer(from_fn(content_type::json)))
+        .route("/api/v1/index/notify", post(notify::notify).route_layer(from_fn(content_type::json)))
         .route("/api/v1/index/status/{job_id}/retry", post(retry::retry_job).route_layer(from_fn(content_type::json)))
         .route("/api/v1/index/jobs/{job_id}/cancel", post(jobs::cancel_job).route_layer(from_fn(content_type::json)));
     let needs = |scope| from_fn_with_state(Required { guard: guard.clone(), scope }, auth::require);

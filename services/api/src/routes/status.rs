@@ -2,11 +2,13 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
 use axum::Json;
+use chrono::Utc;
 use serde::Serialize;
 
 use imgidx_shared::jobs::JobRecord;
 use imgidx_shared::time::rfc3339;
 
+use super::pace::{self, Pace, WorkerBody};
 use super::stats::{index_stats, IndexStats};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -56,6 +58,10 @@ impl From<JobRecord> for JobSummary {
 pub struct JobStatusBody {
     #[serde(flatten)]
     job: JobSummary,
+    #[serde(flatten)]
+    pace: Pace,
+    /// The workers that worked on the job (seed 002).
+    workers: Vec<WorkerBody>,
     /// Failed images by failure code, e.g. `{"not_found": 3}`; `{}` when none failed.
     /// The images themselves: `GET …/status/{job_id}/items?state=failed`.
     failures_by_reason: BTreeMap<String, u64>,
@@ -70,7 +76,9 @@ pub async fn job_status(
     };
     // Most polls are of jobs with nothing failed: only those with failures pay for the count.
     let failures = if job.failed_images > 0 { state.deps.jobs.failures_by_reason(&job_id).await? } else { BTreeMap::new() };
-    Ok(Json(JobStatusBody { job: JobSummary::from(job), failures_by_reason: failures }))
+    let now = Utc::now();
+    let workers = pace::workers(&job, state.deps.jobs.job_workers(&job_id).await?, now);
+    Ok(Json(JobStatusBody { pace: pace::pace(&job, now), workers, job: JobSummary::from(job), failures_by_reason: failures }))
 }
 
 #[derive(Serialize)]

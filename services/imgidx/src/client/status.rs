@@ -72,7 +72,19 @@ pub fn job_text(j: &JobStatus) -> String {
         ("Completed", or_dash(j.completed_at.as_deref())),
         ("Error", or_dash(j.error_message.as_deref())),
         ("Failures", or_dash(Some(by_reason(&j.failures_by_reason).as_str()))),
+        ("Rate", j.throughput_images_per_sec.map_or_else(|| "-".into(), |t| format!("{t:.1} images/s"))),
+        ("ETA", or_dash(j.estimated_completion.as_deref())),
+        ("Workers", or_dash(Some(workers_text(&j.workers).as_str()))),
     ])
+}
+
+/// `w1 (active, 120 done), w2 (idle, 80 done)`.
+fn workers_text(workers: &[super::types::JobWorker]) -> String {
+    workers
+        .iter()
+        .map(|w| format!("{} ({}, {} done)", w.worker_id, w.status, w.images_processed + w.images_failed))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `2 not_found, 1 unreadable`: most common first.
@@ -158,6 +170,16 @@ mod tests {
             ..j
         };
         assert!(job_text(&j).contains("Failures   4 not_found, 1 unreadable\n"), "{}", job_text(&j));
+        assert!(job_text(&j).contains("Rate       -\n"), "an older server says nothing of its pace");
+        let j: JobStatus = serde_json::from_value(serde_json::json!({
+            "job_id": "idx_2", "status": "running", "throughput_images_per_sec": 12.345,
+            "estimated_completion": "2025-01-01T00:01:00Z",
+            "workers": [{"worker_id": "gpu1.worker-7", "status": "active", "images_processed": 90, "images_failed": 2}]
+        }))
+        .unwrap();
+        let text = job_text(&j);
+        assert!(text.contains("Rate       12.3 images/s\nETA        2025-01-01T00:01:00Z\n"), "{text}");
+        assert!(text.contains("Workers    gpu1.worker-7 (active, 92 done)\n"), "{text}");
 
         let s: IndexStats = serde_json::from_value(serde_json::json!({
             "model_name": "tiny-clip", "embedding_dim": 64, "total_images": 17, "num_failed": 1,

@@ -47,6 +47,19 @@ pub struct JobStatus {
     pub error_message: Option<String>,
     /// Failed images by failure code (absent from servers before it existed).
     pub failures_by_reason: BTreeMap<String, u64>,
+    /// Images per second since the job started (absent from older servers).
+    pub throughput_images_per_sec: Option<f64>,
+    pub estimated_completion: Option<String>,
+    pub workers: Vec<JobWorker>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+pub struct JobWorker {
+    pub worker_id: String,
+    pub status: String,
+    pub images_processed: u64,
+    pub images_failed: u64,
 }
 
 impl JobStatus {

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{job_from_row, PgResultExt, JOB_COLUMNS};
-use crate::jobs::{CancelOutcome, JobPage, JobQuery, JobStoreError};
+use crate::jobs::{CancelOutcome, JobPage, JobQuery, JobStoreError, JobWorker};
 
 /// NULL parameters match everything; the keyset compares `(created_at, job_id)`.
 const FILTER: &str = "($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR priority = $2)";
@@ -28,6 +28,29 @@ pub(super) async fn list(client: &deadpool_postgres::Client, query: &JobQuery) -
     let count = client.prepare_cached(&format!("SELECT count(*) FROM jobs WHERE {FILTER}")).await.ctx(CONTEXT)?;
     let total: i64 = client.query_one(&count, &[&status, &priority]).await.ctx(CONTEXT)?.try_get(0).ctx(CONTEXT)?;
     Ok(JobPage::from_overfetch(jobs, query.limit, total.max(0).unsigned_abs()))
+}
+
+pub(super) async fn workers(client: &deadpool_postgres::Client, job_id: &str) -> Result<Vec<JobWorker>, JobStoreError> {
+    const CONTEXT: &str = "job_workers";
+    let stmt = client
+        .prepare_cached(
+            "SELECT worker_id, images_processed, images_failed, last_seen_at FROM job_workers
+             WHERE job_id = $1 ORDER BY worker_id",
+        )
+        .await
+        .ctx(CONTEXT)?;
+    let rows = client.query(&stmt, &[&job_id]).await.ctx(CONTEXT)?;
+    rows.iter()
+        .map(|row| {
+            let (processed, failed): (i32, i32) = (row.try_get(1).ctx(CONTEXT)?, row.try_get(2).ctx(CONTEXT)?);
+            Ok(JobWorker {
+                worker_id: row.try_get(0).ctx(CONTEXT)?,
+                images_processed: u64::from(processed.unsigned_abs()),
+                images_failed: u64::from(failed.unsigned_abs()),
+                last_seen_at: row.try_get(3).ctx(CONTEXT)?,
+            })
+        })
+        .collect()
 }
 
 /// The job row first, then its claims: the lock order of every writer.

@@ -37,6 +37,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/0005_job_published.sql"),
     },
     Migration { version: 6, name: "0006_job_cancel", sql: include_str!("../../../migrations/0006_job_cancel.sql") },
+    Migration { version: 7, name: "0007_job_workers", sql: include_str!("../../../migrations/0007_job_workers.sql") },
 ];
 
 /// Advisory lock held while migrating ("imgidx" in ASCII, then 1), so concurrent

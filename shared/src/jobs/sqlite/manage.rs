@@ -4,8 +4,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::reads::{job_from_row, JOB_COLUMNS};
-use super::{count, micros, SqlResultExt};
-use crate::jobs::{CancelOutcome, JobPage, JobQuery, JobStoreError};
+use super::{count, micros, time, SqlResultExt};
+use crate::jobs::{CancelOutcome, JobPage, JobQuery, JobStoreError, JobWorker};
 
 /// NULL parameters match everything; the keyset compares `(created_at, job_id)`.
 const FILTER: &str = "(?1 IS NULL OR status = ?1) AND (?2 IS NULL OR priority = ?2)";
@@ -34,6 +34,31 @@ pub(super) fn list(conn: &Connection, query: &JobQuery) -> Result<JobPage, JobSt
         .query_row(&format!("SELECT count(*) FROM jobs WHERE {FILTER}"), params![status, priority], |row| row.get(0))
         .ctx(CONTEXT)?;
     Ok(JobPage::from_overfetch(jobs, query.limit, count(total, "job count")?))
+}
+
+pub(super) fn workers(conn: &Connection, job_id: &str) -> Result<Vec<JobWorker>, JobStoreError> {
+    const CONTEXT: &str = "job_workers";
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT worker_id, images_processed, images_failed, last_seen_at FROM job_workers
+             WHERE job_id = ?1 ORDER BY worker_id",
+        )
+        .ctx(CONTEXT)?;
+    let rows = stmt
+        .query_map(params![job_id], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)?, row.get::<_, i64>(3)?)))
+        .ctx(CONTEXT)?
+        .collect::<Result<Vec<_>, _>>()
+        .ctx(CONTEXT)?;
+    rows.into_iter()
+        .map(|(worker_id, processed, failed, seen)| {
+            Ok(JobWorker {
+                worker_id,
+                images_processed: count(processed, "images processed")?,
+                images_failed: count(failed, "images failed")?,
+                last_seen_at: time(seen)?,
+            })
+        })
+        .collect()
 }
 
 pub(super) fn cancel(conn: &mut Connection, now: i64, job_id: &str) -> Result<CancelOutcome, JobStoreError> {

@@ -61,6 +61,15 @@ pub(super) fn last_update(conn: &Connection) -> Result<Option<DateTime<Utc>>, Jo
     opt_time(latest)
 }
 
+pub(super) fn finished_since(conn: &Connection, since: DateTime<Utc>) -> Result<u64, JobStoreError> {
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM point_outcomes WHERE finished_at >= ?1", params![since.timestamp_micros()], |row| {
+            row.get(0)
+        })
+        .ctx("finished_since")?;
+    count(n, "finished image count")
+}
+
 pub(super) fn job_from_row(row: &Row<'_>) -> Result<JobRecord, JobStoreError> {
     const CONTEXT: &str = "reading a job";
     let status: String = row.get("status").ctx(CONTEXT)?;

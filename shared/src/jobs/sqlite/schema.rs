@@ -35,6 +35,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/sqlite/0004_job_published.sql"),
     },
     Migration { version: 5, name: "0005_job_cancel", sql: include_str!("../../../migrations/sqlite/0005_job_cancel.sql") },
+    Migration { version: 6, name: "0006_job_workers", sql: include_str!("../../../migrations/sqlite/0006_job_workers.sql") },
 ];
 
 /// How long a write waits for another connection (another process on the same file)

@@ -112,11 +112,32 @@ pub(super) fn apply_events(
     let finished = finish_items(&tx, now, &events)?;
     release_claims(&tx, &finished)?;
     record_outcomes(&tx, now, &finished)?;
+    record_workers(&tx, now, &progress::worker_tallies(&finished))?;
     let mut updates = progress::plan_updates(&jobs, &finished);
     add_failure_messages(&tx, &mut updates)?;
     let records = write_jobs(&tx, now, &updates)?;
     tx.commit().ctx("apply_events: commit")?;
     Ok(records)
+}
+
+/// Adds what each worker finished to its row of the job's workers.
+fn record_workers(tx: &Transaction<'_>, now: i64, tallies: &[progress::WorkerTally]) -> Result<(), JobStoreError> {
+    const CONTEXT: &str = "apply_events: record workers";
+    let mut upsert = tx
+        .prepare_cached(
+            "INSERT INTO job_workers (job_id, worker_id, images_processed, images_failed, last_seen_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (job_id, worker_id) DO UPDATE SET
+                 images_processed = images_processed + excluded.images_processed,
+                 images_failed = images_failed + excluded.images_failed,
+                 last_seen_at = excluded.last_seen_at",
+        )
+        .ctx(CONTEXT)?;
+    for t in tallies {
+        let (indexed, failed) = (i64::try_from(t.indexed).unwrap_or(i64::MAX), i64::try_from(t.failed).unwrap_or(i64::MAX));
+        upsert.execute(params![t.job_id, t.worker, indexed, failed, now]).ctx(CONTEXT)?;
+    }
+    Ok(())
 }
 
 /// The events' jobs as they were before this batch, by id (unknown jobs are absent).
@@ -154,7 +175,7 @@ fn finish_items(tx: &Transaction<'_>, now: i64, events: &[&CompletionEvent]) -> 
             .ctx(CONTEXT)?;
         let (job_id, point_id) = (e.job_id.as_str(), e.point_id);
         if changed == 1 {
-            finished.push(Finished { job_id: job_id.to_owned(), point_id, indexed: state == "indexed" });
+            finished.push(Finished { job_id: job_id.to_owned(), point_id, indexed: state == "indexed", worker: e.worker.clone() });
         } else if known.exists(params![e.job_id, point_bytes(&e.point_id)]).ctx(CONTEXT)? {
             tracing::debug!(job_id, %point_id, "duplicate completion event ignored");
         } else {
