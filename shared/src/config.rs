@@ -33,6 +33,7 @@ pub struct Settings {
     pub worker: WorkerSettings,
     pub aggregator: AggregatorSettings,
     pub serve: ServeSettings,
+    pub log: LogSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -306,6 +307,23 @@ pub struct ServeSettings {
     pub workers: usize,
 }
 
+/// How the services log (to stderr; the level comes from `RUST_LOG`, default `info`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the span fields (`request_id`, …), for log shippers.
+    Json,
+}
+
 impl Default for ServeSettings {
     fn default() -> Self {
         Self { workers: 1 }
@@ -325,6 +343,7 @@ impl Default for Settings {
             worker: WorkerSettings::default(),
             aggregator: AggregatorSettings::default(),
             serve: ServeSettings::default(),
+            log: LogSettings::default(),
         }
     }
 }

@@ -67,6 +67,11 @@ pub struct ImageTask {
     pub path: String,
     /// Stamp seen by the API at submission (None when the file could not be read then).
     pub stamp: Option<FileStamp>,
+    /// The `x-request-id` of the request that queued it, so one image can be followed
+    /// from request to upsert in every process's log; absent when queued by the
+    /// reconcile or by an older API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Why an image could not be indexed.
@@ -102,6 +107,9 @@ pub struct CompletionEvent {
     pub outcome: Outcome,
     /// Who produced it (consumer tag), for operators.
     pub worker: String,
+    /// Carried over from the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// A completion event the aggregator could not apply, however often it tried while the
@@ -142,6 +150,7 @@ mod tests {
             path: "/x.jpg".into(),
             outcome: Outcome::Failed { kind: FailureKind::NotFound, reason: "no such file".into() },
             worker: "w".into(),
+            request_id: None,
         };
         let v = serde_json::to_value(&ev).unwrap();
         assert_eq!(v["type"], "completion");

@@ -100,6 +100,7 @@ async fn publish_by_priority(broker: &dyn Broker, items: Vec<RequeueItem>, shutd
             point_id: r.item.point_id,
             path: r.item.path,
             stamp: r.item.stamp,
+            request_id: None,
         });
     }
     let mut published = 0u64;
@@ -243,6 +244,7 @@ mod tests {
             path: item.path.clone(),
             outcome: Outcome::Indexed,
             worker: "w".into(),
+            request_id: None,
         };
         broker.publish_events(&[event]).await.unwrap();
         let shutdown = Shutdown::new();

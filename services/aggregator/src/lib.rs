@@ -70,6 +70,7 @@ fn retries_exhausted(task: ImageTask) -> CompletionEvent {
             reason: "gave up after repeated transient failures".into(),
         },
         worker: "dead-letter".into(),
+        request_id: task.request_id,
     }
 }
 

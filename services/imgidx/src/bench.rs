@@ -149,7 +149,7 @@ async fn pipeline_rate(settings: &Settings, encoder: Arc<VisionEncoder>, files: 
     let tasks: Vec<ImageTask> = (0..count)
         .map(|i| {
             let path = files[i % files.len()].to_string_lossy().into_owned();
-            ImageTask { job_id: "bench".into(), point_id: uuid::Uuid::new_v4(), path, stamp: None }
+            ImageTask { job_id: "bench".into(), point_id: uuid::Uuid::new_v4(), path, stamp: None, request_id: None }
         })
         .collect();
     broker.publish_tasks(Priority::Normal, &tasks).await?;

@@ -90,6 +90,24 @@ pub enum Command {
     Models(crate::models::ModelsCommand),
 }
 
+impl Command {
+    /// Commands that talk to a server over HTTP (or only print) and read no configuration.
+    pub fn is_client(&self) -> bool {
+        matches!(
+            self,
+            Command::Index(_)
+                | Command::Search(_)
+                | Command::Similar(_)
+                | Command::Status(_)
+                | Command::Retry(_)
+                | Command::Jobs(_)
+                | Command::Cancel(_)
+                | Command::Stats(_)
+                | Command::Keys(_)
+        )
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum EmbedCommand {
     /// Preprocess one image exactly as the encoder sees it and write the (1,3,H,W) float32 tensor.

@@ -14,12 +14,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use cli::{Cli, Command};
-use imgidx_shared::config::Settings;
+use imgidx_shared::config::{LogFormat, Settings};
 use imgidx_shared::shutdown::{os_signal, Shutdown};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -36,10 +35,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// To stderr, at `RUST_LOG` (default `info`); `log.format = "json"` for log shippers.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().with_current_span(true).with_span_list(false).init(),
+    }
 }
 
 /// Cancelled on SIGINT/SIGTERM. A drain has a deadline (`shutdown_timeout_secs`), and
@@ -69,6 +73,9 @@ fn shutdown_on_signal(settings: &Settings) -> Shutdown {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     // Client commands talk to a server over HTTP and need no local configuration.
+    if cli.command.is_client() {
+        init_logging(LogFormat::Text);
+    }
     match cli.command {
         Command::Index(args) => return client::index(args).await,
         Command::Search(args) => return client::search(args).await,
@@ -85,6 +92,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         _ => {}
     }
     let mut settings = Settings::load(cli.config.as_deref())?;
+    init_logging(settings.log.format);
     match cli.command {
         Command::Api { listen } => {
             if let Some(listen) = listen {

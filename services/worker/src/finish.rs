@@ -118,12 +118,21 @@ impl Finisher {
             Err(f) => Outcome::Failed { kind: f.kind, reason: f.reason },
         };
         let task = &p.task.message;
+        tracing::debug!(
+            worker = %self.hold.worker,
+            request_id = task.request_id.as_deref().unwrap_or("-"),
+            job_id = %task.job_id,
+            path = %task.path,
+            indexed = matches!(outcome, Outcome::Indexed),
+            "image finished"
+        );
         CompletionEvent {
             job_id: task.job_id.clone(),
             point_id: task.point_id,
             path: task.path.clone(),
             outcome,
             worker: self.hold.worker.clone(),
+            request_id: task.request_id.clone(),
         }
     }
 }

@@ -89,6 +89,7 @@ pub(super) fn indexed(job_id: &str, n: u128) -> CompletionEvent {
         path: format!("/images/{n}.jpg"),
         outcome: Outcome::Indexed,
         worker: "test".into(),
+        request_id: None,
     }
 }
 

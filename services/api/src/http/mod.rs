@@ -10,6 +10,7 @@ mod host_check;
 mod idle;
 mod overload;
 pub mod rate_limit;
+pub mod request_id;
 pub mod server;
 #[cfg(test)]
 mod tests;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
-use axum::middleware::{from_fn_with_state, map_response};
+use axum::middleware::{from_fn, from_fn_with_state, map_response};
 use axum::Router;
 use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -48,9 +49,12 @@ pub fn layered(routes: Router, settings: &ApiSettings, host: Option<HostPolicy>)
     Ok(app
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             // The path only: a query string is the client's business, not the log's.
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), key = tracing::field::Empty)
+            let id = request.extensions().get::<request_id::RequestId>().map_or("-", |r| r.0.as_str());
+            tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path(), key = tracing::field::Empty)
         }))
-        .layer(map_response(error_json::ensure)))
+        .layer(map_response(error_json::ensure))
+        // Outermost, so even framework errors carry the id.
+        .layer(from_fn(request_id::assign)))
 }
 
 /// CORS only for the origins listed; none listed, no CORS headers at all.

@@ -32,6 +32,8 @@ struct TestServer {
     dir: tempfile::TempDir,
     /// What the server's `/health` reports of other parts of the process.
     health: HealthBoard,
+    /// Where add-images publishes.
+    broker: Arc<MemoryBroker>,
 }
 
 async fn start(configure: impl FnOnce(&mut ApiSettings, &std::path::Path)) -> TestServer {
@@ -40,10 +42,11 @@ async fn start(configure: impl FnOnce(&mut ApiSettings, &std::path::Path)) -> Te
     configure(&mut settings, dir.path());
     let vectors = Arc::new(EdgeStore::open(&dir.path().join("vectors")).unwrap());
     vectors.ensure_collection(8).await.unwrap();
+    let broker = Arc::new(MemoryBroker::new(1000, 8, 8, 3));
     let deps = ApiDeps {
         jobs: Arc::new(SqliteJobStore::open(&dir.path().join("jobs.sqlite3")).unwrap()),
         vectors,
-        broker: Arc::new(MemoryBroker::new(1000, 8, 8, 3)),
+        broker: broker.clone(),
         model_name: "test".into(),
         embedding_dim: 8,
         query: None,
@@ -55,7 +58,7 @@ async fn start(configure: impl FnOnce(&mut ApiSettings, &std::path::Path)) -> Te
     let shutdown = Shutdown::new();
     let s = shutdown.clone();
     let handle = tokio::spawn(async move { crate::serve(&settings, deps, listener, s).await });
-    TestServer { addr, base: format!("http://{addr}"), http: reqwest::Client::new(), shutdown, handle, dir, health }
+    TestServer { addr, base: format!("http://{addr}"), http: reqwest::Client::new(), shutdown, handle, dir, health, broker }
 }
 
 impl TestServer {
@@ -359,5 +362,25 @@ async fn jobs_are_listed_and_cancelled_with_the_right_scopes() {
         let (code, _, body) = server.send(server.get(&format!("/api/v1/index/jobs?{bad}")).header("x-api-key", &reader.key)).await;
         assert_eq!((code, body["error"].as_str()), (422, Some("validation_error")), "{bad}: {body}");
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_response_has_a_request_id_and_tasks_carry_it() {
+    use futures::StreamExt;
+    use imgidx_shared::broker::Broker;
+
+    let server = start(|_, _| {}).await;
+    for req in [server.get("/health"), server.get("/api/v1/nope"), server.get("/health").header("x-request-id", "bad id!")] {
+        let (_, headers, _) = server.send(req).await;
+        let id = headers["x-request-id"].to_str().unwrap();
+        assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "made up: {id}");
+    }
+    let (code, headers, body) = server.send(server.add_images(None).header("x-request-id", "trace-me.1")).await;
+    assert_eq!((code, headers["x-request-id"].to_str().unwrap()), (202, "trace-me.1"), "{body}");
+    let mut streams = server.broker.consume_tasks("test").await.unwrap();
+    let (_, stream) = streams.streams.iter_mut().find(|(p, _)| p.as_str() == "normal").unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(delivery.message.request_id.as_deref(), Some("trace-me.1"));
     server.stop().await;
 }

@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::Extension;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
@@ -17,6 +18,7 @@ use imgidx_shared::messages::FileStamp;
 use super::add_images_request::parse_request;
 use super::enqueue::{create_and_publish, nothing_to_do, Submission};
 use crate::error::ApiError;
+use crate::http::request_id::RequestId;
 use crate::paths::{resolve, PathRejection, ResolvedPath};
 use crate::state::AppState;
 
@@ -41,6 +43,7 @@ pub struct AddImagesResponse {
 
 pub async fn add_images(
     State(state): State<AppState>,
+    request_id: Option<Extension<RequestId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<AddImagesResponse>), ApiError> {
     let body = body.map_err(|_| ApiError::PayloadTooLarge(state.settings.max_body_bytes))?;
@@ -65,7 +68,8 @@ pub async fn add_images(
         return Ok(nothing_to_do(images_count, unchanged, 0));
     }
 
-    create_and_publish(&state, Submission { priority, images_count, unchanged, candidates }).await
+    let request_id = request_id.map(|Extension(RequestId(id))| id);
+    create_and_publish(&state, Submission { priority, images_count, unchanged, candidates, request_id }).await
 }
 
 /// Resolve every path, rejecting the request if any is invalid; duplicates (after

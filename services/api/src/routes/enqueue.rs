@@ -8,6 +8,7 @@
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
+use tracing::Instrument;
 
 use imgidx_shared::ids::new_job_id;
 use imgidx_shared::jobs::NewItem;
@@ -24,6 +25,8 @@ pub(crate) struct Submission {
     pub images_count: usize,
     pub unchanged: usize,
     pub candidates: Vec<NewItem>,
+    /// The request's `x-request-id`, carried in every task.
+    pub request_id: Option<String>,
 }
 
 /// Creates the job and publishes its tasks; 200 with job `"none"` when nothing could
@@ -34,7 +37,8 @@ pub(crate) async fn create_and_publish(
     submission: Submission,
 ) -> Result<(StatusCode, Json<AddImagesResponse>), ApiError> {
     let state = state.clone();
-    tokio::spawn(async move { commit_and_publish(&state, submission).await })
+    // In the request's span, so its logs carry the request id.
+    tokio::spawn(async move { commit_and_publish(&state, submission).await }.instrument(tracing::Span::current()))
         .await
         .map_err(|e| ApiError::Internal(format!("queueing task: {e}")))?
 }
@@ -43,7 +47,7 @@ async fn commit_and_publish(
     state: &AppState,
     submission: Submission,
 ) -> Result<(StatusCode, Json<AddImagesResponse>), ApiError> {
-    let Submission { priority, images_count, unchanged, candidates } = submission;
+    let Submission { priority, images_count, unchanged, candidates, request_id } = submission;
     let job_id = new_job_id(Utc::now());
     let claimed = state.deps.jobs.create_job(&job_id, priority, &candidates).await?;
     let already_queued = candidates.len() - claimed.len();
@@ -53,7 +57,13 @@ async fn commit_and_publish(
 
     let tasks: Vec<ImageTask> = claimed
         .iter()
-        .map(|i| ImageTask { job_id: job_id.clone(), point_id: i.point_id, path: i.path.clone(), stamp: i.stamp })
+        .map(|i| ImageTask {
+            job_id: job_id.clone(),
+            point_id: i.point_id,
+            path: i.path.clone(),
+            stamp: i.stamp,
+            request_id: request_id.clone(),
+        })
         .collect();
     if let Err(e) = state.deps.broker.publish_tasks(priority, &tasks).await {
         // Nothing may look queued that is not: fail the job and release its claims.

@@ -7,12 +7,13 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use chrono::Utc;
 use serde::Serialize;
 
 use super::add_images::{add_images, AddImagesResponse};
 use crate::error::ApiError;
+use crate::http::request_id::RequestId;
 use crate::state::AppState;
 
 /// The window the throughput is measured over.
@@ -29,9 +30,10 @@ pub struct NotifyResponse {
 
 pub async fn notify(
     State(state): State<AppState>,
+    request_id: Option<Extension<RequestId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<NotifyResponse>), ApiError> {
-    let (code, Json(queued)) = add_images(State(state.clone()), body).await?;
+    let (code, Json(queued)) = add_images(State(state.clone()), request_id, body).await?;
     let estimated_time_seconds = estimate(&state).await?;
     Ok((code, Json(NotifyResponse { queued, estimated_time_seconds })))
 }

@@ -5,18 +5,20 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 
 use imgidx_shared::jobs::NewItem;
 
 use super::add_images::AddImagesResponse;
 use super::enqueue::{create_and_publish, Submission};
 use crate::error::ApiError;
+use crate::http::request_id::RequestId;
 use crate::paths::stamp_of;
 use crate::state::AppState;
 
 pub async fn retry_job(
     State(state): State<AppState>,
+    request_id: Option<Extension<RequestId>>,
     Path(job_id): Path<String>,
 ) -> Result<(StatusCode, Json<AddImagesResponse>), ApiError> {
     let job = state.deps.jobs.job(&job_id).await?.ok_or_else(|| ApiError::JobNotFound(job_id.clone()))?;
@@ -33,7 +35,8 @@ pub async fn retry_job(
     let items = tokio::task::spawn_blocking(move || restamp(items))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let submission = Submission { priority: job.priority, images_count, unchanged, candidates: items };
+    let request_id = request_id.map(|Extension(RequestId(id))| id);
+    let submission = Submission { priority: job.priority, images_count, unchanged, candidates: items, request_id };
     let (code, mut answer) = create_and_publish(&state, submission).await?;
     tracing::info!(retried = %job_id, job_id = %answer.job_id, queued = answer.new_images_count, "retry");
     if code == StatusCode::OK && unchanged == images_count {

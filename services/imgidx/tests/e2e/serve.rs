@@ -182,3 +182,37 @@ async fn serve_killed_mid_job_finishes_after_restart_with_exact_counts() {
     assert_eq!(again["already_indexed_count"], total);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn json_logs_follow_one_request_from_the_api_to_the_worker() {
+    let data = tempfile::tempdir().unwrap();
+    let imgs = tempfile::tempdir().unwrap();
+    let images = copy_images(imgs.path(), 1);
+    let env = [("IMGIDX__LOG__FORMAT", "json"), ("RUST_LOG", "info,imgidx_worker=debug,lapin=warn")];
+    let s = Serve::start(data.path(), &env).await;
+    let paths: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/index/add-images", s.url))
+        .header("x-request-id", "trace-me-42")
+        .json(&json!({ "image_paths": paths }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-me-42");
+    let job: Value = r.json().await.unwrap();
+    let done = wait_done(&s, job["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+
+    let log = s.log_text();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}")))
+        .collect();
+    let queued = lines.iter().find(|l| l["fields"]["message"] == "job queued").expect("the API logged the job");
+    assert_eq!(queued["span"]["request_id"], "trace-me-42", "{queued}");
+    let finished: Vec<&Value> = lines.iter().filter(|l| l["fields"]["message"] == "image finished").collect();
+    assert_eq!(finished.len(), images.len(), "{log}");
+    assert!(finished.iter().all(|l| l["fields"]["request_id"] == "trace-me-42"), "{finished:?}");
+    s.stop().await;
+}
