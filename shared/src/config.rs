@@ -50,6 +50,9 @@ pub struct ApiSettings {
     pub recent_jobs: usize,
     /// Largest `top_k` a query may ask for.
     pub max_top_k: usize,
+    /// Where `copy_results: true` puts a query's result files (`<dir>/<query id>/`);
+    /// `<data_dir>/results` when unset.
+    pub results_dir: Option<PathBuf>,
     /// API keys accepted in `X-API-Key` or `Authorization: Bearer` (full access). With
     /// none here and no `api_keys_file`, the API is open to anyone who can reach it.
     pub api_keys: Vec<String>,
@@ -84,6 +87,7 @@ impl Default for ApiSettings {
             max_body_bytes: 16 * 1024 * 1024,
             recent_jobs: 10,
             max_top_k: 1000,
+            results_dir: None,
             api_keys: Vec::new(),
             api_keys_file: None,
             rate_limit_per_minute: 0,
@@ -388,6 +392,9 @@ impl Settings {
         if settings.model.dir.as_os_str().is_empty() {
             settings.model.dir = settings.default_model_dir();
         }
+        if settings.api.results_dir.is_none() {
+            settings.api.results_dir = Some(settings.default_results_dir());
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -458,6 +465,11 @@ impl Settings {
     }
 
     /// Directory of the embedded vector index.
+    /// `<data_dir>/results`, where `copy_results` puts files unless `api.results_dir` says otherwise.
+    pub fn default_results_dir(&self) -> PathBuf {
+        self.data_dir.join("results")
+    }
+
     pub fn edge_path(&self) -> PathBuf {
         self.vectors.edge_path.clone().unwrap_or_else(|| self.data_dir.join("vectors"))
     }

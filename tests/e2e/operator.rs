@@ -43,7 +43,8 @@ async fn job_status_names_its_workers_and_its_pace() {
     cluster.wait_job(&second_id, Duration::from_secs(120)).await;
 
     let (_, stats) = cluster.get("/api/v1/index/stats").await;
-    let bytes = stats["index_size_bytes"].as_u64().unwrap();
+    let bytes = stats["index_size_bytes"]["total"].as_u64().unwrap();
+    assert_eq!(stats["index_size_bytes"]["vectors"], bytes, "{stats}");
     assert!(bytes > 0, "{stats}");
     let mb = stats["index_size_mb"].as_f64().unwrap();
     assert!((bytes as f64 / 1048576.0 - mb).abs() <= 0.05, "{stats}");

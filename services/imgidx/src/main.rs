@@ -109,11 +109,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 settings.api.listen = listen;
             }
             if let Some(dir) = data_dir {
-                // A model dir derived from the old data dir follows the new one.
+                // A model dir and a results dir derived from the old data dir follow the new one.
                 let derived = settings.model.dir == settings.default_model_dir();
+                let derived_results = settings.api.results_dir == Some(settings.default_results_dir());
                 settings.data_dir = dir;
                 if derived {
                     settings.model.dir = settings.default_model_dir();
+                }
+                if derived_results {
+                    settings.api.results_dir = Some(settings.default_results_dir());
                 }
             }
             if let Some(model) = model {

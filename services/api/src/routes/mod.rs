@@ -3,6 +3,7 @@
 
 pub(crate) mod add_images;
 mod add_images_request;
+mod copy_results;
 mod enqueue;
 mod health;
 mod items;

@@ -7,7 +7,7 @@
 //! `api.allowed_roots` (none set: never), through `imgidx_shared::files`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Request, State};
@@ -16,15 +16,21 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use imgidx_shared::files::ReadLimits;
 use imgidx_shared::ids::point_id;
 use imgidx_shared::vectors::{ImagePayload, SearchFilter};
 
+use super::copy_results::copy_results;
 use crate::error::ApiError;
 use crate::paths;
 use crate::query_engine::QueryEngine;
 use crate::state::AppState;
 
 const DEFAULT_TOP_K: usize = 10;
+/// Most results `copy_results` links or copies.
+const MAX_COPIED: usize = 100;
+/// A result copied (not linked) is read within these bounds.
+const COPY_LIMITS: ReadLimits = ReadLimits { max_bytes: 256 << 20, max_time: Duration::from_secs(10) };
 /// Longest query text accepted; CLIP reads at most 77 tokens of it anyway.
 const MAX_TEXT_BYTES: usize = 4096;
 
@@ -36,7 +42,7 @@ struct QueryRequest {
     top_k: Option<usize>,
     path_prefix: Option<String>,
     min_score: Option<f32>,
-    /// Seed 002's clients send `false`; copying result files is not something this server does.
+    /// Seed 002: link (or copy) the result files into a folder of their own.
     copy_results: Option<bool>,
 }
 
@@ -54,6 +60,12 @@ pub struct QueryResponse {
     results: Vec<QueryResult>,
     query_time_seconds: f64,
     index_stats: IndexStats,
+    /// With `copy_results: true`: the folder holding the result files, `<rank>_<name>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    results_folder: Option<String>,
+    /// Ranks whose file could not be copied (gone, or not a regular file any more).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    results_not_copied: Vec<usize>,
 }
 
 #[derive(Serialize)]
@@ -103,15 +115,20 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
             return Err(ApiError::Validation(format!("min_score must be between -1 and 1 (got {s})")));
         }
     }
-    if req.copy_results == Some(true) {
-        return Err(ApiError::Validation("copy_results is not supported: results are returned as paths".into()));
-    }
+    let copy_to = match (req.copy_results, &state.settings.results_dir) {
+        (Some(true), _) if top_k > MAX_COPIED => {
+            return Err(ApiError::Validation(format!("copy_results copies at most {MAX_COPIED} results (top_k is {top_k})")))
+        }
+        (Some(true), Some(dir)) => Some(dir.clone()),
+        (Some(true), None) => return Err(ApiError::Validation("copy_results needs api.results_dir to be set".into())),
+        _ => None,
+    };
     let filter = SearchFilter { path_prefix: req.path_prefix.filter(|p| !p.is_empty()), min_score: req.min_score };
 
     let (query, query_type, vector) = embed(&state, &engine, subject).await?;
     let hits = state.deps.vectors.search(&vector, top_k, &filter).await?;
     let total_images = state.deps.vectors.count().await?;
-    let results = hits
+    let results: Vec<QueryResult> = hits
         .into_iter()
         .enumerate()
         .map(|(i, hit)| QueryResult {
@@ -122,12 +139,29 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
             payload: hit.payload,
         })
         .collect();
+    let copied = match copy_to {
+        Some(dir) => {
+            let paths: Vec<String> = results.iter().map(|r| r.image_path.clone()).collect();
+            let roots = state.roots.clone();
+            let copied = tokio::task::spawn_blocking(move || copy_results(&dir, &paths, &roots, &COPY_LIMITS))
+                .await
+                .map_err(|e| ApiError::Internal(format!("copying results: {e}")))??;
+            Some(copied)
+        }
+        None => None,
+    };
+    let (results_folder, results_not_copied) = match copied {
+        Some(c) => (Some(c.folder.to_string_lossy().into_owned()), c.skipped),
+        None => (None, Vec::new()),
+    };
     Ok(Json(QueryResponse {
         query,
         query_type,
         results,
         query_time_seconds: started.elapsed().as_secs_f64(),
         index_stats: IndexStats { total_images, model: state.deps.model_name.clone() },
+        results_folder,
+        results_not_copied,
     }))
 }
 
@@ -218,9 +252,10 @@ async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<(Subject, Qu
             "top_k" => req.top_k = Some(parse_field(&name, &field.text().await.map_err(malformed)?)?),
             "min_score" => req.min_score = Some(parse_field(&name, &field.text().await.map_err(malformed)?)?),
             "path_prefix" => req.path_prefix = Some(field.text().await.map_err(malformed)?),
+            "copy_results" => req.copy_results = Some(parse_field(&name, &field.text().await.map_err(malformed)?)?),
             other => {
                 return Err(ApiError::Validation(format!(
-                    "unknown multipart field {other:?} (expected image, top_k, path_prefix, min_score)"
+                    "unknown multipart field {other:?} (expected image, top_k, path_prefix, min_score, copy_results)"
                 )))
             }
         }

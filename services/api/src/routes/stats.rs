@@ -15,8 +15,15 @@ pub struct IndexStats {
     pub num_failed: u64,
     pub last_updated: Option<String>,
     pub index_size_mb: f64,
-    /// The same, exactly (seed 002).
-    pub index_size_bytes: u64,
+    /// The same in bytes, by part, as seed 002 reports it.
+    pub index_size_bytes: IndexSizeBytes,
+}
+
+#[derive(Serialize)]
+pub struct IndexSizeBytes {
+    /// The vector index (with its payloads).
+    pub vectors: u64,
+    pub total: u64,
 }
 
 /// Figures come from the stores themselves, never from counters that could drift.
@@ -36,7 +43,7 @@ pub async fn index_stats(state: &AppState) -> Result<IndexStats, ApiError> {
         num_failed: failed,
         last_updated: last.map(rfc3339),
         index_size_mb: (size as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0,
-        index_size_bytes: size,
+        index_size_bytes: IndexSizeBytes { vectors: size, total: size },
     })
 }
 

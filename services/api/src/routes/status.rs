@@ -27,6 +27,8 @@ pub struct JobSummary {
     job_id: String,
     status: &'static str,
     priority: &'static str,
+    /// Images in the job (seed 002's name for `progress.total_images`).
+    images_count: u64,
     progress: Progress,
     created_at: String,
     started_at: Option<String>,
@@ -45,6 +47,7 @@ impl From<JobRecord> for JobSummary {
             },
             status: j.status.as_str(),
             priority: j.priority.as_str(),
+            images_count: j.total_images,
             created_at: rfc3339(j.created_at),
             started_at: j.started_at.map(rfc3339),
             completed_at: j.completed_at.map(rfc3339),

@@ -97,6 +97,20 @@ async fn serve_indexes_then_searches_by_image_text_and_upload() {
     assert_eq!(r["query"], "kitty.png");
     assert_eq!(r["results"][0]["image_path"], chelsea.display().to_string(), "{r}");
 
+    // copy_results (seed 002): the result files, hard-linked under <data_dir>/results/<query id>/.
+    let (code, r) = query(&s, json!({ "text": "a photo of a cat", "top_k": 3, "copy_results": true })).await;
+    assert_eq!(code, 200, "{r}");
+    let folder = PathBuf::from(r["results_folder"].as_str().unwrap());
+    assert!(folder.starts_with(data.path().join("results")), "{r}");
+    for (i, hit) in r["results"].as_array().unwrap().iter().enumerate() {
+        let source = PathBuf::from(hit["image_path"].as_str().unwrap());
+        let copy = folder.join(format!("{:03}_{}", i + 1, source.file_name().unwrap().to_str().unwrap()));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&copy).unwrap().ino(), std::fs::metadata(&source).unwrap().ino(), "a hard link");
+    }
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 3);
+    assert!(r.get("results_not_copied").is_none(), "{r}");
+
     // Bad queries: clear codes, nothing crashes.
     for (body, status, code) in [
         (json!({}), 422, "validation_error"),
@@ -105,7 +119,7 @@ async fn serve_indexes_then_searches_by_image_text_and_upload() {
         (json!({ "text": "x", "top_k": 0 }), 422, "validation_error"),
         (json!({ "text": "x", "top_k": 100000 }), 422, "validation_error"),
         (json!({ "text": "x", "min_score": 3.0 }), 422, "validation_error"),
-        (json!({ "text": "x", "copy_results": true }), 422, "validation_error"),
+        (json!({ "text": "x", "copy_results": true, "top_k": 101 }), 422, "validation_error"),
         (json!({ "text": "x", "bogus": 1 }), 422, "validation_error"),
         (json!({ "image_path": "relative.png" }), 422, "validation_error"),
         (json!({ "image_path": imgs.path().join("nope.png") }), 404, "image_not_found"),
