@@ -99,8 +99,8 @@ async fn raw(addr: std::net::SocketAddr, bytes: &[u8], wait: Duration) -> String
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[tokio::test]
-async fn keys_decide_who_may_read_and_write() {
+/// A server whose keys file holds a read key and a write key (returned in that order).
+async fn with_keys(configure: impl FnOnce(&mut ApiSettings) + Send + 'static) -> (TestServer, crate::keys::NewKey, crate::keys::NewKey) {
     let reader = new_key("dashboard", Scope::Read).unwrap();
     let writer = new_key("indexer", Scope::Write).unwrap();
     let (r_line, w_line) = (reader.line.clone(), writer.line.clone());
@@ -108,9 +108,15 @@ async fn keys_decide_who_may_read_and_write() {
         let file = dir.join("keys");
         std::fs::write(&file, format!("{r_line}\n{w_line}\n")).unwrap();
         s.api_keys_file = Some(file);
-        s.api_keys = vec!["plain-config-key-0123".into()];
+        configure(s);
     })
     .await;
+    (server, reader, writer)
+}
+
+#[tokio::test]
+async fn keys_decide_who_may_read_and_write() {
+    let (server, reader, writer) = with_keys(|s| s.api_keys = vec!["plain-config-key-0123".into()]).await;
 
     // /health stays open for load balancers.
     let (code, _, _) = server.send(server.get("/health")).await;
@@ -318,15 +324,7 @@ async fn health_lists_the_troubles_of_the_process() {
 
 #[tokio::test]
 async fn jobs_are_listed_and_cancelled_with_the_right_scopes() {
-    let reader = new_key("dashboard", Scope::Read).unwrap();
-    let writer = new_key("indexer", Scope::Write).unwrap();
-    let (r_line, w_line) = (reader.line.clone(), writer.line.clone());
-    let server = start(move |s, dir| {
-        let file = dir.join("keys");
-        std::fs::write(&file, format!("{r_line}\n{w_line}\n")).unwrap();
-        s.api_keys_file = Some(file);
-    })
-    .await;
+    let (server, reader, writer) = with_keys(|_| {}).await;
     let (code, _, job) = server.send(server.add_images(Some(&writer.key))).await;
     assert_eq!(code, 202, "{job}");
     let job_id = job["job_id"].as_str().unwrap().to_string();
