@@ -1,6 +1,6 @@
 //! Keeps the deployment files honest without running them: every `IMGIDX__*`
-//! variable in docker-compose.yml, deploy/Dockerfile, deploy/systemd/*.service
-//! and the example environment file must load through the real configuration
+//! variable in docker-compose.yml, deploy/Dockerfile, deploy/systemd/*.service,
+//! deploy/k8s/ and the example environment file must load through the real configuration
 //! loader; commands must be real `imgidx` subcommands; workers must stay
 //! scalable; dependencies must have health checks; the ONNX Runtime pin must
 //! agree everywhere. Needs no services. Each checker is also run on a broken
@@ -9,6 +9,7 @@
 mod compose;
 mod dockerfile;
 mod env;
+mod k8s;
 mod repo;
 mod systemd;
 
@@ -66,6 +67,58 @@ fn assert_caught(problems: &[String], needle: &str) {
         problems.iter().any(|p| p.contains(needle)),
         "expected a problem mentioning {needle:?}, got: {problems:#?}"
     );
+}
+
+fn k8s_files(repo: &Repo) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = std::fs::read_dir(repo.root.join(k8s::DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .map(|n| {
+            let text = repo.read(&format!("{}/{n}", k8s::DIR));
+            (n, text)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+fn k8s_problems(files: &[(String, String)], repo: &Repo) -> Vec<String> {
+    let mut problems = Vec::new();
+    k8s::check(files, repo, &mut problems);
+    problems
+}
+
+/// The k8s files with `from` replaced by `to` in `file`.
+fn k8s_mutated(files: &[(String, String)], file: &str, from: &str, to: &str) -> Vec<(String, String)> {
+    files.iter().map(|(n, t)| (n.clone(), if n == file { mutated(t, from, to) } else { t.clone() })).collect()
+}
+
+#[test]
+fn k8s_manifests_load_and_scale_on_the_real_queues() {
+    let repo = Repo::load();
+    report("deploy/k8s", k8s_problems(&k8s_files(&repo), &repo));
+}
+
+#[test]
+fn k8s_checker_catches_broken_manifests() {
+    let repo = Repo::load();
+    let files = k8s_files(&repo);
+    let cases = [
+        ("keda.yaml", "queueName: imgidx.tasks.low", "queueName: imgidx.tasks.bulk", "KEDA watches queues"),
+        ("configmap.yaml", "IMGIDX__BROKER__QUEUE_PREFIX: imgidx", "IMGIDX__BROKER__QUEUE_PREFIX: prod", "KEDA watches queues"),
+        ("configmap.yaml", "IMGIDX__WORKER__BATCH_SIZE", "IMGIDX__WORKER__BATCHSIZE", "does not load"),
+        ("worker.yaml", "args: [\"worker\"]", "args: [\"wrker\"]", "must run `imgidx worker`"),
+        ("worker.yaml", "nvidia.com/gpu: 1", "cpu: 8", "asks for no GPU"),
+        ("api.yaml", "containerPort: 8000", "containerPort: 8080", "the API listens on"),
+        ("api.yaml", "httpGet: {path: /health, port: http}\n            periodSeconds: 10", "httpGet: {path: /, port: http}\n            periodSeconds: 10", "readinessProbe"),
+        ("aggregator.yaml", "configMapRef: {name: imgidx-config}", "configMapRef: {name: imgidx-cfg}", "which no manifest defines"),
+        ("keda.yaml", "key: IMGIDX__BROKER__URL", "key: BROKER_URL", "not in any Secret"),
+        ("kustomization.yaml", "  - keda.yaml\n", "", "does not list keda.yaml"),
+    ];
+    for (file, from, to, needle) in cases {
+        assert_caught(&k8s_problems(&k8s_mutated(&files, file, from, to), &repo), needle);
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 pub use memory::MemoryBroker;
-pub use rabbit::RabbitBroker;
+pub use rabbit::{Names as QueueNames, RabbitBroker};
 
 use crate::messages::{CompletionEvent, DeadEvent, ImageTask, Priority, ProgressEvent};
 
