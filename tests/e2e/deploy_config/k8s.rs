@@ -98,10 +98,8 @@ pub fn check(files: &[(String, String)], repo: &Repo, problems: &mut Vec<String>
         prefix.get_or_insert(settings.broker.queue_prefix.clone());
         match role {
             "api" => check_api(doc, container, &settings, problems),
-            "worker" => {
-                if get(container, &["resources", "limits", "nvidia.com/gpu"]).is_none() {
-                    problems.push(format!("{}: {deployment} asks for no GPU (resources.limits nvidia.com/gpu)", doc.origin));
-                }
+            "worker" if get(container, &["resources", "limits", "nvidia.com/gpu"]).is_none() => {
+                problems.push(format!("{}: {deployment} asks for no GPU (resources.limits nvidia.com/gpu)", doc.origin));
             }
             _ => {}
         }
