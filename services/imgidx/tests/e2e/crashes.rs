@@ -12,7 +12,7 @@ use crate::server::{copy_images, Serve};
 
 /// Settings for serve on the test servers, with a fresh queue prefix and database; None
 /// to skip when they are not configured (a failure under `IMGIDX_REQUIRE_SERVICES=1`).
-fn on_test_servers() -> Option<Vec<(&'static str, String)>> {
+pub(crate) fn on_test_servers() -> Option<Vec<(&'static str, String)>> {
     let (Ok(amqp), Ok(pg)) = (std::env::var("IMGIDX_TEST_AMQP_URL"), std::env::var("IMGIDX_TEST_PG_URL")) else {
         assert_ne!(std::env::var("IMGIDX_REQUIRE_SERVICES").as_deref(), Ok("1"), "IMGIDX_TEST_AMQP_URL and IMGIDX_TEST_PG_URL must be set");
         eprintln!("skipping: RabbitMQ/PostgreSQL not configured (run tests/run.sh)");

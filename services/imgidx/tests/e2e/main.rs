@@ -10,3 +10,4 @@ mod reads;
 mod outcomes;
 mod serve;
 mod server;
+mod two_apis;
