@@ -23,6 +23,12 @@ pub struct Guard {
     pub limiter: Option<Arc<RateLimiter>>,
 }
 
+/// The access a request was granted (a request extension): the key's scope, or write
+/// when the API has no keys (it is open). Handlers whose options need more than their
+/// route's scope check it (a query that writes files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Granted(pub Scope);
+
 /// `route_layer` state: the guard and the scope the routes below need.
 #[derive(Clone)]
 pub struct Required {
@@ -30,7 +36,7 @@ pub struct Required {
     pub scope: Scope,
 }
 
-pub async fn require(State(required): State<Required>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require(State(required): State<Required>, mut request: Request, next: Next) -> Result<Response, ApiError> {
     let Required { guard, scope } = required;
     let identity = presented_key(request.headers()).and_then(|k| guard.keys.identify(k)).cloned();
     if let Some(limiter) = &guard.limiter {
@@ -41,6 +47,7 @@ pub async fn require(State(required): State<Required>, request: Request, next: N
         limiter.check(&client).map_err(ApiError::RateLimited)?;
     }
     if guard.keys.is_empty() {
+        request.extensions_mut().insert(Granted(Scope::Write));
         return Ok(next.run(request).await);
     }
     match identity {
@@ -52,6 +59,7 @@ pub async fn require(State(required): State<Required>, request: Request, next: N
         ))),
         Some(id) => {
             tracing::Span::current().record("key", id.name.as_str());
+            request.extensions_mut().insert(Granted(id.scope));
             Ok(next.run(request).await)
         }
     }

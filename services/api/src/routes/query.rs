@@ -22,6 +22,8 @@ use imgidx_shared::vectors::{ImagePayload, SearchFilter};
 
 use super::copy_results::copy_results;
 use crate::error::ApiError;
+use crate::http::auth::Granted;
+use crate::keys::Scope;
 use crate::paths;
 use crate::query_engine::QueryEngine;
 use crate::state::AppState;
@@ -90,6 +92,7 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
         .query
         .clone()
         .ok_or_else(|| ApiError::SearchUnavailable("this server was started without a model for search".into()))?;
+    let granted = request.extensions().get::<Granted>().map(|g| g.0);
     let is_multipart = request
         .headers()
         .get(CONTENT_TYPE)
@@ -114,6 +117,9 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
         if !(-1.0..=1.0).contains(&s) {
             return Err(ApiError::Validation(format!("min_score must be between -1 and 1 (got {s})")));
         }
+    }
+    if req.copy_results == Some(true) && granted != Some(Scope::Write) {
+        return Err(ApiError::Forbidden("copy_results writes files on the server: it needs a key with write access".into()));
     }
     let copy_to = match (req.copy_results, &state.settings.results_dir) {
         (Some(true), _) if top_k > MAX_COPIED => {

@@ -57,6 +57,17 @@ async fn keys_from_the_cli_guard_the_api() {
     .await;
     assert_ne!(index.code, 0);
     assert!(index.stderr.contains("403") && index.stderr.contains("read access"), "{index:?}");
+    // A read key may search, but not have result files written on the server.
+    let query = |body: serde_json::Value| {
+        reqwest::Client::new().post(format!("{server}/api/v1/query")).header("x-api-key", key).json(&body).send()
+    };
+    let r = query(serde_json::json!({"text": "a cat"})).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = query(serde_json::json!({"text": "a cat", "copy_results": true})).await.unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["message"].as_str().unwrap().contains("write access"), "{body}");
+    assert!(!data.path().join("results").exists(), "nothing written");
     // The key never reaches the log.
     assert!(!serve.log_text().contains(key));
     serve.stop().await;
