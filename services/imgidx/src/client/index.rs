@@ -13,7 +13,7 @@ use super::output::{fields, or_dash, parse, print_json, table};
 use super::paths::expand;
 use super::types::AddImagesResponse;
 use super::wait::{wait_jobs, Final};
-use super::EXIT_JOB_FAILED;
+use super::{EXIT_JOB_CANCELLED, EXIT_JOB_FAILED};
 
 /// Jobs listed one per row in the table; a large submission makes many.
 const MAX_JOB_ROWS: usize = 20;
@@ -109,7 +109,7 @@ pub(super) async fn finish(
         None => FailureSummary::default(),
     };
     let elapsed = started.elapsed().as_secs_f64();
-    let any_failed = finals.iter().flatten().any(|f| f.status.status == "failed");
+    let outcome = finals.as_deref().map_or("completed", |f| totals(f).status);
 
     if json {
         let mut out = json!({ "submitted": submitted.json(), "jobs": raw });
@@ -120,7 +120,11 @@ pub(super) async fn finish(
     } else if let Some(finals) = &finals {
         print!("{}", result_text(submitted, finals, &failures, elapsed));
     }
-    Ok(if any_failed { ExitCode::from(EXIT_JOB_FAILED) } else { ExitCode::SUCCESS })
+    Ok(match outcome {
+        "failed" => ExitCode::from(EXIT_JOB_FAILED),
+        "cancelled" => ExitCode::from(EXIT_JOB_CANCELLED),
+        _ => ExitCode::SUCCESS,
+    })
 }
 
 /// Jobs already created stay on the server: say which, so nothing is lost track of.
@@ -139,8 +143,15 @@ struct Totals {
 fn totals(finals: &[Final]) -> Totals {
     let indexed = finals.iter().map(|f| f.status.progress.processed_images).sum();
     let failed = finals.iter().map(|f| f.status.progress.failed_images).sum();
-    let any_failed = finals.iter().any(|f| f.status.status == "failed");
-    Totals { indexed, failed, status: if any_failed { "failed" } else { "completed" } }
+    let ended = |s: &str| finals.iter().any(|f| f.status.status == s);
+    let status = if ended("failed") {
+        "failed"
+    } else if ended("cancelled") {
+        "cancelled"
+    } else {
+        "completed"
+    };
+    Totals { indexed, failed, status }
 }
 
 fn result_json(s: &Submitted, finals: &[Final], failures: &FailureSummary, elapsed: f64) -> Value {
@@ -244,6 +255,8 @@ mod tests {
         let none = FailureSummary::default();
         let ok = [job("completed", 5, 1)];
         assert_eq!(result_json(&s, &ok, &none, 1.0)["status"], "completed");
+        let stopped = [job("completed", 5, 1), job("cancelled", 2, 0)];
+        assert_eq!(result_json(&s, &stopped, &none, 1.0)["status"], "cancelled");
         let bad = [job("completed", 5, 1), job("failed", 2, 3)];
         let r = result_json(&s, &bad, &none, 1.0);
         assert_eq!((r["status"].as_str(), r["indexed"].as_u64(), r["failed"].as_u64()), (Some("failed"), Some(7), Some(4)));

@@ -23,6 +23,8 @@ pub use status::{stats, status};
 
 /// Exit status of `index --wait` when at least one job ended `failed`.
 pub const EXIT_JOB_FAILED: u8 = 3;
+/// Exit status of `index --wait` when a job was cancelled (and none failed).
+pub const EXIT_JOB_CANCELLED: u8 = 4;
 
 /// Shown under `imgidx index --help`.
 pub const INDEX_EXIT_CODES: &str = "\
@@ -32,4 +34,5 @@ Exit status:
   1  error: a path is missing, the server is unreachable or refused the request
   2  invalid arguments
   3  with --wait: at least one job ended \"failed\" (the server fails a job when
-     every one of its images failed, or when it could not be queued)";
+     every one of its images failed, or when it could not be queued)
+  4  with --wait: a job was cancelled (imgidx cancel), and none failed";
