@@ -31,6 +31,11 @@ impl Failure {
     pub fn new(kind: FailureKind, reason: &str) -> Self {
         Self { kind, reason: reason.replace('\0', "") }
     }
+
+    /// A panic inside the decoder is a property of this file: report it, don't crash.
+    pub fn decoder_panicked() -> Self {
+        Self::from(DecodeError::NotAnImage("the decoder failed on this file".into()))
+    }
 }
 
 impl From<DecodeError> for Failure {
@@ -80,8 +85,7 @@ pub async fn prepare_batch(
                 stopped = true;
                 continue;
             }
-            // A panic inside the decoder is a property of this file: report it, don't crash.
-            Err(_) => Err(Failure::from(DecodeError::NotAnImage("the decoder failed on this file".into()))),
+            Err(_) => Err(Failure::decoder_panicked()),
         };
         out.push(Prepared { task, result });
     }
@@ -118,7 +122,7 @@ impl Attempt {
         let (preprocessor, path) = (self.preprocessor.clone(), self.path.clone());
         match tokio::task::spawn_blocking(move || decode(&preprocessor, Path::new(&path))).await {
             Ok(tried) => tried,
-            Err(_) => Tried::Done(Err(Failure::from(DecodeError::NotAnImage("the decoder failed on this file".into())))),
+            Err(_) => Tried::Done(Err(Failure::decoder_panicked())),
         }
     }
 }

@@ -111,6 +111,11 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// Items neither indexed nor failed yet.
+    pub fn pending_images(&self) -> u64 {
+        self.total_images.saturating_sub(self.processed_images + self.failed_images)
+    }
+
     /// Share of items finished (indexed or failed), 0–100.
     pub fn percent_complete(&self) -> f64 {
         if self.total_images == 0 {

@@ -24,14 +24,18 @@ pub fn parse_request(body: &[u8], max_paths: usize) -> Result<(Vec<String>, Prio
     })?;
     let priority = match priority.as_deref() {
         None => Priority::Normal,
-        Some(p) => Priority::parse(p).ok_or_else(|| {
-            ApiError::Validation(format!("priority must be one of \"low\", \"normal\", \"high\" (got {p:?})"))
-        })?,
+        Some(p) => parse_priority(p)?,
     };
     if paths.is_empty() {
         return Err(ApiError::Validation("image_paths must not be empty".into()));
     }
     Ok((paths, priority))
+}
+
+/// A priority as clients name it; anything else is one 422 saying what is accepted.
+pub(crate) fn parse_priority(p: &str) -> Result<Priority, ApiError> {
+    Priority::parse(p)
+        .ok_or_else(|| ApiError::Validation(format!("priority must be one of \"low\", \"normal\", \"high\" (got {p:?})")))
 }
 
 struct RequestSeed {

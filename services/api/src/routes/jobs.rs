@@ -8,8 +8,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use imgidx_shared::jobs::{CancelOutcome, JobCursor, JobQuery, JobStatus};
-use imgidx_shared::messages::Priority;
 
+use super::add_images_request::parse_priority;
 use super::paging::{given, parse_limit};
 use super::status::JobSummary;
 use crate::error::ApiError;
@@ -54,12 +54,7 @@ fn parse_query(q: JobsQuery) -> Result<JobQuery, ApiError> {
             ApiError::Validation(format!("status must be one of {} (got {s:?})", names.join(", ")))
         })?),
     };
-    let priority = match given(q.priority.as_deref()) {
-        None => None,
-        Some(p) => Some(Priority::parse(p).ok_or_else(|| {
-            ApiError::Validation(format!("priority must be one of \"low\", \"normal\", \"high\" (got {p:?})"))
-        })?),
-    };
+    let priority = given(q.priority.as_deref()).map(parse_priority).transpose()?;
     let after = match given(q.cursor.as_deref()) {
         None => None,
         Some(c) => Some(JobCursor::decode(c).ok_or_else(|| {
@@ -80,7 +75,7 @@ pub struct CancelBody {
 pub async fn cancel_job(State(state): State<AppState>, Path(job_id): Path<String>) -> Result<Json<CancelBody>, ApiError> {
     match state.deps.jobs.cancel_job(&job_id).await? {
         CancelOutcome::Cancelled(job) => {
-            let pending = job.total_images.saturating_sub(job.processed_images + job.failed_images);
+            let pending = job.pending_images();
             tracing::info!(job_id, pending, "job cancelled");
             let message = format!("Cancelled: {pending} images not processed yet will not be embedded");
             Ok(Json(CancelBody { job: JobSummary::from(job), message }))
@@ -93,6 +88,8 @@ pub async fn cancel_job(State(state): State<AppState>, Path(job_id): Path<String
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use imgidx_shared::messages::Priority;
+
     use super::*;
 
     fn query(status: Option<&str>, priority: Option<&str>, cursor: Option<&str>) -> JobsQuery {

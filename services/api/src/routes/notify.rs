@@ -11,6 +11,8 @@ use axum::{Extension, Json};
 use chrono::Utc;
 use serde::Serialize;
 
+use imgidx_shared::jobs::JobRecord;
+
 use super::add_images::{add_images, AddImagesResponse};
 use crate::error::ApiError;
 use crate::http::request_id::RequestId;
@@ -42,7 +44,7 @@ async fn estimate(state: &AppState) -> Result<Option<f64>, ApiError> {
     let jobs = &state.deps.jobs;
     let since = Utc::now() - chrono::Duration::seconds(WINDOW_SECS);
     let (active, recent) = tokio::try_join!(jobs.active_jobs(), jobs.finished_since(since))?;
-    let pending: u64 = active.iter().map(|j| j.total_images.saturating_sub(j.processed_images + j.failed_images)).sum();
+    let pending: u64 = active.iter().map(JobRecord::pending_images).sum();
     Ok(seconds_left(pending, recent, WINDOW_SECS))
 }
 

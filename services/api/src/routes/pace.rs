@@ -33,7 +33,7 @@ pub fn pace(job: &JobRecord, now: DateTime<Utc>) -> Pace {
     let estimated_completion = if !job.status.is_active() {
         job.completed_at.map(rfc3339)
     } else if throughput > 0.0 {
-        let remaining = job.total_images.saturating_sub(done) as f64;
+        let remaining = job.pending_images() as f64;
         chrono::Duration::try_milliseconds((remaining / throughput * 1000.0).round() as i64).map(|d| rfc3339(now + d))
     } else {
         None
