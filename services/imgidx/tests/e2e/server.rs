@@ -61,20 +61,35 @@ pub struct Serve {
     _owned: Option<tempfile::TempDir>,
 }
 
-fn command(data_dir: &Path, port: u16, env: &[(&str, &str)], log: &Path) -> Command {
+/// Which role the child process runs.
+#[derive(Clone, Copy)]
+enum Role {
+    /// Every role in one process (`imgidx serve`).
+    Serve,
+    /// The HTTP API alone (`imgidx api`), on the broker and job store `env` names.
+    Api,
+}
+
+fn command(role: Role, data_dir: &Path, port: u16, env: &[(&str, &str)], log: &Path) -> Command {
     let mut cmd = Command::new(bin());
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--model")
-        .arg(tiny_model_dir());
+    let listen = format!("127.0.0.1:{port}");
+    match role {
+        Role::Serve => {
+            cmd.arg("serve").arg("--listen").arg(listen).arg("--data-dir").arg(data_dir).arg("--model").arg(tiny_model_dir());
+        }
+        // `api` has no --data-dir and --model flags: the same settings by environment.
+        Role::Api => {
+            cmd.arg("api").arg("--listen").arg(listen);
+        }
+    }
     // Embedded defaults only: nothing from the developer's environment leaks in.
     for (k, _) in std::env::vars() {
         if k.starts_with("IMGIDX__") || k == "IMGIDX_CONFIG" {
             cmd.env_remove(k);
         }
+    }
+    if let Role::Api = role {
+        cmd.env("IMGIDX__DATA_DIR", data_dir).env("IMGIDX__MODEL__DIR", tiny_model_dir());
     }
     cmd.env("RUST_LOG", "info,lapin=warn").envs(env.iter().copied());
     let log = std::fs::File::create(log).unwrap();
@@ -93,9 +108,19 @@ impl Serve {
 
     /// Starts serve and waits until `/health` answers.
     pub async fn start(data_dir: &Path, env: &[(&str, &str)]) -> Serve {
+        Self::start_as(Role::Serve, data_dir, env).await
+    }
+
+    /// Starts `imgidx api` alone (data directory and model set for it) and waits until
+    /// `/health` answers.
+    pub async fn api(data_dir: &Path, env: &[(&str, &str)]) -> Serve {
+        Self::start_as(Role::Api, data_dir, env).await
+    }
+
+    async fn start_as(role: Role, data_dir: &Path, env: &[(&str, &str)]) -> Serve {
         let port = free_port();
-        let log = data_dir.join(format!("serve-{port}.log"));
-        let mut child = command(data_dir, port, env, &log).spawn().unwrap();
+        let log = data_dir.join(format!("imgidx-{port}.log"));
+        let mut child = command(role, data_dir, port, env, &log).spawn().unwrap();
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -118,7 +143,7 @@ impl Serve {
     pub async fn try_start(data_dir: &Path, env: &[(&str, &str)]) -> String {
         let port = free_port();
         let log = data_dir.join(format!("serve-{port}.log"));
-        let mut child = command(data_dir, port, env, &log).spawn().unwrap();
+        let mut child = command(Role::Serve, data_dir, port, env, &log).spawn().unwrap();
         let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("serve kept running").unwrap();
         assert!(!status.success());
         std::fs::read_to_string(&log).unwrap()
