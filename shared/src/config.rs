@@ -76,6 +76,12 @@ pub struct ApiSettings {
     pub max_concurrent_requests: usize,
     /// Open client connections; more wait to be accepted.
     pub max_connections: usize,
+    /// Directory walks (`POST /api/v1/index/trigger`) this process runs at once; more
+    /// wait until one ends (or another API process takes them).
+    pub max_concurrent_scans: usize,
+    /// Seconds a walk may go without a heartbeat before another API process (or this
+    /// one, restarted) takes it over and walks the directory again.
+    pub scan_lease_secs: u64,
 }
 
 impl Default for ApiSettings {
@@ -98,6 +104,8 @@ impl Default for ApiSettings {
             idle_timeout_secs: 60,
             max_concurrent_requests: 256,
             max_connections: 1024,
+            max_concurrent_scans: 2,
+            scan_lease_secs: 30,
         }
     }
 }
@@ -433,6 +441,9 @@ impl Settings {
         }
         if self.api.max_concurrent_requests == 0 || self.api.max_connections == 0 {
             return bad("api.max_concurrent_requests and api.max_connections must be at least 1");
+        }
+        if self.api.max_concurrent_scans == 0 || self.api.scan_lease_secs == 0 {
+            return bad("api.max_concurrent_scans and api.scan_lease_secs must be at least 1");
         }
         if self.api.api_keys.iter().any(|k| k.trim().len() < 16) {
             return bad("api.api_keys entries must be at least 16 characters (imgidx keys new makes one)");

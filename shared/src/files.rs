@@ -76,6 +76,26 @@ impl ReadRefusal {
 /// Reads the regular file at the canonical `path` within `limits`. Blocking.
 pub fn read_regular(path: &Path, limits: &ReadLimits) -> Result<FileContents, ReadRefusal> {
     let started = Instant::now();
+    let (file, meta) = open_regular(path)?;
+    if meta.len() > limits.max_bytes {
+        return Err(ReadRefusal::TooLarge { len: meta.len(), limit: limits.max_bytes });
+    }
+    let bytes = read_bounded(file, meta.len(), limits, started)?;
+    Ok(FileContents { bytes, meta })
+}
+
+/// Reads at most the first `n` bytes of the regular file at the canonical `path`, opened
+/// by the same rules as [`read_regular`] (a directory walk checking formats). Blocking.
+pub fn read_head(path: &Path, n: usize) -> Result<Vec<u8>, ReadRefusal> {
+    let (file, _) = open_regular(path)?;
+    let mut head = Vec::with_capacity(n);
+    file.take(n as u64).read_to_end(&mut head).map_err(io_error)?;
+    Ok(head)
+}
+
+/// Opens the regular file at the canonical `path`: non-blocking, not through a symlink,
+/// and the very file at that path (see the module doc).
+fn open_regular(path: &Path) -> Result<(File, Metadata), ReadRefusal> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NOCTTY)
@@ -86,11 +106,7 @@ pub fn read_regular(path: &Path, limits: &ReadLimits) -> Result<FileContents, Re
         return Err(ReadRefusal::NotRegular(kind_of(&meta.file_type())));
     }
     check_identity(&file, path, &meta)?;
-    if meta.len() > limits.max_bytes {
-        return Err(ReadRefusal::TooLarge { len: meta.len(), limit: limits.max_bytes });
-    }
-    let bytes = read_bounded(file, meta.len(), limits, started)?;
-    Ok(FileContents { bytes, meta })
+    Ok((file, meta))
 }
 
 /// TOCTOU: the caller checked `path` (canonical) against the allowed roots before we
@@ -294,6 +310,19 @@ mod tests {
         let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
         assert!(made.success());
         assert!(matches!(refused(&fifo), ReadRefusal::NotRegular("named pipe")));
+    }
+
+    #[test]
+    fn a_head_is_read_by_the_same_rules() {
+        let (_dir, root) = canonical_tempdir();
+        std::fs::write(root.join("a.bin"), b"0123456789").unwrap();
+        assert_eq!(read_head(&root.join("a.bin"), 4).unwrap(), b"0123");
+        assert_eq!(read_head(&root.join("a.bin"), 64).unwrap(), b"0123456789");
+        let fifo = root.join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(matches!(read_head(&fifo, 4), Err(ReadRefusal::NotRegular("named pipe"))));
+        std::os::unix::fs::symlink(root.join("a.bin"), root.join("link")).unwrap();
+        assert!(read_head(&root.join("link"), 4).is_err(), "a symlink at a canonical path is refused");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod reconcile;
 mod reconnect;
 mod seed000_client;
 mod tls;
+mod trigger;
 mod topology;
 mod operator;
 mod outages;

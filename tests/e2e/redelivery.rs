@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imgidx_shared::messages::FileStamp;
-use imgidx_shared::vectors::{Point, ScoredImage, SearchFilter, VectorStore, VectorStoreError};
+use imgidx_shared::vectors::{PathPage, Point, ScoredImage, SearchFilter, VectorStore, VectorStoreError};
 use imgidx_tests::{cluster_settings, management_poll, sample_images, services, Cluster};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -136,6 +136,12 @@ impl VectorStore for FaultyStore {
     }
     async fn search(&self, v: &[f32], k: usize, f: &SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
         self.inner.search(v, k, f).await
+    }
+    async fn paths_under(&self, dir: &str, from: Option<uuid::Uuid>, limit: usize) -> Result<PathPage, VectorStoreError> {
+        self.inner.paths_under(dir, from, limit).await
+    }
+    async fn delete(&self, ids: &[uuid::Uuid]) -> Result<(), VectorStoreError> {
+        self.inner.delete(ids).await
     }
     async fn count(&self) -> Result<u64, VectorStoreError> {
         self.inner.count().await

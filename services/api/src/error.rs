@@ -29,6 +29,9 @@ pub enum ApiError {
     PathNotAllowed(String),
     #[error("job {0} not found")]
     JobNotFound(String),
+    /// A trigger's `image_dir` is missing, not a directory, or cannot be listed.
+    #[error("{0}")]
+    NotADirectory(String),
     /// A query's `image_path` is neither indexed nor a file this server may read: missing,
     /// outside the allowed roots (or none are set), or not a readable regular file. One
     /// answer for all, so a client cannot probe what exists where.
@@ -121,6 +124,7 @@ impl ApiError {
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found", self.to_string()),
             ApiError::PathNotAllowed(m) => (StatusCode::UNPROCESSABLE_ENTITY, "path_not_allowed", m.clone()),
             ApiError::JobNotFound(id) => (StatusCode::NOT_FOUND, "job_not_found", format!("job {id} not found")),
+            ApiError::NotADirectory(m) => (StatusCode::UNPROCESSABLE_ENTITY, "not_a_directory", m.clone()),
             ApiError::ImageNotFound => (StatusCode::NOT_FOUND, "image_not_found", self.to_string()),
             ApiError::QueryImage { code, message } => (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone()),
             ApiError::SearchUnavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "search_unavailable", m.clone()),

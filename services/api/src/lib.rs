@@ -3,11 +3,13 @@
 //! only once both are durable.
 
 mod error;
+mod freshness;
 mod http;
 pub mod keys;
 mod paths;
 mod query_engine;
 mod routes;
+mod scan;
 mod state;
 
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use http::rate_limit::RateLimiter;
 use http::server::ServerLimits;
 use http::HostPolicy;
 use keys::KeySet;
+use scan::Scanner;
 use state::AppState;
 
 /// Build the backends from configuration and serve until `shutdown`.
@@ -71,7 +74,17 @@ pub async fn serve(
     let addr = listener.local_addr()?;
     warn_if_exposed(addr, &keys);
     let guard = Guard { keys: Arc::new(keys), limiter: RateLimiter::new(settings.rate_limit_per_minute).map(Arc::new) };
-    let state = AppState { deps, settings: Arc::new(settings.clone()), roots: Arc::new(roots) };
+    let roots = Arc::new(roots);
+    let scans_stop = shutdown.child_token();
+    let scanner = Arc::new(Scanner::new(
+        deps.clone(),
+        Arc::clone(&roots),
+        settings.max_concurrent_scans,
+        Duration::from_secs(settings.scan_lease_secs),
+        scans_stop.clone(),
+    ));
+    let resumer = tokio::spawn(Arc::clone(&scanner).resume_loop());
+    let state = AppState { deps, settings: Arc::new(settings.clone()), roots, scanner: Arc::clone(&scanner) };
     let host = HostPolicy::new(addr.ip().is_loopback(), &settings.allowed_hosts);
     let app = http::layered(routes::router(state, guard.clone()), settings, host).map_err(ServiceError::Other)?;
     tracing::info!(%addr, keys = guard.keys.len(), "api listening");
@@ -82,6 +95,9 @@ pub async fn serve(
         drain_timeout: Duration::from_secs(settings.request_timeout_secs),
     };
     http::server::serve(listener, app, limits, shutdown).await;
+    scans_stop.cancel(); // walks stop with the server
+    let _ = resumer.await;
+    scanner.drain().await;
     Ok(())
 }
 

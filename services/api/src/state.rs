@@ -10,6 +10,7 @@ use imgidx_shared::jobs::JobStore;
 use imgidx_shared::vectors::VectorStore;
 
 use crate::query_engine::QueryEngine;
+use crate::scan::Scanner;
 
 /// Backends the API talks to; built from configuration by `run`, or handed in by
 /// `serve` (tests and `imgidx serve` share one embedded vector store across services).
@@ -33,4 +34,6 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// `settings.allowed_roots`, canonicalized once.
     pub roots: Arc<Vec<PathBuf>>,
+    /// Runs the directory walks of triggers.
+    pub scanner: Arc<Scanner>,
 }

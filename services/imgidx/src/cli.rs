@@ -66,6 +66,10 @@ pub enum Command {
     /// Client: submit image files and directories to a running server for indexing.
     #[command(after_help = crate::client::INDEX_EXIT_CODES)]
     Index(client::IndexArgs),
+    /// Client: have the server index a directory of its own (new and changed images;
+    /// `--prune` drops those whose file is gone).
+    #[command(after_help = crate::client::INDEX_EXIT_CODES)]
+    Trigger(client::TriggerArgs),
     /// Client: search the index by text.
     Search(client::SearchArgs),
     /// Client: find images similar to an image (uploaded, or a path on the server).
@@ -96,6 +100,7 @@ impl Command {
         matches!(
             self,
             Command::Index(_)
+                | Command::Trigger(_)
                 | Command::Search(_)
                 | Command::Similar(_)
                 | Command::Status(_)

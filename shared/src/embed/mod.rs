@@ -12,7 +12,7 @@ pub mod vision;
 
 pub use decode_budget::DecodeBudget;
 pub use manifest::{GraphSpec, ManifestError, ModelManifest};
-pub use preprocess::{DecodeError, Preprocessed, Preprocessor};
+pub use preprocess::{image_format, DecodeError, Preprocessed, Preprocessor, SNIFF_BYTES};
 pub use text::TextEncoder;
 pub use tokenizer::{ClipTokenizer, TokenizerError};
 pub use vision::{l2_normalize, EmbedError, VisionEncoder};

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod harness;
+mod scans;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use chrono::{Duration, Utc};
 use uuid::Uuid;
 
 use self::harness::Harness;
+use self::scans::*;
 use super::{
     AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobQuery, JobStatus, JobStore, NewItem, RequeueItem,
     RetryCandidates,
@@ -68,6 +70,10 @@ conformance_tests!(
     cancelling_a_job_withdraws_its_pending_items,
     finished_jobs_are_purged,
     workers_are_counted_per_job,
+    a_scan_job_grows_and_completes_only_once_its_walk_ends,
+    a_finished_walk_ends_its_job_as_its_items_say,
+    stale_walks_are_taken_over_and_the_old_walker_is_stopped,
+    cancelling_a_scanning_job_stops_its_walk,
 );
 
 pub(super) fn item(n: u128) -> NewItem {

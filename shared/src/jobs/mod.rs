@@ -12,6 +12,7 @@ mod items;
 mod manage;
 mod postgres;
 mod progress;
+mod scan;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -25,9 +26,10 @@ pub use attempts::{AttemptCount, ItemKey};
 pub use items::{ItemPage, ItemRecord, ItemState, RetryCandidates};
 pub use manage::{CancelOutcome, JobCursor, JobPage, JobQuery, JobWorker};
 pub use postgres::PostgresJobStore;
+pub use scan::{ScanChunk, ScanCounts, ScanLease, ScanOpened, ScanRecord, ScanSpec};
 pub use sqlite::SqliteJobStore;
 
-use crate::messages::{CompletionEvent, FileStamp, Priority};
+use crate::messages::{CompletionEvent, FileStamp, ImageTask, Priority};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobStoreError {
@@ -86,6 +88,19 @@ pub struct NewItem {
     pub stamp: Option<FileStamp>,
 }
 
+impl NewItem {
+    /// The task that asks a worker to embed this item for `job_id`.
+    pub fn task(&self, job_id: &str, request_id: Option<&str>) -> ImageTask {
+        ImageTask {
+            job_id: job_id.to_owned(),
+            point_id: self.point_id,
+            path: self.path.clone(),
+            stamp: self.stamp,
+            request_id: request_id.map(str::to_owned),
+        }
+    }
+}
+
 /// An unfinished item to put back on the task queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequeueItem {
@@ -108,6 +123,8 @@ pub struct JobRecord {
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub error_message: Option<String>,
+    /// A directory scan is still adding items: the job cannot complete yet.
+    pub scanning: bool,
 }
 
 impl JobRecord {
@@ -241,6 +258,54 @@ pub trait JobStore: Send + Sync {
     /// Deletes at most `limit` finished jobs (completed, failed, cancelled) that finished
     /// before `finished_before`, oldest first, with their items; returns how many.
     async fn purge_finished(&self, finished_before: DateTime<Utc>, limit: usize) -> Result<u64, JobStoreError>;
+
+    /// Creates a job (status `queued`, no items yet, `scanning`) that scans `spec.dir`
+    /// under the lease `owner`, unless an active job scans the same directory already:
+    /// then that job is returned and nothing is created. Check and create are atomic.
+    /// The job counts as published: its walk publishes every chunk itself.
+    async fn open_scan(
+        &self,
+        job_id: &str,
+        priority: Priority,
+        spec: &ScanSpec,
+        owner: &str,
+    ) -> Result<ScanOpened, JobStoreError>;
+
+    /// Adds a chunk of found images to a scanning job and records the walk's counts,
+    /// renewing the lease; as [`create_job`](Self::create_job), a candidate pending in
+    /// another active job is not claimed. [`ScanChunk::Stopped`] when the job is no longer
+    /// active or `owner` no longer holds the lease (nothing is added then).
+    async fn add_scan_items(
+        &self,
+        job_id: &str,
+        owner: &str,
+        candidates: &[NewItem],
+        counts: &ScanCounts,
+    ) -> Result<ScanChunk, JobStoreError>;
+
+    /// Ends a walk held by `owner`: records its counts, marks the scan done and the job
+    /// no longer scanning, and completes the job at once when all its items are finished
+    /// (failed when none was indexed, completed otherwise, also when it has none).
+    /// Returns the job after the change; None when `owner` lost the lease or the job
+    /// is not active (a cancelled job's scan is marked done all the same).
+    async fn finish_scan(&self, job_id: &str, owner: &str, counts: &ScanCounts) -> Result<Option<JobRecord>, JobStoreError>;
+
+    /// Gives the lease up at once (on shutdown), so the walk resumes without waiting for
+    /// the lease to expire. A lease `owner` does not hold is left as it is.
+    async fn release_scan(&self, job_id: &str, owner: &str) -> Result<(), JobStoreError>;
+
+    /// Takes over at most `limit` unfinished walks of active jobs whose heartbeat is older
+    /// than `lease` by the store's clock (or that were released), renewing them under
+    /// `owner`, oldest job first. Two concurrent callers never take the same walk.
+    async fn claim_stale_scans(
+        &self,
+        lease: std::time::Duration,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<ScanLease>, JobStoreError>;
+
+    /// The scan behind a job, if the job came from a trigger.
+    async fn job_scan(&self, job_id: &str) -> Result<Option<ScanRecord>, JobStoreError>;
 
     async fn healthy(&self) -> bool;
 }

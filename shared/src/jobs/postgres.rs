@@ -22,6 +22,7 @@ mod attempts;
 mod items;
 mod manage;
 mod requeue;
+mod scan;
 mod schema;
 mod tls;
 #[cfg(test)]
@@ -45,7 +46,8 @@ use super::batch::{failure, kind_str, outcome_state, stored_reason, unique_by_po
 use super::progress::{self, FailureGroup, Finished, JobUpdate};
 use super::{
     AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStatus, JobStore,
-    JobStoreError, JobWorker, NewItem, RequeueItem, RetryCandidates,
+    JobStoreError, JobWorker, NewItem, RequeueItem, RetryCandidates, ScanChunk, ScanCounts, ScanLease, ScanOpened,
+    ScanRecord, ScanSpec,
 };
 use crate::messages::{CompletionEvent, Priority};
 
@@ -55,7 +57,7 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 const JOB_COLUMNS: &str =
-    "job_id, status, priority, total, processed, failed, created_at, started_at, completed_at, error_message";
+    "job_id, status, priority, total, processed, failed, created_at, started_at, completed_at, error_message, scanning";
 
 #[derive(Clone)]
 pub struct PostgresJobStore {
@@ -317,6 +319,50 @@ impl JobStore for PostgresJobStore {
         manage::purge(&client, finished_before, limit).await
     }
 
+    async fn open_scan(
+        &self,
+        job_id: &str,
+        priority: Priority,
+        spec: &ScanSpec,
+        owner: &str,
+    ) -> Result<ScanOpened, JobStoreError> {
+        scan::open(&mut self.client().await?, job_id, priority, spec, owner).await
+    }
+
+    async fn add_scan_items(
+        &self,
+        job_id: &str,
+        owner: &str,
+        candidates: &[NewItem],
+        counts: &ScanCounts,
+    ) -> Result<ScanChunk, JobStoreError> {
+        scan::add_items(&mut self.client().await?, job_id, owner, candidates, counts).await
+    }
+
+    async fn finish_scan(&self, job_id: &str, owner: &str, counts: &ScanCounts) -> Result<Option<JobRecord>, JobStoreError> {
+        scan::finish(&mut self.client().await?, job_id, owner, counts).await
+    }
+
+    async fn release_scan(&self, job_id: &str, owner: &str) -> Result<(), JobStoreError> {
+        scan::release(&self.client().await?, job_id, owner).await
+    }
+
+    async fn claim_stale_scans(
+        &self,
+        lease: std::time::Duration,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<ScanLease>, JobStoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        scan::claim_stale(&self.client().await?, lease, owner, limit).await
+    }
+
+    async fn job_scan(&self, job_id: &str) -> Result<Option<ScanRecord>, JobStoreError> {
+        scan::get(&self.client().await?, job_id).await
+    }
+
     async fn healthy(&self) -> bool {
         let probe = async {
             let client = self.client().await.ok()?;
@@ -344,15 +390,23 @@ async fn claim_points(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem]) ->
     rows.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>().ctx("create_job: claim")
 }
 
-async fn insert_items(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem]) -> Result<(), JobStoreError> {
-    let ids: Vec<Uuid> = items.iter().map(|i| i.point_id).collect();
-    let paths: Vec<&str> = items.iter().map(|i| i.path.as_str()).collect();
-    let sizes: Vec<Option<i64>> = items
+/// Items as the column arrays `unnest` takes: point ids, paths, sizes, mtimes.
+type ItemColumns<'a> = (Vec<Uuid>, Vec<&'a str>, Vec<Option<i64>>, Vec<Option<i64>>);
+
+fn item_columns<'a>(items: &[&'a NewItem], context: &str) -> Result<ItemColumns<'a>, JobStoreError> {
+    let ids = items.iter().map(|i| i.point_id).collect();
+    let paths = items.iter().map(|i| i.path.as_str()).collect();
+    let sizes = items
         .iter()
         .map(|i| i.stamp.map(|s| i64::try_from(s.size)).transpose())
         .collect::<Result<_, _>>()
-        .map_err(|_| JobStoreError::Other("create_job: file size out of range".into()))?;
-    let mtimes: Vec<Option<i64>> = items.iter().map(|i| i.stamp.map(|s| s.mtime_ns)).collect();
+        .map_err(|_| JobStoreError::Other(format!("{context}: file size out of range")))?;
+    let mtimes = items.iter().map(|i| i.stamp.map(|s| s.mtime_ns)).collect();
+    Ok((ids, paths, sizes, mtimes))
+}
+
+async fn insert_items(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem]) -> Result<(), JobStoreError> {
+    let (ids, paths, sizes, mtimes) = item_columns(items, "create_job")?;
     let stmt = tx
         .prepare_cached(
             "INSERT INTO job_items (job_id, point_id, path, size, mtime_ns)
@@ -592,6 +646,7 @@ fn job_from_row(row: &Row) -> Result<JobRecord, JobStoreError> {
         started_at: row.try_get("started_at").ctx(CONTEXT)?,
         completed_at: row.try_get("completed_at").ctx(CONTEXT)?,
         error_message: row.try_get("error_message").ctx(CONTEXT)?,
+        scanning: row.try_get("scanning").ctx(CONTEXT)?,
     })
 }
 

@@ -118,6 +118,10 @@ pub(super) fn plan_updates(jobs: &HashMap<String, JobRecord>, finished: &[Finish
         if job.status == JobStatus::Cancelled {
             advance.status = JobStatus::Cancelled;
             advance.finished = false;
+        } else if job.scanning && advance.finished {
+            // Every item so far is done, but the walk may add more: finish_scan ends it.
+            advance.status = JobStatus::Running;
+            advance.finished = false;
         }
         if advance.dropped > 0 {
             tracing::warn!(job_id, dropped = advance.dropped, "finished items beyond the job's total were not counted");
@@ -126,6 +130,20 @@ pub(super) fn plan_updates(jobs: &HashMap<String, JobRecord>, finished: &[Finish
     }
     updates.sort_by(|a, b| a.job_id.cmp(&b.job_id));
     updates
+}
+
+/// The update that ends a job whose directory walk is over, when nothing of it is
+/// pending: completed (also with no items at all) or failed as [`advance`] decides.
+pub(super) fn completion(job: &JobRecord) -> Option<JobUpdate> {
+    if job.pending_images() > 0 {
+        return None;
+    }
+    let before = Counters { total: job.total_images, processed: job.processed_images, failed: job.failed_images };
+    let mut advance = advance(before, 0, 0);
+    if job.total_images == 0 {
+        advance.status = JobStatus::Completed; // nothing new to index is a success
+    }
+    Some(JobUpdate { job_id: job.job_id.clone(), advance, error_message: None })
 }
 
 /// Each finished point once, in `point_id` order, with whether its latest attempt

@@ -16,6 +16,7 @@ mod items;
 mod manage;
 mod reads;
 mod requeue;
+mod scan;
 mod schema;
 #[cfg(test)]
 mod tests;
@@ -33,7 +34,8 @@ use uuid::Uuid;
 
 use super::{
     AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStore, JobStoreError,
-    JobWorker, NewItem, RequeueItem, RetryCandidates,
+    JobWorker, NewItem, RequeueItem, RetryCandidates, ScanChunk, ScanCounts, ScanLease, ScanOpened, ScanRecord,
+    ScanSpec,
 };
 use crate::messages::{CompletionEvent, Priority};
 
@@ -261,6 +263,67 @@ impl JobStore for SqliteJobStore {
             return Ok(0);
         }
         self.run("purge_finished", move |db| manage::purge(&mut db.conn, finished_before, limit)).await
+    }
+
+    async fn open_scan(
+        &self,
+        job_id: &str,
+        priority: Priority,
+        spec: &ScanSpec,
+        owner: &str,
+    ) -> Result<ScanOpened, JobStoreError> {
+        let (job_id, spec, owner) = (job_id.to_owned(), spec.clone(), owner.to_owned());
+        self.run("open_scan", move |db| {
+            let now = db.clock.now();
+            scan::open(&mut db.conn, now, &job_id, priority, &spec, &owner)
+        })
+        .await
+    }
+
+    async fn add_scan_items(
+        &self,
+        job_id: &str,
+        owner: &str,
+        candidates: &[NewItem],
+        counts: &ScanCounts,
+    ) -> Result<ScanChunk, JobStoreError> {
+        let (job_id, owner, candidates, counts) = (job_id.to_owned(), owner.to_owned(), candidates.to_vec(), *counts);
+        self.run("add_scan_items", move |db| {
+            let now = db.clock.now();
+            scan::add_items(&mut db.conn, now, &job_id, &owner, &candidates, &counts)
+        })
+        .await
+    }
+
+    async fn finish_scan(&self, job_id: &str, owner: &str, counts: &ScanCounts) -> Result<Option<JobRecord>, JobStoreError> {
+        let (job_id, owner, counts) = (job_id.to_owned(), owner.to_owned(), *counts);
+        self.run("finish_scan", move |db| {
+            let now = db.clock.now();
+            scan::finish(&mut db.conn, now, &job_id, &owner, &counts)
+        })
+        .await
+    }
+
+    async fn release_scan(&self, job_id: &str, owner: &str) -> Result<(), JobStoreError> {
+        let (job_id, owner) = (job_id.to_owned(), owner.to_owned());
+        self.run("release_scan", move |db| scan::release(&mut db.conn, &job_id, &owner)).await
+    }
+
+    async fn claim_stale_scans(&self, lease: Duration, owner: &str, limit: usize) -> Result<Vec<ScanLease>, JobStoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let owner = owner.to_owned();
+        self.run("claim_stale_scans", move |db| {
+            let now = db.clock.now();
+            scan::claim_stale(&mut db.conn, now, lease, &owner, limit)
+        })
+        .await
+    }
+
+    async fn job_scan(&self, job_id: &str) -> Result<Option<ScanRecord>, JobStoreError> {
+        let job_id = job_id.to_owned();
+        self.run("job_scan", move |db| scan::get(&db.conn, &job_id)).await
     }
 
     async fn healthy(&self) -> bool {

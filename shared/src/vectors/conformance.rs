@@ -226,3 +226,45 @@ pub async fn concurrent_upserts(store: Arc<dyn VectorStore>, dim: usize) {
     }
     expect_contents(store.as_ref(), &points(dim, tasks * per_task)).await;
 }
+
+/// Paths under a directory come in pages that lose and repeat nothing; deleting some
+/// removes exactly those, and ids never stored are ignored.
+pub async fn paths_under_and_delete(store: &dyn VectorStore, dim: usize) {
+    let pts = points(dim, 30);
+    store.upsert(pts.clone()).await.expect("upsert");
+    let all_pages = |dir: &'static str| async move {
+        let (mut seen, mut from, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let page = store.paths_under(dir, from, 7).await.expect("paths_under");
+            assert!(page.points.len() <= 7);
+            seen.extend(page.points);
+            pages += 1;
+            match page.next {
+                Some(next) => from = Some(next),
+                None => break,
+            }
+            assert!(pages < 20, "paging ends");
+        }
+        seen
+    };
+    let under_a = all_pages("/photos/a").await;
+    let mut expected: Vec<(Uuid, String)> =
+        pts.iter().filter(|p| p.payload.path.starts_with("/photos/a/")).map(|p| (p.id, p.payload.path.clone())).collect();
+    expected.sort();
+    let mut got = under_a.clone();
+    got.sort();
+    assert_eq!(got, expected, "/photos/a and /photos/a/deep, not /photos/ab, each once");
+    assert_eq!(all_pages("/").await.len(), 30);
+    assert!(all_pages("/elsewhere").await.is_empty());
+    assert!(store.paths_under("/photos", None, 0).await.expect("limit 0").points.is_empty());
+
+    let gone: Vec<Uuid> = pts.iter().filter(|p| p.payload.path.starts_with("/photos/a/deep/")).map(|p| p.id).collect();
+    let mut delete = gone.clone();
+    delete.push(point_id("/never/stored.jpg"));
+    store.delete(&delete).await.expect("delete");
+    store.delete(&[]).await.expect("empty delete is a no-op");
+    assert_eq!(store.count().await.expect("count"), 30 - gone.len() as u64);
+    assert!(store.stamps(&gone).await.expect("stamps").is_empty());
+    assert!(all_pages("/photos/a/deep").await.is_empty());
+    assert_eq!(all_pages("/photos/a").await.len(), 10);
+}

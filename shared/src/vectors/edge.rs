@@ -19,11 +19,11 @@ use qdrant_edge::{
     Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeVectorParams,
     FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, NamedQuery, OperationError,
     Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStructPersisted, QueryEnum, QueryRequest, ScoringQuery, UpdateOperation,
+    PointOperations, PointStructPersisted, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation,
     VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector, DEFAULT_VECTOR_NAME,
 };
 
-use super::payload::{self, DIRS_KEY, STAMP_KEYS};
+use super::payload::{self, DIRS_KEY, PATH_KEY, STAMP_KEYS};
 use super::*;
 
 /// File Edge persists its configuration in; its presence means a shard exists at the path.
@@ -110,6 +110,11 @@ impl Inner {
         let points = points.iter().map(|p| to_edge_point(p, dim)).collect::<Result<Vec<_>, _>>()?;
         let operation =
             UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(points)));
+        self.apply_durably(shard, operation)
+    }
+
+    /// Applies one update and returns once it is flushed (group commit, see the module doc).
+    fn apply_durably(&self, shard: &EdgeShard, operation: UpdateOperation) -> Result<(), VectorStoreError> {
         let seq = {
             let mut log = self.lock_writes();
             shard.update(operation).map_err(edge_err)?;
@@ -186,6 +191,29 @@ impl Inner {
             .collect()
     }
 
+    fn delete(&self, ids: &[Uuid]) -> Result<(), VectorStoreError> {
+        let shard = self.shard()?;
+        let ids = ids.iter().copied().map(PointId::Uuid).collect();
+        self.apply_durably(shard, UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }))
+    }
+
+    fn paths_under(&self, dir: &str, from: Option<Uuid>, limit: usize) -> Result<PathPage, VectorStoreError> {
+        let request = ScrollRequest {
+            offset: from.map(PointId::Uuid),
+            limit: Some(limit),
+            filter: dirs_filter(Some(dir))?,
+            with_payload: Some(WithPayloadInterface::Fields(vec![json_path(PATH_KEY)?])),
+            with_vector: WithVector::Bool(false),
+            order_by: None,
+        };
+        let (records, next) = self.shard()?.scroll(request).map_err(edge_err)?;
+        let points = records
+            .into_iter()
+            .map(|r| Ok((uuid_of(r.id)?, payload::path_from_json(&r.payload.unwrap_or_default().0)?)))
+            .collect::<Result<_, VectorStoreError>>()?;
+        Ok(PathPage { points, next: next.map(uuid_of).transpose()? })
+    }
+
     fn count(&self) -> Result<u64, VectorStoreError> {
         let n = self.shard()?.count(CountRequest { filter: None, exact: true }).map_err(edge_err)?;
         Ok(n as u64)
@@ -228,6 +256,22 @@ impl VectorStore for EdgeStore {
         }
         let (vector, filter) = (vector.to_vec(), filter.clone());
         self.blocking(move |inner| inner.search(vector, top_k, filter)).await
+    }
+
+    async fn paths_under(&self, dir: &str, from: Option<Uuid>, limit: usize) -> Result<PathPage, VectorStoreError> {
+        if limit == 0 {
+            return Ok(PathPage::default());
+        }
+        let dir = dir.to_owned();
+        self.blocking(move |inner| inner.paths_under(&dir, from, limit)).await
+    }
+
+    async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorStoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids = ids.to_vec();
+        self.blocking(move |inner| inner.delete(&ids)).await
     }
 
     async fn count(&self) -> Result<u64, VectorStoreError> {
@@ -392,6 +436,12 @@ mod tests {
     async fn search_path_prefix() {
         let dir = tempfile::tempdir().expect("tempdir");
         suite::search_path_prefix(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test]
+    async fn paths_under_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        suite::paths_under_and_delete(&new_store(&dir).await, DIM).await;
     }
 
     #[tokio::test]

@@ -82,6 +82,15 @@ pub struct SearchFilter {
     pub min_score: Option<f32>,
 }
 
+/// A page of indexed paths (see [`VectorStore::paths_under`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathPage {
+    /// Point id and path, in point-id order.
+    pub points: Vec<(Uuid, String)>,
+    /// Pass as `from` for the next page; None when this page is the last.
+    pub next: Option<Uuid>,
+}
+
 #[async_trait]
 pub trait VectorStore: Send + Sync {
     /// Create the collection (cosine distance, `dim`) if missing; error if it exists with another dim.
@@ -100,6 +109,12 @@ pub trait VectorStore: Send + Sync {
         top_k: usize,
         filter: &SearchFilter,
     ) -> Result<Vec<ScoredImage>, VectorStoreError>;
+    /// At most `limit` points whose path lies under the directory `dir` (at any depth;
+    /// `/` means every point), starting at the point `from`, in point-id order: pages
+    /// that read only the path, for pruning points whose file is gone.
+    async fn paths_under(&self, dir: &str, from: Option<Uuid>, limit: usize) -> Result<PathPage, VectorStoreError>;
+    /// Deletes the points (ids not stored are ignored), durably once it returns.
+    async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorStoreError>;
     /// Number of points in the collection (exact).
     async fn count(&self) -> Result<u64, VectorStoreError>;
     /// Bytes the index takes (on disk for the embedded store, an estimate from the server otherwise).

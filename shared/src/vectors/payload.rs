@@ -14,6 +14,8 @@ use crate::messages::FileStamp;
 
 /// Payload key holding the ancestor directories of `path`.
 pub(crate) const DIRS_KEY: &str = "dirs";
+/// Payload key holding the image's path.
+pub(crate) const PATH_KEY: &str = "path";
 /// Keys read back for change detection; fetching only these keeps `stamps` cheap.
 pub(crate) const STAMP_KEYS: [&str; 2] = ["size", "mtime_ns"];
 
@@ -50,6 +52,14 @@ pub(crate) fn stamp_from_json(map: &Map<String, Value>) -> Result<FileStamp, Vec
         (Some(size), Some(mtime_ns)) => Ok(FileStamp { size, mtime_ns }),
         _ => Err(VectorStoreError::Other("stored payload lacks size/mtime_ns".into())),
     }
+}
+
+/// The `path` of a stored object read with at least [`PATH_KEY`].
+pub(crate) fn path_from_json(map: &Map<String, Value>) -> Result<String, VectorStoreError> {
+    map.get(PATH_KEY)
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| VectorStoreError::Other("stored payload lacks its path".into()))
 }
 
 /// Every ancestor directory of `path`, shallowest first, without the root itself

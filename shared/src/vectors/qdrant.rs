@@ -10,13 +10,14 @@ use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vector_output::Vector as VectorKind;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfigKind;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, Distance,
-    FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, Query, QueryPointsBuilder,
+    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
+    Distance, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, Query,
+    QueryPointsBuilder,
     ScrollPointsBuilder, UpsertPointsBuilder, Value, VectorParams, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 
-use super::payload::{self, DIRS_KEY, STAMP_KEYS};
+use super::payload::{self, DIRS_KEY, PATH_KEY, STAMP_KEYS};
 use super::*;
 
 /// Points per upsert request: keeps each gRPC message far below the server's size limit.
@@ -210,8 +211,8 @@ impl VectorStore for QdrantStore {
             .query(Query::new_nearest(vector.to_vec()))
             .limit(top_k as u64)
             .with_payload(true);
-        if let Some(dir) = filter.path_prefix.as_deref().and_then(payload::prefix_dir) {
-            request = request.filter(Filter::must([Condition::matches(DIRS_KEY, dir)]));
+        if let Some(filter) = dirs_filter(filter.path_prefix.as_deref()) {
+            request = request.filter(filter);
         }
         if let Some(min) = filter.min_score {
             request = request.score_threshold(payload::score_threshold(min));
@@ -223,6 +224,40 @@ impl VectorStore for QdrantStore {
                 Ok(ScoredImage { id: uuid_of(hit.id)?, score: hit.score, payload })
             })
             .collect()
+    }
+
+    async fn paths_under(&self, dir: &str, from: Option<Uuid>, limit: usize) -> Result<PathPage, VectorStoreError> {
+        if limit == 0 {
+            return Ok(PathPage::default());
+        }
+        let mut request = ScrollPointsBuilder::new(&self.collection)
+            .limit(u32::try_from(limit).unwrap_or(u32::MAX))
+            .with_payload(PayloadIncludeSelector::new(vec![PATH_KEY.to_string()]))
+            .with_vectors(false);
+        if let Some(filter) = dirs_filter(Some(dir)) {
+            request = request.filter(filter);
+        }
+        if let Some(from) = from {
+            request = request.offset(PointId::from(from.to_string()));
+        }
+        let response = self.client.scroll(request).await.map_err(map_err)?;
+        let points = response
+            .result
+            .into_iter()
+            .map(|p| Ok((uuid_of(p.id)?, payload::path_from_json(&json_map(p.payload))?)))
+            .collect::<Result<_, VectorStoreError>>()?;
+        let next = response.next_page_offset.map(|id| uuid_of(Some(id))).transpose()?;
+        Ok(PathPage { points, next })
+    }
+
+    async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorStoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<PointId> = ids.iter().map(|id| PointId::from(id.to_string())).collect();
+        let request = DeletePointsBuilder::new(&self.collection).points(PointsIdsList { ids }).wait(true);
+        self.client.delete_points(request).await.map_err(map_err)?;
+        Ok(())
     }
 
     async fn count(&self) -> Result<u64, VectorStoreError> {
@@ -247,6 +282,11 @@ impl VectorStore for QdrantStore {
     async fn healthy(&self) -> bool {
         self.client.health_check().await.is_ok()
     }
+}
+
+/// Points under a directory: a keyword match on `dirs` (see `payload.rs`); None for the root.
+fn dirs_filter(prefix: Option<&str>) -> Option<Filter> {
+    prefix.and_then(payload::prefix_dir).map(|dir| Filter::must([Condition::matches(DIRS_KEY, dir)]))
 }
 
 fn json_map(payload: StdHashMap<String, Value>) -> serde_json::Map<String, serde_json::Value> {
@@ -378,6 +418,14 @@ mod tests {
     async fn search_path_prefix() {
         with_collection("search_path_prefix", true, |s| async move {
             suite::search_path_prefix(s.as_ref(), DIM).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn paths_under_and_delete() {
+        with_collection("paths_under_and_delete", true, |s| async move {
+            suite::paths_under_and_delete(s.as_ref(), DIM).await;
         })
         .await;
     }

@@ -1,6 +1,6 @@
 //! `POST /api/v1/index/add-images`: resolve, dedupe, record, queue — and only then answer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,17 +13,15 @@ use uuid::Uuid;
 
 use imgidx_shared::ids::point_id;
 use imgidx_shared::jobs::NewItem;
-use imgidx_shared::messages::FileStamp;
 
 use super::add_images_request::parse_request;
 use super::enqueue::{create_and_publish, nothing_to_do, Submission};
 use crate::error::ApiError;
+use crate::freshness::{indexed_stamps, is_current};
 use crate::http::request_id::RequestId;
 use crate::paths::{resolve, PathRejection, ResolvedPath};
 use crate::state::AppState;
 
-/// Most point ids asked of the vector store in one call.
-const STAMP_LOOKUP_CHUNK: usize = 1024;
 /// How many bad paths one error message names.
 const MAX_PATHS_IN_ERROR: usize = 5;
 
@@ -56,7 +54,7 @@ pub async fn add_images(
     let images_count = resolved.len();
 
     let ids: Vec<Uuid> = resolved.iter().map(|r| point_id(&r.canonical)).collect();
-    let indexed = indexed_stamps(&state, &ids).await?;
+    let indexed = indexed_stamps(state.deps.vectors.as_ref(), &ids).await?;
     let candidates: Vec<NewItem> = resolved
         .into_iter()
         .zip(ids)
@@ -115,20 +113,6 @@ fn name_some(paths: &[String]) -> String {
     s
 }
 
-async fn indexed_stamps(state: &AppState, ids: &[Uuid]) -> Result<HashMap<Uuid, FileStamp>, ApiError> {
-    let mut all = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(STAMP_LOOKUP_CHUNK) {
-        all.extend(state.deps.vectors.stamps(chunk).await?);
-    }
-    Ok(all)
-}
-
-/// Indexed and unchanged since: same size and mtime. A file we cannot stat is never
-/// "current" — it is queued so the worker can report why it fails.
-fn is_current(on_disk: Option<FileStamp>, indexed: Option<&FileStamp>) -> bool {
-    matches!((on_disk, indexed), (Some(a), Some(b)) if a == *b)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -138,14 +122,5 @@ mod tests {
     fn relative_paths_reject_the_whole_request() {
         let err = resolve_all(&["/tmp".into(), "rel/a.jpg".into()], &[]).unwrap_err();
         assert!(matches!(err, ApiError::Validation(m) if m.contains("rel/a.jpg")));
-    }
-
-    #[test]
-    fn change_detection_needs_both_stamps_equal() {
-        let a = FileStamp { size: 1, mtime_ns: 2 };
-        assert!(is_current(Some(a), Some(&a)));
-        assert!(!is_current(Some(a), Some(&FileStamp { size: 1, mtime_ns: 3 })));
-        assert!(!is_current(None, Some(&a)));
-        assert!(!is_current(Some(a), None));
     }
 }

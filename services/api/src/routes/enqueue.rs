@@ -55,16 +55,7 @@ async fn commit_and_publish(
         return Ok(nothing_to_do(images_count, unchanged, already_queued));
     }
 
-    let tasks: Vec<ImageTask> = claimed
-        .iter()
-        .map(|i| ImageTask {
-            job_id: job_id.clone(),
-            point_id: i.point_id,
-            path: i.path.clone(),
-            stamp: i.stamp,
-            request_id: request_id.clone(),
-        })
-        .collect();
+    let tasks: Vec<ImageTask> = claimed.iter().map(|i| i.task(&job_id, request_id.as_deref())).collect();
     if let Err(e) = state.deps.broker.publish_tasks(priority, &tasks).await {
         // Nothing may look queued that is not: fail the job and release its claims.
         let message = "could not queue the images: the task queue is unavailable";

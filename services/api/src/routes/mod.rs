@@ -8,6 +8,7 @@ mod enqueue;
 mod health;
 mod items;
 mod jobs;
+mod json_body;
 mod notify;
 mod pace;
 mod paging;
@@ -15,6 +16,7 @@ mod query;
 mod retry;
 mod stats;
 mod status;
+mod trigger;
 
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
@@ -37,6 +39,7 @@ pub fn router(state: AppState, guard: Guard) -> Router {
     let write = Router::new()
         .route("/api/v1/index/add-images", post(add_images::add_images).route_layer(from_fn(content_type::json)))
         .route("/api/v1/index/notify", post(notify::notify).route_layer(from_fn(content_type::json)))
+        .route("/api/v1/index/trigger", post(trigger::trigger).route_layer(from_fn(content_type::json)))
         .route("/api/v1/index/status/{job_id}/retry", post(retry::retry_job).route_layer(from_fn(content_type::json)))
         .route("/api/v1/index/jobs/{job_id}/cancel", post(jobs::cancel_job).route_layer(from_fn(content_type::json)));
     let needs = |scope| from_fn_with_state(Required { guard: guard.clone(), scope }, auth::require);

@@ -32,6 +32,8 @@ pub fn pace(job: &JobRecord, now: DateTime<Utc>) -> Pace {
     };
     let estimated_completion = if !job.status.is_active() {
         job.completed_at.map(rfc3339)
+    } else if job.scanning {
+        None // the walk is still adding images: the end is not known yet
     } else if throughput > 0.0 {
         let remaining = job.pending_images() as f64;
         chrono::Duration::try_milliseconds((remaining / throughput * 1000.0).round() as i64).map(|d| rfc3339(now + d))
@@ -96,6 +98,7 @@ mod tests {
             started_at: started.map(at),
             completed_at: completed.map(at),
             error_message: None,
+            scanning: false,
         }
     }
 

@@ -210,10 +210,7 @@ async fn vector_of_path(state: &AppState, engine: &Arc<QueryEngine>, raw: &str) 
 
 /// Malformed JSON is a 400; well-formed JSON that breaks the contract is a 422.
 fn read_json(body: &[u8]) -> Result<(Subject, QueryRequest), ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::MalformedJson(format!("request body is not valid JSON: {e}")))?;
-    let mut req: QueryRequest =
-        serde_json::from_value(value).map_err(|e| ApiError::Validation(format!("invalid request: {e}")))?;
+    let mut req: QueryRequest = super::json_body::parse(body)?;
     let subject = match (req.text.take(), req.image_path.take()) {
         (Some(text), None) => {
             let text = text.trim().to_string();

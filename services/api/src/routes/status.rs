@@ -5,7 +5,7 @@ use axum::Json;
 use chrono::Utc;
 use serde::Serialize;
 
-use imgidx_shared::jobs::JobRecord;
+use imgidx_shared::jobs::{JobRecord, ScanRecord};
 use imgidx_shared::time::rfc3339;
 
 use super::pace::{self, Pace, WorkerBody};
@@ -65,9 +65,50 @@ pub struct JobStatusBody {
     pace: Pace,
     /// The workers that worked on the job (seed 002).
     workers: Vec<WorkerBody>,
+    /// For a directory trigger: how far its walk got (absent for other jobs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scan: Option<ScanBody>,
+    /// For a directory trigger with `prune_missing`: points deleted because their file is gone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    removed: Option<u64>,
     /// Failed images by failure code, e.g. `{"not_found": 3}`; `{}` when none failed.
     /// The images themselves: `GET …/status/{job_id}/items?state=failed`.
     failures_by_reason: BTreeMap<String, u64>,
+}
+
+/// A walk's progress, as a trigger's job status shows it.
+#[derive(Serialize)]
+pub struct ScanBody {
+    image_dir: String,
+    recursive: bool,
+    force_reindex: bool,
+    prune_missing: bool,
+    /// Files met so far (images or not).
+    files_seen: u64,
+    /// Of those, files whose content is an image format the workers decode.
+    images_found: u64,
+    /// Files skipped because they are not such images.
+    not_images: u64,
+    /// Directories and files skipped because they could not be read.
+    unreadable: u64,
+    /// The walk (and the prune) is over; the job completes once its images are done.
+    done: bool,
+}
+
+impl From<ScanRecord> for ScanBody {
+    fn from(s: ScanRecord) -> Self {
+        Self {
+            image_dir: s.spec.dir,
+            recursive: s.spec.recursive,
+            force_reindex: s.spec.force_reindex,
+            prune_missing: s.spec.prune_missing,
+            files_seen: s.counts.files_seen,
+            images_found: s.counts.images_found,
+            not_images: s.counts.not_images,
+            unreadable: s.counts.unreadable,
+            done: s.done,
+        }
+    }
 }
 
 pub async fn job_status(
@@ -80,8 +121,17 @@ pub async fn job_status(
     // Most polls are of jobs with nothing failed: only those with failures pay for the count.
     let failures = if job.failed_images > 0 { state.deps.jobs.failures_by_reason(&job_id).await? } else { BTreeMap::new() };
     let now = Utc::now();
-    let workers = pace::workers(&job, state.deps.jobs.job_workers(&job_id).await?, now);
-    Ok(Json(JobStatusBody { pace: pace::pace(&job, now), workers, job: JobSummary::from(job), failures_by_reason: failures }))
+    let (job_workers, scan) = tokio::try_join!(state.deps.jobs.job_workers(&job_id), state.deps.jobs.job_scan(&job_id))?;
+    let workers = pace::workers(&job, job_workers, now);
+    let removed = scan.as_ref().filter(|s| s.spec.prune_missing).map(|s| s.counts.removed);
+    Ok(Json(JobStatusBody {
+        pace: pace::pace(&job, now),
+        workers,
+        job: JobSummary::from(job),
+        scan: scan.map(ScanBody::from),
+        removed,
+        failures_by_reason: failures,
+    }))
 }
 
 #[derive(Serialize)]

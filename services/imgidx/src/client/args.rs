@@ -108,6 +108,28 @@ pub struct StatusArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct TriggerArgs {
+    /// Directory on the server to index (a relative path is made absolute here first).
+    pub dir: PathBuf,
+    /// Re-embed every image found, indexed and unchanged or not.
+    #[arg(long)]
+    pub force: bool,
+    /// Delete from the index the images under DIR whose file is gone.
+    #[arg(long)]
+    pub prune: bool,
+    /// Only DIR itself, not its subdirectories.
+    #[arg(long)]
+    pub no_recursive: bool,
+    #[arg(long, value_enum, default_value_t = Priority::Normal)]
+    pub priority: Priority,
+    /// Wait until the job has finished, showing progress, then print a summary.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Args, Debug)]
 pub struct RetryArgs {
     /// The finished job whose failed images to queue again.
     pub job_id: String,

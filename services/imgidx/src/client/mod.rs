@@ -11,15 +11,19 @@ mod paths;
 mod query;
 mod retry;
 mod status;
+mod trigger;
 mod types;
 mod wait;
 
-pub use args::{CancelArgs, IndexArgs, JobsArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs, StatusArgs};
+pub use args::{
+    CancelArgs, IndexArgs, JobsArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs, StatusArgs, TriggerArgs,
+};
 pub use index::index;
 pub use jobs::{cancel, jobs};
 pub use query::{search, similar};
 pub use retry::retry;
 pub use status::{stats, status};
+pub use trigger::trigger;
 
 /// Exit status of `index --wait` when at least one job ended `failed`.
 pub const EXIT_JOB_FAILED: u8 = 3;

@@ -271,3 +271,45 @@ async fn an_unreachable_server_is_one_clear_line_naming_it() {
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(run.stderr.starts_with("error: invalid server URL \"localhost:8000\""), "{}", run.stderr);
 }
+
+/// `imgidx trigger`: the server walks the directory; `--wait` ends with the summary, a
+/// second walk with `--prune` drops what was deleted, and the job id leads the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_wait_indexes_a_directory_and_prune_drops_what_is_gone() {
+    let server = Serve::fresh().await;
+    let url = server.url.as_str();
+    let library = tempfile::tempdir().unwrap();
+    let root = library.path().canonicalize().unwrap();
+    let images = decodable();
+    for (i, src) in images.iter().enumerate() {
+        let sub = root.join(format!("album{}", i % 3));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::copy(src, sub.join(src.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(root.join("README.txt"), "not an image").unwrap();
+    let n = images.len() as u64;
+
+    let run = imgidx(&["trigger", &s(&root), "--wait", "--json", "--server", url]).await;
+    assert_eq!(run.code, 0, "{run:#?}\n{}", server.log_text());
+    let out = run.json();
+    assert_eq!(out["result"]["status"], "completed", "{out}");
+    assert_eq!((out["result"]["indexed"].as_u64(), out["result"]["failed"].as_u64()), (Some(n), Some(0)), "{out}");
+    let job = &out["result"]["jobs"][0];
+    assert_eq!((job["scan"]["files_seen"].as_u64(), job["scan"]["not_images"].as_u64()), (Some(n + 1), Some(1)), "{out}");
+
+    let gone = root.join("album0").join(images[0].file_name().unwrap());
+    std::fs::remove_file(&gone).unwrap();
+    let run = imgidx(&["trigger", &s(&root), "--prune", "--wait", "--server", url]).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    let job_id = run.stdout.lines().next().unwrap().to_string();
+    assert!(job_id.starts_with("idx_"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("{} queued for indexing", s(&root))), "{}", run.stdout);
+    let (_, status) = server.get(&format!("/api/v1/index/status/{job_id}")).await;
+    assert_eq!((status["removed"].as_u64(), status["progress"]["total_images"].as_u64()), (Some(1), Some(0)), "{status}");
+    let (_, stats) = server.get("/api/v1/index/stats").await;
+    assert_eq!(stats["total_images"], n - 1, "{stats}");
+
+    let run = imgidx(&["trigger", "/no/such/dir", "--server", url]).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("does not exist (HTTP 422, not_a_directory)"), "{}", run.stderr);
+}

@@ -30,6 +30,15 @@ use crate::messages::FailureKind;
 
 use resample::{resize_window, Raster, Window};
 
+/// Bytes [`image_format`] needs from the start of a file to recognise every format.
+pub const SNIFF_BYTES: usize = 16;
+
+/// The format name (as [`Preprocessed::format`]) when the first bytes of a file are an
+/// image format this decoder reads, from its magic bytes alone; None otherwise.
+pub fn image_format(head: &[u8]) -> Option<&'static str> {
+    decode::sniff(head).ok().map(|(_, name)| name)
+}
+
 /// Decodes image files and turns them into normalised CLIP input tensors.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {

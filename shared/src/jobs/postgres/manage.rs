@@ -58,13 +58,15 @@ pub(super) async fn cancel(client: &mut deadpool_postgres::Client, job_id: &str)
     const CONTEXT: &str = "cancel_job";
     let tx = client.transaction().await.ctx(CONTEXT)?;
     let sql = format!(
-        "UPDATE jobs SET status = 'cancelled', completed_at = now()
+        "UPDATE jobs SET status = 'cancelled', scanning = false, completed_at = now()
          WHERE job_id = $1 AND status IN ('queued', 'running') RETURNING {JOB_COLUMNS}"
     );
     let cancelled = tx.query_opt(&sql, &[&job_id]).await.ctx(CONTEXT)?;
     let outcome = match cancelled {
         Some(row) => {
             tx.execute("DELETE FROM pending_points WHERE job_id = $1", &[&job_id]).await.ctx(CONTEXT)?;
+            // A walk in progress stops at its next chunk.
+            tx.execute("UPDATE job_scans SET done = true WHERE job_id = $1", &[&job_id]).await.ctx(CONTEXT)?;
             CancelOutcome::Cancelled(job_from_row(&row)?)
         }
         None => match tx.query_opt(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1"), &[&job_id]).await.ctx(CONTEXT)? {

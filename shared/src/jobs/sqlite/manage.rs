@@ -67,7 +67,7 @@ pub(super) fn cancel(conn: &mut Connection, now: i64, job_id: &str) -> Result<Ca
     let cancelled = tx
         .query_row(
             &format!(
-                "UPDATE jobs SET status = 'cancelled', completed_at = ?2
+                "UPDATE jobs SET status = 'cancelled', scanning = 0, completed_at = ?2
                  WHERE job_id = ?1 AND status IN ('queued', 'running') RETURNING {JOB_COLUMNS}"
             ),
             params![job_id, now],
@@ -79,6 +79,8 @@ pub(super) fn cancel(conn: &mut Connection, now: i64, job_id: &str) -> Result<Ca
     let outcome = match cancelled {
         Some(job) => {
             tx.execute("DELETE FROM pending_points WHERE job_id = ?1", params![job_id]).ctx(CONTEXT)?;
+            // A walk in progress stops at its next chunk.
+            tx.execute("UPDATE job_scans SET done = 1 WHERE job_id = ?1", params![job_id]).ctx(CONTEXT)?;
             CancelOutcome::Cancelled(job)
         }
         None => match super::reads::job(&tx, job_id)? {

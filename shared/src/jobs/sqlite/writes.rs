@@ -53,7 +53,7 @@ pub(super) fn create_job(
 }
 
 /// Claims the points no active job holds yet; returns those claimed.
-fn claim_points(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem]) -> Result<HashSet<Uuid>, JobStoreError> {
+pub(super) fn claim_points(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem]) -> Result<HashSet<Uuid>, JobStoreError> {
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO pending_points (point_id, job_id) VALUES (?1, ?2) ON CONFLICT (point_id) DO NOTHING",
@@ -213,7 +213,7 @@ fn record_outcomes(tx: &Transaction<'_>, now: i64, finished: &[Finished]) -> Res
 }
 
 /// Fills in the error message of jobs this batch finishes with nothing indexed.
-fn add_failure_messages(tx: &Transaction<'_>, updates: &mut [JobUpdate]) -> Result<(), JobStoreError> {
+pub(super) fn add_failure_messages(tx: &Transaction<'_>, updates: &mut [JobUpdate]) -> Result<(), JobStoreError> {
     const CONTEXT: &str = "apply_events: failure summary";
     // Per kind: how many, and the first failure (by finish time, then path) as the example.
     let mut stmt = tx
