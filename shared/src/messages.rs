@@ -88,6 +88,20 @@ pub enum FailureKind {
     RetriesExhausted,
 }
 
+impl FailureKind {
+    /// Same spelling as the wire format (`snake_case`): the stable codes clients see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::NotFound => "not_found",
+            FailureKind::Unreadable => "unreadable",
+            FailureKind::NotAnImage => "not_an_image",
+            FailureKind::TooLarge => "too_large",
+            FailureKind::InferenceFailed => "inference_failed",
+            FailureKind::RetriesExhausted => "retries_exhausted",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
@@ -135,6 +149,17 @@ pub struct ProgressEvent {
     pub processed_images: u64,
     pub failed_images: u64,
     pub percent_complete: f64,
+    /// The images of the job this update finished, for live watchers (`image_complete`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageDone>,
+}
+
+/// One image a progress update finished, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageDone {
+    pub path: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod priority;
 mod reconcile;
 mod reconnect;
 mod seed000_client;
+mod live;
 mod tls;
 mod trigger;
 mod topology;

@@ -33,8 +33,8 @@ where
     let mut backoff = new_backoff();
     loop {
         match deps.jobs.apply_events(&events).await {
-            Ok(changed) => {
-                publish_progress(deps, &changed).await;
+            Ok(applied) => {
+                publish_progress(deps, &applied, &events).await;
                 ack_all(batch).await;
                 return true;
             }
@@ -64,8 +64,8 @@ async fn apply_one<T>(deps: &AggregatorDeps, delivery: Delivery<T>, event: Compl
     let mut tries = 0;
     loop {
         match deps.jobs.apply_events(std::slice::from_ref(&event)).await {
-            Ok(changed) => {
-                publish_progress(deps, &changed).await;
+            Ok(applied) => {
+                publish_progress(deps, &applied, std::slice::from_ref(&event)).await;
                 ack_all(vec![delivery]).await;
                 return true;
             }

@@ -4,13 +4,14 @@
 mod apply;
 mod batch;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use imgidx_shared::broker::{Broker, DeliveryStream};
 use imgidx_shared::config::{AggregatorSettings, Settings};
-use imgidx_shared::jobs::{JobRecord, JobStore};
-use imgidx_shared::messages::{CompletionEvent, FailureKind, ImageTask, Outcome, ProgressEvent};
+use imgidx_shared::jobs::{Applied, JobStore};
+use imgidx_shared::messages::{CompletionEvent, FailureKind, ImageDone, ImageTask, Outcome, ProgressEvent};
 use imgidx_shared::{reconcile, retention};
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
@@ -122,17 +123,20 @@ async fn drain<T, F>(
     }
 }
 
-/// Live progress is best effort: watchers can always read the job store.
-pub(crate) async fn publish_progress(deps: &AggregatorDeps, changed: &[JobRecord]) {
-    for job in changed {
-        let event = ProgressEvent {
-            job_id: job.job_id.clone(),
-            status: job.status.as_str().to_string(),
-            total_images: job.total_images,
-            processed_images: job.processed_images,
-            failed_images: job.failed_images,
-            percent_complete: job.percent_complete(),
-        };
+/// Live progress is best effort: watchers can always read the job store. Each changed
+/// job's update names the images `events` finished of it.
+pub(crate) async fn publish_progress(deps: &AggregatorDeps, applied: &Applied, events: &[CompletionEvent]) {
+    let by_item: HashMap<_, &CompletionEvent> =
+        events.iter().map(|e| ((e.job_id.as_str(), e.point_id), e)).collect();
+    let mut images: HashMap<&str, Vec<ImageDone>> = HashMap::new();
+    for key in &applied.finished {
+        if let Some(e) = by_item.get(&(key.job_id.as_str(), key.point_id)) {
+            images.entry(e.job_id.as_str()).or_default().push(ImageDone { path: e.path.clone(), outcome: e.outcome.clone() });
+        }
+    }
+    for job in &applied.jobs {
+        let event =
+            ProgressEvent { images: images.remove(job.job_id.as_str()).unwrap_or_default(), ..job.progress_event() };
         if let Err(e) = deps.broker.publish_progress(&event).await {
             tracing::debug!(error = %e, job_id = %job.job_id, "progress not published");
         }

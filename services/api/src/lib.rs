@@ -6,6 +6,7 @@ mod error;
 mod freshness;
 mod http;
 pub mod keys;
+mod live;
 mod paths;
 mod query_engine;
 mod routes;
@@ -32,6 +33,7 @@ use http::rate_limit::RateLimiter;
 use http::server::ServerLimits;
 use http::HostPolicy;
 use keys::KeySet;
+use live::LiveHub;
 use scan::Scanner;
 use state::AppState;
 
@@ -84,7 +86,10 @@ pub async fn serve(
         scans_stop.clone(),
     ));
     let resumer = tokio::spawn(Arc::clone(&scanner).resume_loop());
-    let state = AppState { deps, settings: Arc::new(settings.clone()), roots, scanner: Arc::clone(&scanner) };
+    // Watchers end at the stop itself, so their connections do not hold up the drain.
+    let live = LiveHub::new(shutdown.clone());
+    let relay = tokio::spawn(live.clone().run(deps.broker.clone()));
+    let state = AppState { deps, settings: Arc::new(settings.clone()), roots, scanner: Arc::clone(&scanner), live };
     let host = HostPolicy::new(addr.ip().is_loopback(), &settings.allowed_hosts);
     let app = http::layered(routes::router(state, guard.clone()), settings, host).map_err(ServiceError::Other)?;
     tracing::info!(%addr, keys = guard.keys.len(), "api listening");
@@ -97,6 +102,7 @@ pub async fn serve(
     http::server::serve(listener, app, limits, shutdown).await;
     scans_stop.cancel(); // walks stop with the server
     let _ = resumer.await;
+    let _ = relay.await;
     scanner.drain().await;
     Ok(())
 }

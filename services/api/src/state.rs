@@ -10,6 +10,7 @@ use imgidx_shared::jobs::JobStore;
 use imgidx_shared::vectors::VectorStore;
 
 use crate::query_engine::QueryEngine;
+use crate::live::LiveHub;
 use crate::scan::Scanner;
 
 /// Backends the API talks to; built from configuration by `run`, or handed in by
@@ -36,4 +37,6 @@ pub struct AppState {
     pub roots: Arc<Vec<PathBuf>>,
     /// Runs the directory walks of triggers.
     pub scanner: Arc<Scanner>,
+    /// Relays live progress to watchers.
+    pub live: LiveHub,
 }

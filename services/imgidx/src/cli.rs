@@ -77,6 +77,10 @@ pub enum Command {
     /// Client: status of one indexing job (`--failed`: its failed images and why), or of
     /// the active and recent jobs.
     Status(client::StatusArgs),
+    /// Client: follow a job live (a line per update, one per failed image; `--json`: the
+    /// server's messages); exit status as `index --wait`.
+    #[command(after_help = crate::client::INDEX_EXIT_CODES)]
+    Watch(client::WatchArgs),
     /// Client: queue the failed images of a finished job again, as a new job.
     #[command(after_help = crate::client::INDEX_EXIT_CODES)]
     Retry(client::RetryArgs),
@@ -104,6 +108,7 @@ impl Command {
                 | Command::Search(_)
                 | Command::Similar(_)
                 | Command::Status(_)
+                | Command::Watch(_)
                 | Command::Retry(_)
                 | Command::Jobs(_)
                 | Command::Cancel(_)

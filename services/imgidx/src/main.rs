@@ -82,6 +82,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Search(args) => return client::search(args).await,
         Command::Similar(args) => return client::similar(args).await,
         Command::Status(args) => return client::status(args).await,
+        Command::Watch(args) => return client::watch(args).await,
         Command::Retry(args) => return client::retry(args).await,
         Command::Jobs(args) => return client::jobs(args).await,
         Command::Cancel(args) => return client::cancel(args).await,
@@ -153,6 +154,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Search(_)
         | Command::Similar(_)
         | Command::Status(_)
+        | Command::Watch(_)
         | Command::Retry(_)
         | Command::Jobs(_)
         | Command::Cancel(_)

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::{broadcast, Notify};
 
-use super::{Acker, Broker, BrokerError, Delivery, DeliveryStream, PriorityStreams};
+use super::{Acker, Broker, BrokerError, Delivery, DeliveryStream, PriorityStreams, ProgressStream};
 use crate::messages::{CompletionEvent, DeadEvent, ImageTask, Priority, ProgressEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,11 +112,6 @@ impl MemoryBroker {
             prefetch: usize::from(prefetch.max(1)),
             event_prefetch: usize::from(event_prefetch.max(1)),
         }
-    }
-
-    /// Live progress events (what the RabbitMQ backend's fanout exchange carries).
-    pub fn subscribe_progress(&self) -> broadcast::Receiver<ProgressEvent> {
-        self.shared.progress.subscribe()
     }
 
     /// Events set aside as unappliable (nobody consumes them here; they are for inspection).
@@ -288,6 +283,21 @@ impl Broker for MemoryBroker {
         // No subscriber is not an error: nobody is watching.
         let _ = self.shared.progress.send(event.clone());
         Ok(())
+    }
+
+    async fn subscribe_progress(&self) -> Result<ProgressStream, BrokerError> {
+        let rx = self.shared.progress.subscribe();
+        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((event, rx)),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "a progress watcher fell behind; updates skipped");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })))
     }
 
     async fn healthy(&self) -> bool {

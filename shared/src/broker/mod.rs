@@ -57,6 +57,10 @@ impl<T> Delivery<T> {
 /// and the broker implementation dead-letters it so it is never lost nor redelivered forever.
 pub type DeliveryStream<T> = Pin<Box<dyn Stream<Item = Result<Delivery<T>, BrokerError>> + Send>>;
 
+/// Live progress updates from the moment of subscribing: best effort (a subscriber that
+/// falls behind misses some), and the stream ends when the broker connection is lost.
+pub type ProgressStream = Pin<Box<dyn Stream<Item = ProgressEvent> + Send>>;
+
 /// Task deliveries, one stream per priority level, highest first.
 pub struct PriorityStreams {
     pub streams: Vec<(Priority, DeliveryStream<ImageTask>)>,
@@ -81,6 +85,8 @@ pub trait Broker: Send + Sync {
     async fn consume_dead_tasks(&self, tag: &str) -> Result<DeliveryStream<ImageTask>, BrokerError>;
     /// Best-effort live progress for watchers (not durable).
     async fn publish_progress(&self, event: &ProgressEvent) -> Result<(), BrokerError>;
+    /// Watch the progress fanout (see [`ProgressStream`]).
+    async fn subscribe_progress(&self) -> Result<ProgressStream, BrokerError>;
     /// Whether the broker connection is up.
     async fn healthy(&self) -> bool;
     /// Close channels and the connection; unsettled deliveries go back to their queues.

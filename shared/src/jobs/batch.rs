@@ -36,17 +36,6 @@ pub(super) fn failure(outcome: &Outcome) -> Option<(FailureKind, &str)> {
     }
 }
 
-/// Same spelling as the wire format (`snake_case`).
-pub(super) fn kind_str(kind: FailureKind) -> &'static str {
-    match kind {
-        FailureKind::NotFound => "not_found",
-        FailureKind::Unreadable => "unreadable",
-        FailureKind::NotAnImage => "not_an_image",
-        FailureKind::TooLarge => "too_large",
-        FailureKind::InferenceFailed => "inference_failed",
-        FailureKind::RetriesExhausted => "retries_exhausted",
-    }
-}
 
 /// The failure reason as stored: at most [`MAX_REASON_CHARS`] characters.
 pub(super) fn stored_reason(outcome: &Outcome) -> Option<String> {

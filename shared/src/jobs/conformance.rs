@@ -200,7 +200,7 @@ async fn events_move_a_job_through_its_states(h: &Harness) {
     let created = s.job("j").await.unwrap().unwrap();
     assert_eq!(created.percent_complete(), 0.0);
 
-    let changed = s.apply_events(&[indexed("j", 0)]).await.unwrap();
+    let changed = s.apply_events(&[indexed("j", 0)]).await.unwrap().jobs;
     assert_eq!(changed.len(), 1);
     let running = &changed[0];
     assert_eq!((running.status, running.processed_images, running.failed_images), (JobStatus::Running, 1, 0));
@@ -210,13 +210,15 @@ async fn events_move_a_job_through_its_states(h: &Harness) {
     assert_eq!(running.percent_complete(), 25.0);
     assert_eq!(s.job("j").await.unwrap().as_ref(), Some(running));
 
-    let changed =
+    let applied =
         s.apply_events(&[failed("j", 1, FailureKind::NotFound, "no such file"), indexed("j", 2)]).await.unwrap();
+    assert_eq!(applied.finished, vec![key("j", 1), key("j", 2)], "in event order");
+    let changed = applied.jobs;
     assert_eq!((changed[0].processed_images, changed[0].failed_images), (2, 1));
     assert_eq!(changed[0].started_at, Some(started), "started_at is kept");
     assert_eq!(changed[0].percent_complete(), 75.0);
 
-    let changed = s.apply_events(&[indexed("j", 3)]).await.unwrap();
+    let changed = s.apply_events(&[indexed("j", 3)]).await.unwrap().jobs;
     let done = &changed[0];
     assert_eq!((done.status, done.processed_images, done.failed_images), (JobStatus::Completed, 3, 1));
     assert!(done.completed_at.unwrap() >= started);
@@ -232,8 +234,9 @@ async fn duplicate_and_unknown_events_change_nothing(h: &Harness) {
     let s = h.store();
     s.create_job("j", Priority::Normal, &items(0..3)).await.unwrap();
     // A duplicate inside one batch and across batches, and a late contradicting event.
-    let changed = s.apply_events(&[indexed("j", 0), indexed("j", 0)]).await.unwrap();
-    assert_eq!(changed[0].processed_images, 1);
+    let applied = s.apply_events(&[indexed("j", 0), indexed("j", 0)]).await.unwrap();
+    assert_eq!(applied.jobs[0].processed_images, 1);
+    assert_eq!(applied.finished, vec![key("j", 0)], "finished once");
     let again = s
         .apply_events(&[
             indexed("j", 0),
@@ -243,10 +246,10 @@ async fn duplicate_and_unknown_events_change_nothing(h: &Harness) {
         ])
         .await
         .unwrap();
-    assert!(again.is_empty(), "nothing changed, nothing reported");
+    assert_eq!(again, Default::default(), "nothing changed, nothing reported");
     let job = s.job("j").await.unwrap().unwrap();
     assert_eq!((job.processed_images, job.failed_images, job.status), (1, 0, JobStatus::Running));
-    assert!(s.apply_events(&[]).await.unwrap().is_empty());
+    assert_eq!(s.apply_events(&[]).await.unwrap(), Default::default());
     assert_eq!(s.failed_image_count().await.unwrap(), 0, "the late failure was not recorded");
 
     // Finishing everything, twice over, never passes the total.
@@ -268,7 +271,7 @@ async fn a_job_with_nothing_indexed_fails_with_a_summary(h: &Harness) {
         ])
         .await
         .unwrap();
-    let job = &changed[0];
+    let job = &changed.jobs[0];
     assert_eq!((job.status, job.processed_images, job.failed_images), (JobStatus::Failed, 0, 3));
     assert!(job.completed_at.is_some());
     assert_eq!(
@@ -282,7 +285,7 @@ async fn a_job_with_nothing_indexed_fails_with_a_summary(h: &Harness) {
     // A single failing image, with a reason longer than the store keeps.
     s.create_job("one", Priority::Low, &[item(7)]).await.unwrap();
     let long = "x".repeat(5000);
-    let changed = s.apply_events(&[failed("one", 7, FailureKind::TooLarge, &long)]).await.unwrap();
+    let changed = s.apply_events(&[failed("one", 7, FailureKind::TooLarge, &long)]).await.unwrap().jobs;
     let message = changed[0].error_message.clone().unwrap();
     assert!(message.starts_with("the only image failed: too_large (/images/7.jpg: xxx"), "{message}");
     assert!(message.len() < 400, "the example reason is cut short: {}", message.len());
@@ -306,7 +309,7 @@ async fn claims_are_released_when_items_finish_or_jobs_fail(h: &Harness) {
 
     // A late event for the failed job records the item but not the finished job's
     // progress, and leaves job c's claim alone.
-    assert!(s.apply_events(&[indexed("a", 1)]).await.unwrap().is_empty());
+    assert!(s.apply_events(&[indexed("a", 1)]).await.unwrap().jobs.is_empty());
     assert_eq!(s.job("a").await.unwrap().unwrap(), a);
     assert_eq!(h.claims_of("c").await, points(1..3));
 
@@ -798,7 +801,7 @@ async fn cancelling_a_job_withdraws_its_pending_items(h: &Harness) {
     assert_eq!(s.recent_jobs(10).await.unwrap()[0].job_id, "j");
 
     // The batch past the check finishes: it counts, and the job stays cancelled.
-    let after = s.apply_events(&[indexed("j", 1)]).await.unwrap();
+    let after = s.apply_events(&[indexed("j", 1)]).await.unwrap().jobs;
     assert_eq!((after[0].status, after[0].processed_images), (JobStatus::Cancelled, 2));
     let again = s.cancel_job("j").await.unwrap();
     assert!(matches!(again, CancelOutcome::AlreadyFinished(ref j) if j.status == JobStatus::Cancelled), "{again:?}");

@@ -29,7 +29,7 @@ pub use postgres::PostgresJobStore;
 pub use scan::{ScanChunk, ScanCounts, ScanLease, ScanOpened, ScanRecord, ScanSpec};
 pub use sqlite::SqliteJobStore;
 
-use crate::messages::{CompletionEvent, FileStamp, ImageTask, Priority};
+use crate::messages::{CompletionEvent, FileStamp, ImageTask, Priority, ProgressEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobStoreError {
@@ -101,6 +101,30 @@ impl NewItem {
     }
 }
 
+impl JobRecord {
+    /// The live update that says where this job stands (no images named).
+    pub fn progress_event(&self) -> ProgressEvent {
+        ProgressEvent {
+            job_id: self.job_id.clone(),
+            status: self.status.as_str().to_string(),
+            total_images: self.total_images,
+            processed_images: self.processed_images,
+            failed_images: self.failed_images,
+            percent_complete: self.percent_complete(),
+            images: Vec::new(),
+        }
+    }
+}
+
+/// What [`JobStore::apply_events`] changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Applied {
+    /// The jobs whose progress changed, after the change, by `job_id`.
+    pub jobs: Vec<JobRecord>,
+    /// The items the events finished, in event order.
+    pub finished: Vec<ItemKey>,
+}
+
 /// An unfinished item to put back on the task queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequeueItem {
@@ -163,8 +187,9 @@ pub trait JobStore: Send + Sync {
     /// Apply completion events in one transaction, idempotently: an event for an item that
     /// is already finished changes nothing. Moves jobs queued → running → completed/failed
     /// (failed when no item succeeded, with an error message), sets started_at/completed_at,
-    /// releases finished items. Returns the jobs whose progress changed, after the change.
-    async fn apply_events(&self, events: &[CompletionEvent]) -> Result<Vec<JobRecord>, JobStoreError>;
+    /// releases finished items. Returns the jobs whose progress changed, after the change,
+    /// and the items these events finished (each once; duplicates and late events are not).
+    async fn apply_events(&self, events: &[CompletionEvent]) -> Result<Applied, JobStoreError>;
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError>;
     /// Queued and running jobs, oldest first.

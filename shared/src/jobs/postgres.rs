@@ -42,10 +42,10 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use self::tls::Tls;
-use super::batch::{failure, kind_str, outcome_state, stored_reason, unique_by_point, unique_events};
+use super::batch::{failure, outcome_state, stored_reason, unique_by_point, unique_events};
 use super::progress::{self, FailureGroup, Finished, JobUpdate};
 use super::{
-    AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStatus, JobStore,
+    Applied, AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStatus, JobStore,
     JobStoreError, JobWorker, NewItem, RequeueItem, RetryCandidates, ScanChunk, ScanCounts, ScanLease, ScanOpened,
     ScanRecord, ScanSpec,
 };
@@ -164,10 +164,10 @@ impl JobStore for PostgresJobStore {
         tx.commit().await.ctx("fail_job: commit")
     }
 
-    async fn apply_events(&self, events: &[CompletionEvent]) -> Result<Vec<JobRecord>, JobStoreError> {
+    async fn apply_events(&self, events: &[CompletionEvent]) -> Result<Applied, JobStoreError> {
         let events = unique_events(events);
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Applied::default());
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.ctx("apply_events: begin")?;
@@ -181,7 +181,7 @@ impl JobStore for PostgresJobStore {
         let mut records = write_jobs(&tx, &updates).await?;
         tx.commit().await.ctx("apply_events: commit")?;
         records.sort_by(|a, b| a.job_id.cmp(&b.job_id));
-        Ok(records)
+        Ok(Applied { jobs: records, finished: progress::finished_keys(&finished) })
     }
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
@@ -438,7 +438,7 @@ async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Resu
     let job_ids: Vec<&str> = events.iter().map(|e| e.job_id.as_str()).collect();
     let point_ids: Vec<Uuid> = events.iter().map(|e| e.point_id).collect();
     let states: Vec<&str> = events.iter().map(|e| outcome_state(&e.outcome)).collect();
-    let kinds: Vec<Option<&str>> = events.iter().map(|e| failure(&e.outcome).map(|(k, _)| kind_str(k))).collect();
+    let kinds: Vec<Option<&str>> = events.iter().map(|e| failure(&e.outcome).map(|(k, _)| k.as_str())).collect();
     let reasons: Vec<Option<String>> = events.iter().map(|e| stored_reason(&e.outcome)).collect();
     let workers: Vec<&str> = events.iter().map(|e| e.worker.as_str()).collect();
     // The final SELECT sees the items as they were before the UPDATE, which tells a

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use crate::jobs::{JobRecord, JobStatus};
+use crate::jobs::{ItemKey, JobRecord, JobStatus};
 
 /// Counters of a job before a batch of events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +58,11 @@ pub(super) struct Finished {
     pub indexed: bool,
     /// Who finished it (the event's `worker`).
     pub worker: String,
+}
+
+/// The keys of finished items, in the order they finished.
+pub(super) fn finished_keys(finished: &[Finished]) -> Vec<ItemKey> {
+    finished.iter().map(|f| ItemKey { job_id: f.job_id.clone(), point_id: f.point_id }).collect()
 }
 
 /// What one worker finished of one job in a batch of events.

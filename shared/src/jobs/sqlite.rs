@@ -33,7 +33,7 @@ use rusqlite::{Connection, ErrorCode};
 use uuid::Uuid;
 
 use super::{
-    AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStore, JobStoreError,
+    Applied, AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStore, JobStoreError,
     JobWorker, NewItem, RequeueItem, RetryCandidates, ScanChunk, ScanCounts, ScanLease, ScanOpened, ScanRecord,
     ScanSpec,
 };
@@ -130,9 +130,9 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
-    async fn apply_events(&self, events: &[CompletionEvent]) -> Result<Vec<JobRecord>, JobStoreError> {
+    async fn apply_events(&self, events: &[CompletionEvent]) -> Result<Applied, JobStoreError> {
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Applied::default());
         }
         let events = events.to_vec();
         self.run("apply_events", move |db| {

@@ -77,6 +77,10 @@ pub async fn cancel_job(State(state): State<AppState>, Path(job_id): Path<String
         CancelOutcome::Cancelled(job) => {
             let pending = job.pending_images();
             tracing::info!(job_id, pending, "job cancelled");
+            // Watchers learn of the end now, not at their next look at the store.
+            if let Err(e) = state.deps.broker.publish_progress(&job.progress_event()).await {
+                tracing::debug!(job_id, error = %e, "progress not published");
+            }
             let message = format!("Cancelled: {pending} images not processed yet will not be embedded");
             Ok(Json(CancelBody { job: JobSummary::from(job), message }))
         }

@@ -9,6 +9,7 @@ mod health;
 mod items;
 mod jobs;
 mod json_body;
+mod live;
 mod notify;
 mod pace;
 mod paging;
@@ -32,6 +33,8 @@ pub fn router(state: AppState, guard: Guard) -> Router {
     let read = Router::new()
         .route("/api/v1/index/status/{job_id}", get(status::job_status))
         .route("/api/v1/index/status/{job_id}/items", get(items::job_items))
+        .route("/api/v1/index/status/{job_id}/ws", get(live::job_ws))
+        .route("/api/v1/index/status/{job_id}/events", get(live::job_events))
         .route("/api/v1/index/status", get(status::overall_status))
         .route("/api/v1/index/stats", get(stats::stats))
         .route("/api/v1/index/jobs", get(jobs::list_jobs))

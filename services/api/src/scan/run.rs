@@ -93,9 +93,22 @@ async fn drive(scanner: &Scanner, walk: &Walk) -> Result<Ended, WalkError> {
         return Ok(Ended::Stopped);
     }
     Ok(match scanner.deps.jobs.finish_scan(&walk.job_id, &walk.owner, &counts).await? {
-        Some(job) => Ended::Finished(Box::new(job)),
+        Some(job) => {
+            // Ended here (nothing was left pending): no event will say so to watchers.
+            if !job.status.is_active() {
+                announce(scanner, &job).await;
+            }
+            Ended::Finished(Box::new(job))
+        }
         None => Ended::Stopped,
     })
+}
+
+/// Best effort, as every live update.
+async fn announce(scanner: &Scanner, job: &JobRecord) {
+    if let Err(e) = scanner.deps.broker.publish_progress(&job.progress_event()).await {
+        tracing::debug!(job_id = job.job_id, error = %e, "progress not published");
+    }
 }
 
 /// Adds a chunk's new and changed images to the job and publishes them; false when the

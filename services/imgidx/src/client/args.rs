@@ -130,6 +130,14 @@ pub struct TriggerArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// The job to follow.
+    pub job_id: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Args, Debug)]
 pub struct RetryArgs {
     /// The finished job whose failed images to queue again.
     pub job_id: String,

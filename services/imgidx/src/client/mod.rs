@@ -5,6 +5,7 @@ mod args;
 mod failures;
 mod http;
 mod index;
+mod live;
 mod jobs;
 mod output;
 mod paths;
@@ -14,9 +15,11 @@ mod status;
 mod trigger;
 mod types;
 mod wait;
+mod watch;
 
 pub use args::{
     CancelArgs, IndexArgs, JobsArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs, StatusArgs, TriggerArgs,
+    WatchArgs,
 };
 pub use index::index;
 pub use jobs::{cancel, jobs};
@@ -24,6 +27,7 @@ pub use query::{search, similar};
 pub use retry::retry;
 pub use status::{stats, status};
 pub use trigger::trigger;
+pub use watch::watch;
 
 /// Exit status of `index --wait` when at least one job ended `failed`.
 pub const EXIT_JOB_FAILED: u8 = 3;

@@ -1,5 +1,5 @@
-//! `index --wait`: poll every job until it has finished, with one progress bar
-//! over all of them.
+//! `index --wait`: follow every job live until it has finished (polling where live
+//! updates are not to be had), with one progress bar over all of them.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -9,7 +9,10 @@ use futures::stream::{self, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use serde_json::Value;
 
+use std::sync::{Mutex, PoisonError};
+
 use super::http::Api;
+use super::live::{self, Followed, LiveMessage};
 use super::output::parse;
 use super::types::JobStatus;
 
@@ -29,9 +32,34 @@ pub struct Final {
 /// sizes the bar until the first answers arrive.
 pub async fn wait_jobs(api: &Api, job_ids: &[String], expected: u64) -> Result<Vec<Final>> {
     let bar = progress_bar(expected);
+    follow_live(api, job_ids, &bar).await;
+    // Finished jobs answer at once; a job whose live stream was lost is polled to its end.
     let result = poll_until_done(api, job_ids, &bar).await;
     bar.finish_and_clear();
     result
+}
+
+/// Follows the jobs' live streams (a few at a time) until each ended or was lost.
+async fn follow_live(api: &Api, job_ids: &[String], bar: &ProgressBar) {
+    let seen: Mutex<Vec<Option<(u64, u64)>>> = Mutex::new(vec![None; job_ids.len()]);
+    let follows = stream::iter(job_ids.iter().enumerate()).map(|(i, job_id)| {
+        let seen = &seen;
+        async move {
+            let on = |m: &LiveMessage, _: &str| {
+                let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                seen[i] = Some((m.completed + m.failed, m.total_images));
+                let (done, total) = seen.iter().flatten().fold((0, 0), |(d, t), (dd, tt)| (d + dd, t + tt));
+                if seen.iter().all(Option::is_some) {
+                    bar.set_length(total);
+                }
+                bar.set_position(done);
+            };
+            if let Ok(Followed::Lost(why)) = live::follow(api, job_id, on).await {
+                tracing::debug!(job_id, why, "no live updates; polling");
+            }
+        }
+    });
+    follows.buffer_unordered(POLL_CONCURRENCY).collect::<Vec<()>>().await;
 }
 
 async fn poll_until_done(api: &Api, job_ids: &[String], bar: &ProgressBar) -> Result<Vec<Final>> {

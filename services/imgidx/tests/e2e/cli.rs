@@ -313,3 +313,37 @@ async fn trigger_wait_indexes_a_directory_and_prune_drops_what_is_gone() {
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(run.stderr.contains("does not exist (HTTP 422, not_a_directory)"), "{}", run.stderr);
 }
+
+/// `imgidx watch JOB`: the server's live messages to the end (`--json`, one per line),
+/// or readable lines, with `index --wait`'s exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_follows_a_job_to_its_end_with_the_exit_status_of_its_outcome() {
+    let server = Serve::fresh().await;
+    let url = server.url.as_str();
+    let images = decodable();
+    let n = images.len() as u64;
+    let mut args: Vec<String> = ["index", "--json", "--server", url].map(String::from).to_vec();
+    args.extend(images.iter().map(|p| s(p)));
+    let run = imgidx(&args).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    let job_id = run.json()["jobs"][0]["job_id"].as_str().unwrap().to_string();
+
+    let run = imgidx(&["watch", &job_id, "--json", "--server", url]).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    let messages: Vec<Value> = run.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let last = messages.last().unwrap();
+    assert_eq!((last["type"].as_str(), last["completed"].as_u64()), (Some("job_complete"), Some(n)), "{}", run.stdout);
+    assert!(messages.iter().all(|m| m["job_id"] == job_id.as_str()), "{}", run.stdout);
+    let images_seen = messages.iter().filter(|m| m["type"] == "image_complete").count() as u64;
+    assert!(images_seen <= n, "at most one image_complete per image: {}", run.stdout);
+
+    let tif = s(&fixture_images().join(UNDECODABLE));
+    let run = imgidx(&["index", &tif, "--json", "--server", url]).await;
+    let job_id = run.json()["jobs"][0]["job_id"].as_str().unwrap().to_string();
+    let run = imgidx(&["watch", &job_id, "--server", url]).await;
+    assert_eq!(run.code, 3, "a failed job: {run:#?}");
+    assert!(run.stdout.lines().last().unwrap().starts_with("failed    1/1 done (100.0%), 1 failed"), "{}", run.stdout);
+
+    let run = imgidx(&["watch", "idx_nope", "--server", url]).await;
+    assert_eq!((run.code, run.stderr.as_str()), (1, "error: job idx_nope not found (HTTP 404, job_not_found)\n"));
+}

@@ -11,21 +11,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use futures::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::publisher_confirm::Confirmation;
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use serde::Serialize;
 
 pub use topology::Names;
 
-use super::{Broker, BrokerError, DeliveryStream, PriorityStreams};
+use super::{Broker, BrokerError, DeliveryStream, PriorityStreams, ProgressStream};
 use crate::config::BrokerSettings;
 use crate::messages::{CompletionEvent, ImageTask, Priority, ProgressEvent, DeadEvent};
 use link::{unavailable, Link, Live};
 
 /// Persistent delivery mode: messages survive a broker restart.
 const PERSISTENT: u8 = 2;
+/// Progress updates a watcher's queue holds at most; older ones are dropped.
+const PROGRESS_QUEUE_CAP: i64 = 1000;
 /// Longest a health check waits for a (re)connection.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -228,6 +231,41 @@ impl Broker for RabbitBroker {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// A queue of its own (server-named, exclusive: gone with the connection), bound to
+    /// the fanout, consumed without acks and capped, so a watcher that falls behind loses
+    /// the oldest updates instead of piling them up in the broker.
+    async fn subscribe_progress(&self) -> Result<ProgressStream, BrokerError> {
+        let live = self.link.live().await?;
+        let channel = live.connection.create_channel().await.map_err(unavailable)?;
+        let mut args = FieldTable::default();
+        args.insert("x-max-length".into(), AMQPValue::LongLongInt(PROGRESS_QUEUE_CAP));
+        let declare = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
+        let queue = channel.queue_declare("", declare, args).await.map_err(unavailable)?;
+        let name = queue.name().as_str().to_string();
+        channel
+            .queue_bind(&name, &self.names().progress_exchange(), "", QueueBindOptions::default(), FieldTable::default())
+            .await
+            .map_err(unavailable)?;
+        let consume = BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() };
+        let consumer =
+            channel.basic_consume(&name, "progress-watch", consume, FieldTable::default()).await.map_err(unavailable)?;
+        // The channel lives as long as the stream.
+        Ok(Box::pin(futures::stream::unfold((consumer, channel), |(mut consumer, channel)| async move {
+            loop {
+                match consumer.next().await? {
+                    Ok(delivery) => match serde_json::from_slice(&delivery.data) {
+                        Ok(event) => return Some((event, (consumer, channel))),
+                        Err(e) => tracing::debug!(error = %e, "unreadable progress update skipped"),
+                    },
+                    Err(e) => {
+                        tracing::debug!(error = %e, "progress subscription lost");
+                        return None;
+                    }
+                }
+            }
+        })))
     }
 
     async fn healthy(&self) -> bool {

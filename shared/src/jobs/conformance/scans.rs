@@ -40,7 +40,7 @@ pub(super) async fn a_scan_job_grows_and_completes_only_once_its_walk_ends(h: &H
     assert_eq!(chunk, ScanChunk::Added { publish: vec![item(2), item(4)], new: 1, already_queued: 1 });
     assert_eq!(s.job("s").await.unwrap().unwrap().total_images, 4);
 
-    let after = s.apply_events(&[indexed("s", 0), indexed("s", 1), indexed("s", 2), indexed("s", 4)]).await.unwrap();
+    let after = s.apply_events(&[indexed("s", 0), indexed("s", 1), indexed("s", 2), indexed("s", 4)]).await.unwrap().jobs;
     assert_eq!((after[0].status, after[0].processed_images, after[0].completed_at), (JobStatus::Running, 4, None));
     let scan = s.job_scan("s").await.unwrap().unwrap();
     assert_eq!((scan.spec, scan.counts, scan.done), (spec("/d"), counts(9, 6), false));
@@ -77,7 +77,7 @@ pub(super) async fn a_finished_walk_ends_its_job_as_its_items_say(h: &Harness) {
     let job = s.finish_scan("busy", "o", &counts(2, 2)).await.unwrap().unwrap();
     assert_eq!((job.status, job.scanning), (JobStatus::Queued, false));
     assert!(s.finish_scan("busy", "o", &counts(2, 2)).await.unwrap().is_none(), "a walk ends once");
-    let after = s.apply_events(&[indexed("busy", 10), indexed("busy", 11)]).await.unwrap();
+    let after = s.apply_events(&[indexed("busy", 10), indexed("busy", 11)]).await.unwrap().jobs;
     assert_eq!(after[0].status, JobStatus::Completed);
 }
 

@@ -41,7 +41,7 @@ async fn data_survives_closing_and_reopening() {
     let taken = s.requeue_stale_items(Utc::now(), 10).await.unwrap();
     assert_eq!(taken[0], requeued("a", Priority::High, item(2)));
     assert_eq!(taken.len(), 5);
-    let done = s.apply_events(&[indexed("a", 2)]).await.unwrap();
+    let done = s.apply_events(&[indexed("a", 2)]).await.unwrap().jobs;
     assert_eq!((done[0].status, done[0].processed_images, done[0].failed_images), (JobStatus::Completed, 2, 1));
 
     // Reopening applied no migration twice, and left the settings that persist.

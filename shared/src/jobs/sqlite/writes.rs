@@ -10,10 +10,10 @@ use uuid::Uuid;
 use super::reads::{job_from_row, JOB_COLUMNS};
 use super::{point_bytes, SqlResultExt};
 use crate::jobs::batch::{
-    failure, kind_str, outcome_state, stamp_columns, stored_reason, unique_by_point, unique_events,
+    failure, outcome_state, stamp_columns, stored_reason, unique_by_point, unique_events,
 };
 use crate::jobs::progress::{self, FailureGroup, Finished, JobUpdate};
-use crate::jobs::{JobRecord, JobStatus, JobStoreError, NewItem};
+use crate::jobs::{Applied, JobRecord, JobStatus, JobStoreError, NewItem};
 use crate::messages::{CompletionEvent, Priority};
 
 fn begin<'c>(conn: &'c mut Connection, context: &str) -> Result<Transaction<'c>, JobStoreError> {
@@ -102,10 +102,10 @@ pub(super) fn apply_events(
     conn: &mut Connection,
     now: i64,
     events: &[CompletionEvent],
-) -> Result<Vec<JobRecord>, JobStoreError> {
+) -> Result<Applied, JobStoreError> {
     let events = unique_events(events);
     if events.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Applied::default());
     }
     let tx = begin(conn, "apply_events: begin")?;
     let jobs = read_jobs(&tx, &events)?;
@@ -117,7 +117,7 @@ pub(super) fn apply_events(
     add_failure_messages(&tx, &mut updates)?;
     let records = write_jobs(&tx, now, &updates)?;
     tx.commit().ctx("apply_events: commit")?;
-    Ok(records)
+    Ok(Applied { jobs: records, finished: progress::finished_keys(&finished) })
 }
 
 /// Adds what each worker finished to its row of the job's workers.
@@ -169,7 +169,7 @@ fn finish_items(tx: &Transaction<'_>, now: i64, events: &[&CompletionEvent]) -> 
     let mut finished = Vec::with_capacity(events.len());
     for e in events {
         let state = outcome_state(&e.outcome);
-        let kind = failure(&e.outcome).map(|(k, _)| kind_str(k));
+        let kind = failure(&e.outcome).map(|(k, _)| k.as_str());
         let changed = finish
             .execute(params![e.job_id, point_bytes(&e.point_id), state, kind, stored_reason(&e.outcome), now])
             .ctx(CONTEXT)?;

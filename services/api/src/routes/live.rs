@@ -1,0 +1,91 @@
+//! `GET /api/v1/index/status/{job_id}/ws` (WebSocket) and `…/events` (Server-Sent
+//! Events): a job's progress live, as seed 004's messages (see `crate::live`). Both
+//! answer 404 for an unknown job before anything is upgraded or streamed.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::Response;
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::error::ApiError;
+use crate::live::{self, LiveMessage};
+use crate::state::AppState;
+
+/// A ping this often keeps the socket (and proxies on the way) alive.
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// A client that sends nothing at all (not even a pong) for this long is gone (seed 004).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// WebSocket close code for a normal end (RFC 6455).
+const CLOSE_NORMAL: u16 = 1000;
+/// …and for a peer that went quiet.
+const CLOSE_GOING_AWAY: u16 = 1001;
+
+async fn start(state: &AppState, job_id: String) -> Result<mpsc::Receiver<LiveMessage>, ApiError> {
+    if state.deps.jobs.job(&job_id).await?.is_none() {
+        return Err(ApiError::JobNotFound(job_id));
+    }
+    Ok(live::watch(state.deps.jobs.clone(), &state.live, job_id))
+}
+
+pub async fn job_ws(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let messages = start(&state, job_id).await?;
+    Ok(upgrade.on_upgrade(move |socket| serve_socket(socket, messages)))
+}
+
+async fn serve_socket(mut socket: WebSocket, mut messages: mpsc::Receiver<LiveMessage>) {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut heard = Instant::now();
+    loop {
+        tokio::select! {
+            message = messages.recv() => {
+                let Some(message) = message else {
+                    let close = CloseFrame { code: CLOSE_NORMAL, reason: "end of updates".into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    return;
+                };
+                let Ok(text) = serde_json::to_string(&message) else { return };
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => heard = Instant::now(), // a pong, or anything: the client is there
+            },
+            _ = ping.tick() => {
+                if heard.elapsed() >= IDLE_TIMEOUT {
+                    let close = CloseFrame { code: CLOSE_GOING_AWAY, reason: "idle".into() };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    return;
+                }
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+pub async fn job_events(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let messages = start(&state, job_id).await?;
+    let events = futures::stream::unfold(messages, |mut messages| async move {
+        let message = messages.recv().await?;
+        let event = Event::default().event(message.kind).json_data(&message).unwrap_or_default();
+        Some((Ok(event), messages))
+    });
+    // Comments every 15 s keep idle connections (and the server's idle timeout) from closing.
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
