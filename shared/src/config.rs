@@ -279,6 +279,9 @@ pub struct WorkerSettings {
     /// its directory missing as under an unmounted share) is tried again before it is
     /// reported failed; 0 reports it at once.
     pub file_retry_secs: u64,
+    /// Address (`host:port`) of this worker's Prometheus `/metrics`; off when unset.
+    /// `imgidx serve` has none of its own: the API's `/metrics` shows every role.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for WorkerSettings {
@@ -293,6 +296,7 @@ impl Default for WorkerSettings {
             name: None,
             max_attempts: 5,
             file_retry_secs: 60,
+            metrics_listen: None,
         }
     }
 }
@@ -304,11 +308,13 @@ pub struct AggregatorSettings {
     pub max_batch: usize,
     /// Longest wait, in milliseconds, to fill an event batch.
     pub batch_wait_ms: u64,
+    /// Address (`host:port`) of the aggregator's Prometheus `/metrics`; off when unset.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for AggregatorSettings {
     fn default() -> Self {
-        Self { max_batch: 256, batch_wait_ms: 20 }
+        Self { max_batch: 256, batch_wait_ms: 20, metrics_listen: None }
     }
 }
 

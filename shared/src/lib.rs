@@ -11,6 +11,7 @@ pub mod health;
 pub mod ids;
 pub mod jobs;
 pub mod messages;
+pub mod metrics;
 pub mod reconcile;
 pub mod retention;
 pub mod service;

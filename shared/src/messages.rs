@@ -124,6 +124,9 @@ pub struct CompletionEvent {
     /// Carried over from the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// When the worker finished the image (ms since the Unix epoch), for the event lag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at_ms: Option<i64>,
 }
 
 /// A completion event the aggregator could not apply, however often it tried while the
@@ -176,6 +179,7 @@ mod tests {
             outcome: Outcome::Failed { kind: FailureKind::NotFound, reason: "no such file".into() },
             worker: "w".into(),
             request_id: None,
+            finished_at_ms: None,
         };
         let v = serde_json::to_value(&ev).unwrap();
         assert_eq!(v["type"], "completion");

@@ -239,6 +239,7 @@ mod tests {
             outcome: Outcome::Indexed,
             worker: "w".into(),
             request_id: None,
+            finished_at_ms: None,
         };
         broker.publish_events(&[event]).await.unwrap();
         let shutdown = Shutdown::new();

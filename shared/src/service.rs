@@ -5,6 +5,8 @@ use std::sync::Arc;
 use crate::broker::{Broker, BrokerError, RabbitBroker};
 use crate::config::{ConfigError, JobStoreLocation, Settings};
 use crate::embed::{EmbedError, ManifestError};
+use crate::metrics::{self, MetricsRegistry};
+use crate::shutdown::Shutdown;
 use crate::jobs::{JobStore, JobStoreError, PostgresJobStore, SqliteJobStore};
 use crate::vectors::VectorStoreError;
 
@@ -26,6 +28,23 @@ pub enum ServiceError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Other(String),
+}
+
+/// Binds `addr` now (a taken port fails the caller at start) and serves the registry's
+/// `/metrics` there until `shutdown`.
+pub async fn metrics_endpoint(
+    addr: &str,
+    registry: MetricsRegistry,
+    shutdown: Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, ServiceError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServiceError::Other(format!("metrics_listen {addr}: {e}")))?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = metrics::serve_endpoint(listener, registry, shutdown).await {
+            tracing::warn!(error = %e, "the metrics endpoint stopped");
+        }
+    }))
 }
 
 /// The job store the configuration names: PostgreSQL, or SQLite (under `data_dir` by default).

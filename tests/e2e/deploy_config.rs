@@ -3,13 +3,15 @@
 //! deploy/k8s/ and the example environment file must load through the real configuration
 //! loader; commands must be real `imgidx` subcommands; workers must stay
 //! scalable; dependencies must have health checks; the ONNX Runtime pin must
-//! agree everywhere. Needs no services. Each checker is also run on a broken
+//! agree everywhere; the Grafana dashboard queries only metrics the code registers and
+//! Prometheus scrapes the ports the roles listen on. Needs no services. Each checker is also run on a broken
 //! copy of the real file, so none can pass by checking nothing.
 
 mod compose;
 mod dockerfile;
 mod env;
 mod k8s;
+mod monitoring;
 mod repo;
 mod systemd;
 
@@ -350,4 +352,27 @@ fn systemd_checker_catches_broken_files() {
         &unit_problems(a, &mutated(&api, "TimeoutStopSec=45s", "TimeoutStopSec=5s"), &env_text, &repo),
         "TimeoutStopSec",
     );
+}
+
+fn monitoring_problems(dashboard: &str, prometheus: &str, compose: &str, repo: &Repo) -> Vec<String> {
+    let mut problems = Vec::new();
+    monitoring::check_dashboard(dashboard, &monitoring::registered(repo), &mut problems);
+    monitoring::check_prometheus(prometheus, compose, &mut problems);
+    problems
+}
+
+#[test]
+fn the_dashboard_and_prometheus_match_the_code_and_compose() {
+    let repo = Repo::load();
+    let (dashboard, prometheus, compose) =
+        (repo.read(monitoring::DASHBOARD), repo.read(monitoring::PROMETHEUS), repo.read("docker-compose.yml"));
+    assert!(monitoring::registered(&repo).iter().any(|n| n == "imgidx_worker_stage_seconds"), "the registry scan finds nothing");
+    report("monitoring files", monitoring_problems(&dashboard, &prometheus, &compose, &repo));
+
+    let typo = mutated(&dashboard, "imgidx_images_indexed_total", "imgidx_images_indexd_total");
+    assert_caught(&monitoring_problems(&typo, &prometheus, &compose, &repo), "imgidx_images_indexd_total, which no code registers");
+    let port = mutated(&prometheus, "aggregator:9101", "aggregator:9999");
+    assert_caught(&monitoring_problems(&dashboard, &port, &compose, &repo), "aggregator:9999");
+    let gone = mutated(&compose, "IMGIDX__WORKER__METRICS_LISTEN: 0.0.0.0:9100\n    # SIGTERM", "# SIGTERM");
+    assert_caught(&monitoring_problems(&dashboard, &prometheus, &gone, &repo), "worker:9100");
 }

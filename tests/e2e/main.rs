@@ -13,6 +13,7 @@ mod reconcile;
 mod reconnect;
 mod seed000_client;
 mod live;
+mod metrics;
 mod tls;
 mod trigger;
 mod topology;

@@ -33,6 +33,7 @@ async fn a_poison_event_is_set_aside_and_the_jobs_complete() {
         outcome: Outcome::Failed { kind: FailureKind::NotAnImage, reason: "bad\0bytes".into() },
         worker: "poisoner".into(),
         request_id: None,
+        finished_at_ms: None,
     };
     let broker = RabbitBroker::connect(&cluster.settings.broker, "test-poisoner").await.unwrap();
     broker.publish_events(&[poison]).await.unwrap();

@@ -17,8 +17,10 @@ use imgidx_shared::broker::{Broker, RabbitBroker};
 use imgidx_shared::config::Settings;
 use imgidx_shared::embed::VisionEncoder;
 use imgidx_shared::jobs::{JobStore, PostgresJobStore};
+use imgidx_shared::metrics::MetricsRegistry;
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors::{EdgeStore, VectorStore};
+use imgidx_worker::metrics::WorkerMetrics;
 use imgidx_worker::{WorkerDeps, WorkerReport};
 
 /// Where the services the tests need are (exported by `tests/run.sh`).
@@ -142,6 +144,9 @@ pub struct Cluster {
     aggregator: JoinHandle<()>,
     workers: Vec<Worker>,
     brokers: Vec<Arc<dyn Broker>>,
+    /// Every role's metrics, as `imgidx serve` has them: the API's `/metrics` shows it.
+    pub registry: MetricsRegistry,
+    worker_metrics: WorkerMetrics,
 }
 
 pub struct Worker {
@@ -201,6 +206,8 @@ impl Cluster {
         let vectors: Arc<dyn VectorStore> = Arc::new(EdgeStore::open(&settings.edge_path()).unwrap());
         vectors.ensure_collection(encoder.manifest().embedding_dim).await.unwrap();
         let shutdown = Shutdown::new();
+        let registry = MetricsRegistry::default();
+        let worker_metrics = WorkerMetrics::new(&registry);
 
         let api_broker = connect_broker(&settings, "test-api").await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -213,13 +220,18 @@ impl Cluster {
             embedding_dim: encoder.manifest().embedding_dim,
             query: Some(query_engine(&settings, &encoder).await),
             health: Default::default(),
+            metrics: registry.clone(),
         };
         let api_settings = settings.api.clone();
         let s = shutdown.clone();
         let api = tokio::spawn(async move { imgidx_api::serve(&api_settings, deps, listener, s).await.unwrap() });
 
         let agg_broker = connect_broker(&settings, "test-aggregator").await;
-        let agg_deps = imgidx_aggregator::AggregatorDeps { broker: agg_broker.clone(), jobs: jobs.clone() };
+        let agg_deps = imgidx_aggregator::AggregatorDeps {
+            broker: agg_broker.clone(),
+            jobs: jobs.clone(),
+            metrics: imgidx_aggregator::AggregatorMetrics::new(&registry),
+        };
         let agg_settings = settings.aggregator.clone();
         let s = shutdown.clone();
         let aggregator = tokio::spawn(async move {
@@ -238,6 +250,8 @@ impl Cluster {
             aggregator,
             workers: Vec::new(),
             brokers: vec![api_broker, agg_broker],
+            registry,
+            worker_metrics,
         };
         for i in 0..workers {
             let w = cluster.spawn_worker(&format!("test-host.w{i}"), cluster.settings.worker.clone()).await;
@@ -268,6 +282,7 @@ impl Cluster {
             budget,
             isolation: Default::default(),
             health: Default::default(),
+            metrics: self.worker_metrics.clone(),
         };
         let shutdown = Shutdown::new();
         let s = shutdown.clone();

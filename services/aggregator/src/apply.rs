@@ -34,6 +34,7 @@ where
     loop {
         match deps.jobs.apply_events(&events).await {
             Ok(applied) => {
+                deps.metrics.applied(&applied, &events);
                 publish_progress(deps, &applied, &events).await;
                 ack_all(batch).await;
                 return true;
@@ -65,6 +66,7 @@ async fn apply_one<T>(deps: &AggregatorDeps, delivery: Delivery<T>, event: Compl
     loop {
         match deps.jobs.apply_events(std::slice::from_ref(&event)).await {
             Ok(applied) => {
+                deps.metrics.applied(&applied, std::slice::from_ref(&event));
                 publish_progress(deps, &applied, std::slice::from_ref(&event)).await;
                 ack_all(vec![delivery]).await;
                 return true;

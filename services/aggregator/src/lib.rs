@@ -3,6 +3,7 @@
 
 mod apply;
 mod batch;
+pub mod metrics;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +13,10 @@ use imgidx_shared::broker::{Broker, DeliveryStream};
 use imgidx_shared::config::{AggregatorSettings, Settings};
 use imgidx_shared::jobs::{Applied, JobStore};
 use imgidx_shared::messages::{CompletionEvent, FailureKind, ImageDone, ImageTask, Outcome, ProgressEvent};
+use imgidx_shared::metrics::MetricsRegistry;
 use imgidx_shared::{reconcile, retention};
+
+pub use metrics::AggregatorMetrics;
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
 
@@ -26,6 +30,7 @@ const DRAIN_MAX: Duration = Duration::from_secs(5);
 pub struct AggregatorDeps {
     pub broker: Arc<dyn Broker>,
     pub jobs: Arc<dyn JobStore>,
+    pub metrics: AggregatorMetrics,
 }
 
 pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), ServiceError> {
@@ -35,11 +40,20 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), ServiceEr
     let when = reconcile::Periodic::from_settings(&settings.jobs);
     let reconcile = tokio::spawn(reconcile::run_periodic(jobs.clone(), broker.clone(), when, shutdown.clone()));
     let retention = tokio::spawn(retention::run_periodic(jobs.clone(), settings.jobs.retention_days, shutdown.clone()));
-    let result = serve(&settings.aggregator, AggregatorDeps { broker: broker.clone(), jobs }, &tag, shutdown.clone()).await;
+    let registry = MetricsRegistry::default();
+    let deps = AggregatorDeps { broker: broker.clone(), jobs, metrics: AggregatorMetrics::new(&registry) };
+    let endpoint = match &settings.aggregator.metrics_listen {
+        Some(addr) => Some(service::metrics_endpoint(addr, registry, shutdown.clone()).await?),
+        None => None,
+    };
+    let result = serve(&settings.aggregator, deps, &tag, shutdown.clone()).await;
     // A failed serve must stop the reconcile too, or `run` would never return.
     shutdown.cancel();
     let _ = reconcile.await;
     let _ = retention.await;
+    if let Some(endpoint) = endpoint {
+        let _ = endpoint.await;
+    }
     broker.close().await;
     result
 }
@@ -72,6 +86,7 @@ fn retries_exhausted(task: ImageTask) -> CompletionEvent {
         },
         worker: "dead-letter".into(),
         request_id: task.request_id,
+        finished_at_ms: None,
     }
 }
 

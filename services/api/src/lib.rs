@@ -7,6 +7,7 @@ mod freshness;
 mod http;
 pub mod keys;
 mod live;
+mod metrics;
 mod paths;
 mod query_engine;
 mod routes;
@@ -33,6 +34,7 @@ use http::rate_limit::RateLimiter;
 use http::server::ServerLimits;
 use http::HostPolicy;
 use keys::KeySet;
+use metrics::ApiMetrics;
 use live::LiveHub;
 use scan::Scanner;
 use state::AppState;
@@ -57,6 +59,7 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Shutdown) 
         embedding_dim: manifest.embedding_dim,
         query: Some(Arc::new(engine)),
         health: Default::default(),
+        metrics: Default::default(),
     };
     let result = serve(&settings.api, deps, listener, shutdown).await;
     broker.close().await;
@@ -89,9 +92,11 @@ pub async fn serve(
     // Watchers end at the stop itself, so their connections do not hold up the drain.
     let live = LiveHub::new(shutdown.clone());
     let relay = tokio::spawn(live.clone().run(deps.broker.clone()));
-    let state = AppState { deps, settings: Arc::new(settings.clone()), roots, scanner: Arc::clone(&scanner), live };
+    let metrics = ApiMetrics::new(deps.metrics.clone());
+    let state =
+        AppState { deps, settings: Arc::new(settings.clone()), roots, scanner: Arc::clone(&scanner), live, metrics: metrics.clone() };
     let host = HostPolicy::new(addr.ip().is_loopback(), &settings.allowed_hosts);
-    let app = http::layered(routes::router(state, guard.clone()), settings, host).map_err(ServiceError::Other)?;
+    let app = http::layered(routes::router(state, guard.clone()), settings, host, metrics).map_err(ServiceError::Other)?;
     tracing::info!(%addr, keys = guard.keys.len(), "api listening");
     let limits = ServerLimits {
         max_connections: settings.max_connections,

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use imgidx_shared::broker::Broker;
 use imgidx_shared::config::ApiSettings;
 use imgidx_shared::jobs::JobStore;
+use imgidx_shared::metrics::MetricsRegistry;
 use imgidx_shared::vectors::VectorStore;
 
 use crate::query_engine::QueryEngine;
 use crate::live::LiveHub;
+use crate::metrics::ApiMetrics;
 use crate::scan::Scanner;
 
 /// Backends the API talks to; built from configuration by `run`, or handed in by
@@ -27,6 +29,8 @@ pub struct ApiDeps {
     pub query: Option<Arc<QueryEngine>>,
     /// What other parts of this process (`serve`'s workers) report about themselves.
     pub health: HealthBoard,
+    /// This process's metrics registry; `/metrics` shows it whole.
+    pub metrics: MetricsRegistry,
 }
 
 #[derive(Clone)]
@@ -39,4 +43,5 @@ pub struct AppState {
     pub scanner: Arc<Scanner>,
     /// Relays live progress to watchers.
     pub live: LiveHub,
+    pub metrics: ApiMetrics,
 }

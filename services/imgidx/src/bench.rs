@@ -18,6 +18,7 @@ use imgidx_shared::jobs::{JobStore, SqliteJobStore};
 use imgidx_shared::messages::{ImageTask, Priority};
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors::{EdgeStore, VectorStore};
+use imgidx_worker::metrics::WorkerMetrics;
 use imgidx_worker::WorkerDeps;
 
 #[derive(Debug, Serialize)]
@@ -36,6 +37,18 @@ pub struct BenchReport {
     pub bound_shared_cpu: f64,
     pub pipeline_vs_overlapped: f64,
     pub pipeline_vs_shared_cpu: f64,
+    /// Where the pipeline's time went, per worker stage (the `imgidx_worker_stage_seconds`
+    /// histogram's sums): per image for read and decode, per batch for the rest.
+    pub stages: Vec<StageBreakdown>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StageBreakdown {
+    pub stage: &'static str,
+    pub count: u64,
+    pub seconds: f64,
+    /// Milliseconds per image or per batch.
+    pub mean_ms: f64,
 }
 
 pub struct BenchArgs {
@@ -62,7 +75,8 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<BenchRe
     eprintln!("bench: decode+preprocess {decode:.1} images/s");
     let model_rate = model_rate(&encoder, &pre, &files, w.batch_size, count)?;
     eprintln!("bench: model {model_rate:.1} images/s");
-    let pipeline = pipeline_rate(settings, encoder.clone(), &files, count).await?;
+    let stage_metrics = WorkerMetrics::default();
+    let pipeline = pipeline_rate(settings, encoder.clone(), &files, count, &stage_metrics).await?;
     eprintln!("bench: pipeline {pipeline:.1} images/s");
 
     let bound_overlapped = decode.min(model_rate);
@@ -80,6 +94,16 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<BenchRe
         bound_shared_cpu,
         pipeline_vs_overlapped: pipeline / bound_overlapped,
         pipeline_vs_shared_cpu: pipeline / bound_shared_cpu,
+        stages: stage_metrics
+            .totals()
+            .into_iter()
+            .map(|t| StageBreakdown {
+                stage: t.stage.name(),
+                count: t.count,
+                seconds: t.seconds,
+                mean_ms: if t.count == 0 { 0.0 } else { t.seconds * 1000.0 / t.count as f64 },
+            })
+            .collect(),
     };
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| path.display().to_string())?;
@@ -140,7 +164,13 @@ fn model_rate(encoder: &VisionEncoder, pre: &Preprocessor, files: &[PathBuf], ba
 }
 
 /// The real worker, fed `count` tasks, timed until the last completion event.
-async fn pipeline_rate(settings: &Settings, encoder: Arc<VisionEncoder>, files: &[PathBuf], count: usize) -> anyhow::Result<f64> {
+async fn pipeline_rate(
+    settings: &Settings,
+    encoder: Arc<VisionEncoder>,
+    files: &[PathBuf],
+    count: usize,
+    stages: &WorkerMetrics,
+) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
     let vectors: Arc<dyn VectorStore> = Arc::new(EdgeStore::open(dir.path())?);
     vectors.ensure_collection(encoder.manifest().embedding_dim).await?;
@@ -165,6 +195,7 @@ async fn pipeline_rate(settings: &Settings, encoder: Arc<VisionEncoder>, files: 
         budget,
         isolation: Default::default(),
         health: Default::default(),
+        metrics: stages.clone(),
     };
     let shutdown = Shutdown::new();
     let (s, w, p) = (shutdown.clone(), settings.worker.clone(), settings.broker.prefetch);
@@ -195,4 +226,8 @@ pub fn print(r: &BenchReport) {
     println!("{:<28}{:>12}", "pipeline (end to end)", format!("{:.1}/s", r.pipeline_images_per_s));
     println!("pipeline / min(decode, model)        = {:.2}", r.pipeline_vs_overlapped);
     println!("pipeline / shared-CPU bound 1/(1/d+1/m) = {:.2}", r.pipeline_vs_shared_cpu);
+    println!("pipeline time by worker stage (read, decode: per image on the decode pool; the rest per batch):");
+    for s in &r.stages {
+        println!("  {:<16}{:>8} x {:>9.2} ms = {:>8.2} s", s.stage, s.count, s.mean_ms, s.seconds);
+    }
 }

@@ -19,10 +19,12 @@ use imgidx_shared::config::Settings;
 use imgidx_shared::embed::{DecodeBudget, VisionEncoder};
 use imgidx_shared::health::HealthBoard;
 use imgidx_shared::jobs::JobStore;
+use imgidx_shared::metrics::MetricsRegistry;
 use imgidx_shared::{reconcile, retention};
 use imgidx_shared::service;
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors;
+use imgidx_worker::metrics::WorkerMetrics;
 use imgidx_worker::{Isolation, WorkerDeps};
 
 /// Where the brokers of the roles come from.
@@ -85,6 +87,9 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let workers_running = tokio_util::task::TaskTracker::new();
     // One crash domain and one health board for the whole process.
     let (isolation, health) = (Isolation::default(), HealthBoard::default());
+    // One registry for every role: the API's /metrics shows them all.
+    let registry = MetricsRegistry::default();
+    let worker_metrics = WorkerMetrics::new(&registry);
     let aggregator_shutdown = Shutdown::new();
     for i in 0..settings.serve.workers.max(1) {
         let broker = queue.broker(&settings, &format!("worker-{i}")).await?;
@@ -97,6 +102,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
             budget: budget.clone(),
             isolation: isolation.clone(),
             health: health.clone(),
+            metrics: worker_metrics.clone(),
         };
         let (w, prefetch, s) = (settings.worker.clone(), settings.broker.prefetch, shutdown.clone());
         let tag = format!("{node}.worker-{}-{i}", std::process::id());
@@ -113,7 +119,11 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     });
     let agg_broker = queue.broker(&settings, "aggregator").await?;
     brokers.push(agg_broker.clone());
-    let agg = imgidx_aggregator::AggregatorDeps { broker: agg_broker.clone(), jobs: jobs.clone() };
+    let agg = imgidx_aggregator::AggregatorDeps {
+        broker: agg_broker.clone(),
+        jobs: jobs.clone(),
+        metrics: imgidx_aggregator::AggregatorMetrics::new(&registry),
+    };
     let (a, s) = (settings.aggregator.clone(), aggregator_shutdown.clone());
     let tag = format!("{node}.aggregator-{}", std::process::id());
     tasks.spawn(async move { imgidx_aggregator::serve(&a, agg, &tag, s).await.map_err(anyhow::Error::from) });
@@ -128,6 +138,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         embedding_dim: manifest.embedding_dim,
         query: Some(engine),
         health,
+        metrics: registry,
     };
     let (api, s) = (settings.api.clone(), shutdown.clone());
     tasks.spawn(async move { imgidx_api::serve(&api, deps, listener, s).await.map_err(anyhow::Error::from) });

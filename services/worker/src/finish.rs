@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::Utc;
 
@@ -18,6 +19,7 @@ use imgidx_shared::vectors::{ImagePayload, Point, VectorStore};
 
 use crate::hold::Hold;
 use crate::isolate::{isolate, Leaf};
+use crate::metrics::{Stage, WorkerMetrics};
 use crate::prepare::{Decoded, Failure, Prepared};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,7 @@ pub struct Finisher {
     pub vectors: Arc<dyn VectorStore>,
     pub encoder: Arc<VisionEncoder>,
     pub hold: Hold,
+    pub metrics: WorkerMetrics,
 }
 
 impl Finisher {
@@ -43,7 +46,9 @@ impl Finisher {
         let mut points = Vec::with_capacity(decoded.len());
         if !decoded.is_empty() {
             let images: Vec<&Decoded> = decoded.iter().map(|(_, d)| *d).collect();
+            let started = Instant::now();
             let vectors = self.hold.until_ok("inference", || self.embed(&images)).await?;
+            self.metrics.observe(Stage::Inference, started.elapsed());
             let indexed_at = rfc3339(Utc::now());
             let model = self.encoder.manifest().name.clone();
             for ((i, d), vector) in decoded.iter().zip(vectors) {
@@ -61,8 +66,11 @@ impl Finisher {
             failed: outcomes.iter().filter(|o| o.is_err()).count() as u64,
         };
         if !points.is_empty() {
+            let started = Instant::now();
             self.hold.until_ok("upsert into the vector store", || self.vectors.upsert(points.clone())).await?;
+            self.metrics.observe(Stage::Upsert, started.elapsed());
         }
+        let started = Instant::now();
         let events: Vec<CompletionEvent> = batch.iter().zip(outcomes).map(|(p, o)| self.event(p, o)).collect();
         self.hold.until_ok("publishing completion events", || self.broker.publish_events(&events)).await?;
         for item in batch {
@@ -71,6 +79,7 @@ impl Finisher {
                 tracing::warn!(error = %e, "ack failed; the task will be redelivered");
             }
         }
+        self.metrics.observe(Stage::PublishAck, started.elapsed());
         tracing::debug!(worker = %self.hold.worker, indexed = counts.indexed, failed = counts.failed, "batch done");
         Some(counts)
     }
@@ -133,6 +142,7 @@ impl Finisher {
             outcome,
             worker: self.hold.worker.clone(),
             request_id: task.request_id.clone(),
+            finished_at_ms: Some(Utc::now().timestamp_millis()),
         }
     }
 }

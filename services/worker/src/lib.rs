@@ -11,6 +11,7 @@ mod finish;
 mod hold;
 mod inbox;
 mod isolate;
+pub mod metrics;
 mod prepare;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use imgidx_shared::config::{Settings, WorkerSettings};
 use imgidx_shared::embed::{DecodeBudget, Preprocessor, VisionEncoder};
 use imgidx_shared::health::HealthBoard;
 use imgidx_shared::jobs::JobStore;
+use imgidx_shared::metrics::MetricsRegistry;
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors::{self, VectorStore};
@@ -33,6 +35,7 @@ use file_retry::FileRetry;
 use finish::Finisher;
 use hold::Hold;
 use inbox::Inbox;
+use metrics::{Stage, WorkerMetrics};
 use prepare::{prepare_batch, Prepared};
 
 #[derive(Clone)]
@@ -48,6 +51,8 @@ pub struct WorkerDeps {
     pub isolation: Isolation,
     /// Where a worker holding its batch through an outage says so (`/health`).
     pub health: HealthBoard,
+    /// Stage timings, shared by every pipeline of the process.
+    pub metrics: WorkerMetrics,
 }
 
 /// What a worker did before it stopped.
@@ -69,6 +74,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
     let broker = service::broker(&settings, "worker").await?;
     let tag = format!("{}.worker-{}", settings.node_name(), std::process::id());
     let budget = DecodeBudget::from_settings(&settings.worker);
+    let registry = MetricsRegistry::default();
     let deps = WorkerDeps {
         broker: broker.clone(),
         vectors,
@@ -77,8 +83,16 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
         budget,
         isolation: Isolation::default(),
         health: HealthBoard::default(),
+        metrics: WorkerMetrics::new(&registry),
+    };
+    let endpoint = match &settings.worker.metrics_listen {
+        Some(addr) => Some(service::metrics_endpoint(addr, registry, shutdown.clone()).await?),
+        None => None,
     };
     let result = serve(&settings.worker, settings.broker.prefetch, deps, &tag, shutdown).await;
+    if let Some(endpoint) = endpoint {
+        let _ = endpoint.await;
+    }
     // Closing returns whatever we still hold to the queues.
     broker.close().await;
     result
@@ -123,13 +137,18 @@ pub async fn serve(
         retry: FileRetry { budget: Duration::from_secs(settings.file_retry_secs), hold: hold.clone() },
         preprocessor,
         pool,
+        metrics: deps.metrics.clone(),
         tx,
     }));
 
-    let finisher = Finisher { broker: deps.broker, vectors: deps.vectors, encoder: deps.encoder, hold };
+    let metrics = deps.metrics.clone();
+    let finisher = Finisher { broker: deps.broker, vectors: deps.vectors, encoder: deps.encoder, hold, metrics: deps.metrics };
     let mut report = WorkerReport::default();
     // Runs until stage 1 stops (shutdown or closed streams) and every prepared batch is settled.
-    while let Some((batch, guard)) = rx.recv().await {
+    loop {
+        let waited = std::time::Instant::now();
+        let Some((batch, guard)) = rx.recv().await else { break };
+        metrics.observe(Stage::WaitForBatch, waited.elapsed());
         report.batches += 1;
         if let Some(counts) = finisher.finish(batch).await {
             report.indexed += counts.indexed;
@@ -152,6 +171,7 @@ struct Stage1 {
     retry: FileRetry,
     preprocessor: Arc<Preprocessor>,
     pool: Arc<Semaphore>,
+    metrics: WorkerMetrics,
     tx: mpsc::Sender<(Vec<Prepared>, Guard)>,
 }
 
@@ -162,10 +182,11 @@ async fn stage1(mut s: Stage1) {
     let max_attempts = s.settings.max_attempts;
     let shutdown = s.hold.shutdown.clone();
     while let Some(tasks) = s.inbox.next_batch(batch_size, wait, &shutdown).await {
+        s.metrics.batch_taken(tasks.len(), batch_size);
         let guard = s.isolation.shared().await;
         let Some(sorted) = attempts::sort(&*s.jobs, &s.hold, tasks, max_attempts).await else { return };
         attempts::ack_withdrawn(&s.hold.worker, sorted.withdrawn).await;
-        let Some(mut batch) = prepare_batch(sorted.fresh, s.preprocessor.clone(), s.pool.clone(), &s.retry).await else {
+        let Some(mut batch) = prepare_batch(sorted.fresh, s.preprocessor.clone(), s.pool.clone(), &s.retry, &s.metrics).await else {
             return;
         };
         batch.extend(sorted.exhausted.into_iter().map(|(task, n)| Prepared::exhausted(task, n)));
@@ -181,7 +202,7 @@ async fn stage1(mut s: Stage1) {
             let batch = match counted {
                 Alone::Try(attempt) => {
                     tracing::info!(worker = %s.hold.worker, path = %task.message.path, attempt, "trying alone an image whose last attempt did not finish");
-                    match prepare_batch(vec![task], s.preprocessor.clone(), s.pool.clone(), &s.retry).await {
+                    match prepare_batch(vec![task], s.preprocessor.clone(), s.pool.clone(), &s.retry, &s.metrics).await {
                         Some(batch) => batch,
                         None => return,
                     }

@@ -10,6 +10,7 @@ use imgidx_shared::files::ReadRefusal;
 use imgidx_shared::messages::{FailureKind, FileStamp};
 
 use crate::file_retry::FileRetry;
+use crate::metrics::{Stage, WorkerMetrics};
 use crate::inbox::Task;
 
 /// A decoded image ready for the encoder, with what its payload needs.
@@ -68,11 +69,13 @@ pub async fn prepare_batch(
     preprocessor: Arc<Preprocessor>,
     pool: Arc<Semaphore>,
     retry: &FileRetry,
+    metrics: &WorkerMetrics,
 ) -> Option<Vec<Prepared>> {
     let handles: Vec<_> = tasks
         .iter()
         .map(|task| {
-            let attempt = Attempt::new(preprocessor.clone(), pool.clone(), task.message.path.clone());
+            let attempt = Attempt::new(preprocessor.clone(), pool.clone(), task.message.path.clone())
+                .measured(metrics.clone());
             tokio::spawn(retry.clone().read_patiently(attempt))
         })
         .collect();
@@ -98,6 +101,7 @@ pub struct Attempt {
     preprocessor: Arc<Preprocessor>,
     pool: Arc<Semaphore>,
     path: String,
+    metrics: WorkerMetrics,
 }
 
 /// What one try gave.
@@ -109,7 +113,12 @@ pub enum Tried {
 
 impl Attempt {
     pub fn new(preprocessor: Arc<Preprocessor>, pool: Arc<Semaphore>, path: String) -> Self {
-        Self { preprocessor, pool, path }
+        Self { preprocessor, pool, path, metrics: WorkerMetrics::default() }
+    }
+
+    /// Counts its read and decode times in `metrics`.
+    pub fn measured(self, metrics: WorkerMetrics) -> Self {
+        Self { metrics, ..self }
     }
 
     pub fn path(&self) -> &str {
@@ -119,8 +128,8 @@ impl Attempt {
     pub async fn run(&self) -> Tried {
         // Held until the blocking decode finishes; the semaphore is never closed.
         let _permit = self.pool.clone().acquire_owned().await.ok();
-        let (preprocessor, path) = (self.preprocessor.clone(), self.path.clone());
-        match tokio::task::spawn_blocking(move || decode(&preprocessor, Path::new(&path))).await {
+        let (preprocessor, path, metrics) = (self.preprocessor.clone(), self.path.clone(), self.metrics.clone());
+        match tokio::task::spawn_blocking(move || decode(&preprocessor, Path::new(&path), &metrics)).await {
             Ok(tried) => tried,
             Err(_) => Tried::Done(Err(Failure::decoder_panicked())),
         }
@@ -130,12 +139,12 @@ impl Attempt {
 /// The stamp comes from the `fstat` of the opened file, so it describes the bytes read.
 /// Only regular files are read (`imgidx_shared::files`): a FIFO or device is reported
 /// `not_an_image` at once instead of blocking a decode thread.
-fn decode(preprocessor: &Preprocessor, path: &Path) -> Tried {
-    let file = match preprocessor.read_file(path) {
+fn decode(preprocessor: &Preprocessor, path: &Path, metrics: &WorkerMetrics) -> Tried {
+    let file = match metrics.time(Stage::Read, || preprocessor.read_file(path)) {
         Ok(file) => file,
         Err(why) if why.is_transient() => return Tried::Again(why),
         Err(why) => return Tried::Done(Err(Failure::from(DecodeError::from(why)))),
     };
-    let decoded = preprocessor.load_bytes(&file.bytes).map(|image| Decoded { image, stamp: FileStamp::from_metadata(&file.meta) });
+    let decoded = metrics.time(Stage::Decode, || preprocessor.load_bytes(&file.bytes)).map(|image| Decoded { image, stamp: FileStamp::from_metadata(&file.meta) });
     Tried::Done(decoded.map_err(Failure::from))
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::{broadcast, Notify};
 
-use super::{Acker, Broker, BrokerError, Delivery, DeliveryStream, PriorityStreams, ProgressStream};
+use super::{Acker, Broker, BrokerError, Delivery, DeliveryStream, PriorityStreams, ProgressStream, QueueDepth, QUEUES};
 use crate::messages::{CompletionEvent, DeadEvent, ImageTask, Priority, ProgressEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +283,22 @@ impl Broker for MemoryBroker {
         // No subscriber is not an error: nobody is watching.
         let _ = self.shared.progress.send(event.clone());
         Ok(())
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, BrokerError> {
+        let mut q = self.shared.lock();
+        Ok(QUEUES
+            .iter()
+            .map(|&(queue, priority)| {
+                let id = match (queue, priority) {
+                    (_, Some(p)) => QueueId::Task(p),
+                    ("tasks.dead", None) => QueueId::Dead,
+                    ("events.dead", None) => QueueId::DeadEvents,
+                    _ => QueueId::Events,
+                };
+                QueueDepth { queue, messages: q.get(id).len() as u64, consumers: None }
+            })
+            .collect())
     }
 
     async fn subscribe_progress(&self) -> Result<ProgressStream, BrokerError> {

@@ -61,6 +61,27 @@ pub type DeliveryStream<T> = Pin<Box<dyn Stream<Item = Result<Delivery<T>, Broke
 /// falls behind misses some), and the stream ends when the broker connection is lost.
 pub type ProgressStream = Pin<Box<dyn Stream<Item = ProgressEvent> + Send>>;
 
+/// One queue as an operator sees it, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Logical name: `tasks.high`, `tasks.normal`, `tasks.low`, `tasks.dead`, `events`, `events.dead`.
+    pub queue: &'static str,
+    /// Messages ready to be delivered.
+    pub messages: u64,
+    /// Consumers attached, where the broker tells (RabbitMQ does; the in-process queue does not).
+    pub consumers: Option<u64>,
+}
+
+/// The logical names of the queues, with the priority of the task queues.
+pub const QUEUES: [(&str, Option<Priority>); 6] = [
+    ("tasks.high", Some(Priority::High)),
+    ("tasks.normal", Some(Priority::Normal)),
+    ("tasks.low", Some(Priority::Low)),
+    ("tasks.dead", None),
+    ("events", None),
+    ("events.dead", None),
+];
+
 /// Task deliveries, one stream per priority level, highest first.
 pub struct PriorityStreams {
     pub streams: Vec<(Priority, DeliveryStream<ImageTask>)>,
@@ -85,6 +106,8 @@ pub trait Broker: Send + Sync {
     async fn consume_dead_tasks(&self, tag: &str) -> Result<DeliveryStream<ImageTask>, BrokerError>;
     /// Best-effort live progress for watchers (not durable).
     async fn publish_progress(&self, event: &ProgressEvent) -> Result<(), BrokerError>;
+    /// Every queue's depth (see [`QueueDepth`]), in [`QUEUES`] order.
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, BrokerError>;
     /// Watch the progress fanout (see [`ProgressStream`]).
     async fn subscribe_progress(&self) -> Result<ProgressStream, BrokerError>;
     /// Whether the broker connection is up.

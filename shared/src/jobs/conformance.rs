@@ -96,6 +96,7 @@ pub(super) fn indexed(job_id: &str, n: u128) -> CompletionEvent {
         outcome: Outcome::Indexed,
         worker: "test".into(),
         request_id: None,
+        finished_at_ms: None,
     }
 }
 

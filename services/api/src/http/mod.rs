@@ -8,6 +8,7 @@ pub mod content_type;
 mod error_json;
 mod host_check;
 mod idle;
+mod metrics;
 mod overload;
 pub mod rate_limit;
 pub mod request_id;
@@ -29,17 +30,27 @@ use tower_http::trace::TraceLayer;
 
 use imgidx_shared::config::ApiSettings;
 
+use crate::metrics::ApiMetrics;
+
 pub use host_check::HostPolicy;
 
 /// Wraps the routes in every layer; `host` is None when no Host check applies.
-pub fn layered(routes: Router, settings: &ApiSettings, host: Option<HostPolicy>) -> Result<Router, String> {
+pub fn layered(
+    routes: Router,
+    settings: &ApiSettings,
+    host: Option<HostPolicy>,
+    metrics: ApiMetrics,
+) -> Result<Router, String> {
     let mut app = routes
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(settings.request_timeout_secs),
         ))
-        .layer(from_fn_with_state(Arc::new(Semaphore::new(settings.max_concurrent_requests)), overload::shed));
+        .layer(from_fn_with_state(Arc::new(Semaphore::new(settings.max_concurrent_requests)), overload::shed))
+        // Outside the limits, so refusals (408, 503) are counted; inside routing, so the
+        // route template is known.
+        .layer(from_fn_with_state(metrics, metrics::record));
     if let Some(cors) = cors(&settings.cors_origins)? {
         app = app.layer(cors);
     }

@@ -51,6 +51,7 @@ async fn start(configure: impl FnOnce(&mut ApiSettings, &std::path::Path)) -> Te
         embedding_dim: 8,
         query: None,
         health: HealthBoard::default(),
+        metrics: Default::default(),
     };
     let health = deps.health.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

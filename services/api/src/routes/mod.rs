@@ -10,6 +10,7 @@ mod items;
 mod jobs;
 mod json_body;
 mod live;
+mod metrics;
 mod notify;
 mod pace;
 mod paging;
@@ -50,6 +51,7 @@ pub fn router(state: AppState, guard: Guard) -> Router {
         .merge(read.route_layer(needs(Scope::Read)))
         .merge(write.route_layer(needs(Scope::Write)))
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
         .fallback(|| async { ApiError::NoRoute })
         .with_state(state)
 }

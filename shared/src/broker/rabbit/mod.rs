@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use topology::Names;
 
-use super::{Broker, BrokerError, DeliveryStream, PriorityStreams, ProgressStream};
+use super::{Broker, BrokerError, DeliveryStream, PriorityStreams, ProgressStream, QueueDepth, QUEUES};
 use crate::config::BrokerSettings;
 use crate::messages::{CompletionEvent, ImageTask, Priority, ProgressEvent, DeadEvent};
 use link::{unavailable, Link, Live};
@@ -231,6 +231,30 @@ impl Broker for RabbitBroker {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>, BrokerError> {
+        let names = self.names();
+        let live = self.link.live().await?;
+        let channel = live.connection.create_channel().await.map_err(unavailable)?;
+        let mut out = Vec::with_capacity(QUEUES.len());
+        for &(queue, priority) in &QUEUES {
+            let name = match (queue, priority) {
+                (_, Some(p)) => names.task_queue(p),
+                ("tasks.dead", None) => names.dead_queue(),
+                ("events.dead", None) => names.dead_event_queue(),
+                _ => names.event_queue(),
+            };
+            let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
+            let declared = channel.queue_declare(&name, options, FieldTable::default()).await.map_err(unavailable)?;
+            out.push(QueueDepth {
+                queue,
+                messages: u64::from(declared.message_count()),
+                consumers: Some(u64::from(declared.consumer_count())),
+            });
+        }
+        let _ = channel.close(200, "counted").await;
+        Ok(out)
     }
 
     /// A queue of its own (server-named, exclusive: gone with the connection), bound to
