@@ -1,6 +1,6 @@
 //! Directory triggers (`POST /api/v1/index/trigger`): walks that feed a job while they
-//! run. The job store holds each walk's lease (see `imgidx_shared::jobs::ScanSpec`'s
-//! module); this module runs walks in this process, at most
+//! run. The job store holds each walk's lease (see `shared/src/jobs/scan.rs`); this
+//! module runs walks in this process, at most
 //! `api.max_concurrent_scans` at once, and takes over walks whose lease expired — a
 //! walk whose API process died, or one that waited for a free slot. So any API process
 //! on the same stores can run any walk, and a crash costs a walk started over, not a

@@ -309,6 +309,15 @@ async fn trigger_wait_indexes_a_directory_and_prune_drops_what_is_gone() {
     let (_, stats) = server.get("/api/v1/index/stats").await;
     assert_eq!(stats["total_images"], n - 1, "{stats}");
 
+    // serve's one registry: the API's /metrics carries every role's families.
+    let (code, metrics) = server.get("/metrics").await;
+    let text = metrics.as_str().unwrap_or_default();
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains(&format!("imgidx_images_indexed_total {n}\n")), "{text}");
+    assert!(text.contains("imgidx_worker_stage_seconds_count{stage=\"decode\"}"), "{text}");
+    let triggers = r#"imgidx_http_requests_total{route="/api/v1/index/trigger",method="POST",status="202"} 2"#;
+    assert!(text.contains(triggers), "{text}");
+
     let run = imgidx(&["trigger", "/no/such/dir", "--server", url]).await;
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(run.stderr.contains("does not exist (HTTP 422, not_a_directory)"), "{}", run.stderr);
