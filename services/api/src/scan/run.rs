@@ -76,7 +76,7 @@ async fn drive(scanner: &Scanner, walk: &Walk) -> Result<Ended, WalkError> {
     };
     let dir = PathBuf::from(&walk.spec.dir);
     // Ends by itself once `rx` is dropped (on any early return).
-    tokio::task::spawn_blocking(move || walk::walk(&dir, &options, &tx));
+    let walker = tokio::task::spawn_blocking(move || walk::walk(&dir, &options, &tx));
     let mut counts = ScanCounts::default();
     loop {
         let chunk = tokio::select! {
@@ -89,6 +89,8 @@ async fn drive(scanner: &Scanner, walk: &Walk) -> Result<Ended, WalkError> {
             return Ok(Ended::Stopped);
         }
     }
+    // The channel also closes when the walk panicked: that walk is not finished.
+    walker.await.map_err(|e| WalkError::Task(format!("the directory walk failed: {e}")))?;
     if walk.spec.prune_missing && !prune(scanner, walk, &mut counts).await? {
         return Ok(Ended::Stopped);
     }
