@@ -11,7 +11,7 @@ use imgidx_shared::broker::Delivery;
 use imgidx_shared::messages::{CompletionEvent, DeadEvent};
 use imgidx_shared::shutdown::Shutdown;
 
-use crate::{publish_progress, AggregatorDeps};
+use crate::{finished_events, publish_progress, AggregatorDeps};
 
 /// Tries of one event, while the job store answers, before it is set aside.
 const POISON_TRIES: u32 = 3;
@@ -34,8 +34,9 @@ where
     loop {
         match deps.jobs.apply_events(&events).await {
             Ok(applied) => {
-                deps.metrics.applied(&applied, &events);
-                publish_progress(deps, &applied, &events).await;
+                let finished = finished_events(&applied, &events);
+                deps.metrics.applied(&events, &finished);
+                publish_progress(deps, &applied, &finished).await;
                 ack_all(batch).await;
                 return true;
             }
@@ -66,8 +67,9 @@ async fn apply_one<T>(deps: &AggregatorDeps, delivery: Delivery<T>, event: Compl
     loop {
         match deps.jobs.apply_events(std::slice::from_ref(&event)).await {
             Ok(applied) => {
-                deps.metrics.applied(&applied, std::slice::from_ref(&event));
-                publish_progress(deps, &applied, std::slice::from_ref(&event)).await;
+                let finished = finished_events(&applied, std::slice::from_ref(&event));
+                deps.metrics.applied(std::slice::from_ref(&event), &finished);
+                publish_progress(deps, &applied, &finished).await;
                 ack_all(vec![delivery]).await;
                 return true;
             }

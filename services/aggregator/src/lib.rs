@@ -138,16 +138,19 @@ async fn drain<T, F>(
     }
 }
 
+/// The events that finished an item (each item once, in event order): what the job
+/// store counted of `events`, for the live updates and the metrics.
+pub(crate) fn finished_events<'a>(applied: &Applied, events: &'a [CompletionEvent]) -> Vec<&'a CompletionEvent> {
+    let by_item: HashMap<_, &CompletionEvent> = events.iter().map(|e| ((e.job_id.as_str(), e.point_id), e)).collect();
+    applied.finished.iter().filter_map(|key| by_item.get(&(key.job_id.as_str(), key.point_id)).copied()).collect()
+}
+
 /// Live progress is best effort: watchers can always read the job store. Each changed
-/// job's update names the images `events` finished of it.
-pub(crate) async fn publish_progress(deps: &AggregatorDeps, applied: &Applied, events: &[CompletionEvent]) {
-    let by_item: HashMap<_, &CompletionEvent> =
-        events.iter().map(|e| ((e.job_id.as_str(), e.point_id), e)).collect();
+/// job's update names the images `finished` (see [`finished_events`]) finished of it.
+pub(crate) async fn publish_progress(deps: &AggregatorDeps, applied: &Applied, finished: &[&CompletionEvent]) {
     let mut images: HashMap<&str, Vec<ImageDone>> = HashMap::new();
-    for key in &applied.finished {
-        if let Some(e) = by_item.get(&(key.job_id.as_str(), key.point_id)) {
-            images.entry(e.job_id.as_str()).or_default().push(ImageDone { path: e.path.clone(), outcome: e.outcome.clone() });
-        }
+    for e in finished {
+        images.entry(e.job_id.as_str()).or_default().push(ImageDone { path: e.path.clone(), outcome: e.outcome.clone() });
     }
     for job in &applied.jobs {
         let event =

@@ -2,14 +2,11 @@
 //! them), failures by reason, events applied, and how long events took from the
 //! worker's finish to being applied (the lag a dashboard watches for a backlog).
 
-use std::collections::HashMap;
-
 use chrono::Utc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 
-use imgidx_shared::jobs::Applied;
 use imgidx_shared::messages::{CompletionEvent, Outcome};
 use imgidx_shared::metrics::{seconds_histogram, MetricsRegistry};
 
@@ -44,26 +41,19 @@ impl AggregatorMetrics {
         m
     }
 
-    /// Counts what one applied batch of `events` did.
-    pub fn applied(&self, applied: &Applied, events: &[CompletionEvent]) {
+    /// Counts what one applied batch did: `events` as received, `finished` those that
+    /// finished an item (see `finished_events`).
+    pub fn applied(&self, events: &[CompletionEvent], finished: &[&CompletionEvent]) {
         self.applied.inc_by(events.len() as u64);
         let now_ms = Utc::now().timestamp_millis();
-        for e in events {
-            if let Some(at) = e.finished_at_ms {
-                self.lag.observe((now_ms - at).max(0) as f64 / 1000.0);
-            }
+        for at in events.iter().filter_map(|e| e.finished_at_ms) {
+            self.lag.observe((now_ms - at).max(0) as f64 / 1000.0);
         }
-        let by_item: HashMap<_, &CompletionEvent> = events.iter().map(|e| ((e.job_id.as_str(), e.point_id), e)).collect();
-        for key in &applied.finished {
-            match by_item.get(&(key.job_id.as_str(), key.point_id)).map(|e| &e.outcome) {
-                Some(Outcome::Indexed) => {
-                    self.indexed.inc();
-                }
-                Some(Outcome::Failed { kind, .. }) => {
-                    self.failed.get_or_create(&[("reason", kind.as_str())]).inc();
-                }
-                None => {}
-            }
+        for e in finished {
+            match &e.outcome {
+                Outcome::Indexed => self.indexed.inc(),
+                Outcome::Failed { kind, .. } => self.failed.get_or_create(&[("reason", kind.as_str())]).inc(),
+            };
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use tokio::sync::{broadcast, Notify};
 
-use super::{Acker, Broker, BrokerError, Delivery, DeliveryStream, PriorityStreams, ProgressStream, QueueDepth, QUEUES};
+use super::{Acker, Broker, BrokerError, Delivery, DeliveryStream, PriorityStreams, ProgressStream, QueueDepth, QueueKind};
 use crate::messages::{CompletionEvent, DeadEvent, ImageTask, Priority, ProgressEvent};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,16 +287,16 @@ impl Broker for MemoryBroker {
 
     async fn queue_depths(&self) -> Result<Vec<QueueDepth>, BrokerError> {
         let mut q = self.shared.lock();
-        Ok(QUEUES
+        Ok(QueueKind::ALL
             .iter()
-            .map(|&(queue, priority)| {
-                let id = match (queue, priority) {
-                    (_, Some(p)) => QueueId::Task(p),
-                    ("tasks.dead", None) => QueueId::Dead,
-                    ("events.dead", None) => QueueId::DeadEvents,
-                    _ => QueueId::Events,
+            .map(|&kind| {
+                let id = match kind {
+                    QueueKind::Tasks(p) => QueueId::Task(p),
+                    QueueKind::DeadTasks => QueueId::Dead,
+                    QueueKind::Events => QueueId::Events,
+                    QueueKind::DeadEvents => QueueId::DeadEvents,
                 };
-                QueueDepth { queue, messages: q.get(id).len() as u64, consumers: None }
+                QueueDepth { queue: kind.name(), messages: q.get(id).len() as u64, consumers: None }
             })
             .collect())
     }

@@ -64,7 +64,7 @@ pub type ProgressStream = Pin<Box<dyn Stream<Item = ProgressEvent> + Send>>;
 /// One queue as an operator sees it, for metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueDepth {
-    /// Logical name: `tasks.high`, `tasks.normal`, `tasks.low`, `tasks.dead`, `events`, `events.dead`.
+    /// Its [`QueueKind::name`].
     pub queue: &'static str,
     /// Messages ready to be delivered.
     pub messages: u64,
@@ -72,15 +72,37 @@ pub struct QueueDepth {
     pub consumers: Option<u64>,
 }
 
-/// The logical names of the queues, with the priority of the task queues.
-pub const QUEUES: [(&str, Option<Priority>); 6] = [
-    ("tasks.high", Some(Priority::High)),
-    ("tasks.normal", Some(Priority::Normal)),
-    ("tasks.low", Some(Priority::Low)),
-    ("tasks.dead", None),
-    ("events", None),
-    ("events.dead", None),
-];
+/// The queues every backend has, as operators name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueKind {
+    Tasks(Priority),
+    DeadTasks,
+    Events,
+    DeadEvents,
+}
+
+impl QueueKind {
+    pub const ALL: [QueueKind; 6] = [
+        QueueKind::Tasks(Priority::High),
+        QueueKind::Tasks(Priority::Normal),
+        QueueKind::Tasks(Priority::Low),
+        QueueKind::DeadTasks,
+        QueueKind::Events,
+        QueueKind::DeadEvents,
+    ];
+
+    /// `tasks.high`, `tasks.normal`, `tasks.low`, `tasks.dead`, `events`, `events.dead`.
+    pub fn name(self) -> &'static str {
+        match self {
+            QueueKind::Tasks(Priority::High) => "tasks.high",
+            QueueKind::Tasks(Priority::Normal) => "tasks.normal",
+            QueueKind::Tasks(Priority::Low) => "tasks.low",
+            QueueKind::DeadTasks => "tasks.dead",
+            QueueKind::Events => "events",
+            QueueKind::DeadEvents => "events.dead",
+        }
+    }
+}
 
 /// Task deliveries, one stream per priority level, highest first.
 pub struct PriorityStreams {
@@ -106,7 +128,7 @@ pub trait Broker: Send + Sync {
     async fn consume_dead_tasks(&self, tag: &str) -> Result<DeliveryStream<ImageTask>, BrokerError>;
     /// Best-effort live progress for watchers (not durable).
     async fn publish_progress(&self, event: &ProgressEvent) -> Result<(), BrokerError>;
-    /// Every queue's depth (see [`QueueDepth`]), in [`QUEUES`] order.
+    /// Every queue's depth (see [`QueueDepth`]), in [`QueueKind::ALL`] order.
     async fn queue_depths(&self) -> Result<Vec<QueueDepth>, BrokerError>;
     /// Watch the progress fanout (see [`ProgressStream`]).
     async fn subscribe_progress(&self) -> Result<ProgressStream, BrokerError>;

@@ -101,21 +101,6 @@ impl NewItem {
     }
 }
 
-impl JobRecord {
-    /// The live update that says where this job stands (no images named).
-    pub fn progress_event(&self) -> ProgressEvent {
-        ProgressEvent {
-            job_id: self.job_id.clone(),
-            status: self.status.as_str().to_string(),
-            total_images: self.total_images,
-            processed_images: self.processed_images,
-            failed_images: self.failed_images,
-            percent_complete: self.percent_complete(),
-            images: Vec::new(),
-        }
-    }
-}
-
 /// What [`JobStore::apply_events`] changed.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Applied {
@@ -165,6 +150,19 @@ impl JobRecord {
         let done = (self.processed_images + self.failed_images).min(self.total_images);
         // Round to one decimal so clients see stable values such as 47.0.
         ((done as f64 / self.total_images as f64) * 1000.0).round() / 10.0
+    }
+
+    /// The live update that says where this job stands (no images named).
+    pub fn progress_event(&self) -> ProgressEvent {
+        ProgressEvent {
+            job_id: self.job_id.clone(),
+            status: self.status.as_str().to_string(),
+            total_images: self.total_images,
+            processed_images: self.processed_images,
+            failed_images: self.failed_images,
+            percent_complete: self.percent_complete(),
+            images: Vec::new(),
+        }
     }
 }
 

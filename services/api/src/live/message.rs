@@ -79,14 +79,7 @@ impl JobState {
 
 impl From<&JobRecord> for JobState {
     fn from(j: &JobRecord) -> Self {
-        Self {
-            job_id: j.job_id.clone(),
-            status: j.status.as_str().to_string(),
-            percent: j.percent_complete(),
-            processed: j.processed_images,
-            failed: j.failed_images,
-            total: j.total_images,
-        }
+        Self::from(&j.progress_event())
     }
 }
 

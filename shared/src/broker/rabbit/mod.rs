@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use topology::Names;
 
-use super::{Broker, BrokerError, DeliveryStream, PriorityStreams, ProgressStream, QueueDepth, QUEUES};
+use super::{Broker, BrokerError, DeliveryStream, PriorityStreams, ProgressStream, QueueDepth, QueueKind};
 use crate::config::BrokerSettings;
 use crate::messages::{CompletionEvent, ImageTask, Priority, ProgressEvent, DeadEvent};
 use link::{unavailable, Link, Live};
@@ -237,18 +237,18 @@ impl Broker for RabbitBroker {
         let names = self.names();
         let live = self.link.live().await?;
         let channel = live.connection.create_channel().await.map_err(unavailable)?;
-        let mut out = Vec::with_capacity(QUEUES.len());
-        for &(queue, priority) in &QUEUES {
-            let name = match (queue, priority) {
-                (_, Some(p)) => names.task_queue(p),
-                ("tasks.dead", None) => names.dead_queue(),
-                ("events.dead", None) => names.dead_event_queue(),
-                _ => names.event_queue(),
+        let mut out = Vec::with_capacity(QueueKind::ALL.len());
+        for kind in QueueKind::ALL {
+            let name = match kind {
+                QueueKind::Tasks(p) => names.task_queue(p),
+                QueueKind::DeadTasks => names.dead_queue(),
+                QueueKind::Events => names.event_queue(),
+                QueueKind::DeadEvents => names.dead_event_queue(),
             };
             let options = QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() };
             let declared = channel.queue_declare(&name, options, FieldTable::default()).await.map_err(unavailable)?;
             out.push(QueueDepth {
-                queue,
+                queue: kind.name(),
                 messages: u64::from(declared.message_count()),
                 consumers: Some(u64::from(declared.consumer_count())),
             });

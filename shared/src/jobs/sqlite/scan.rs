@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use super::reads::{job_from_row, JOB_COLUMNS};
-use super::writes::{add_failure_messages, claim_points};
+use super::writes::{add_failure_messages, begin, claim_points};
 use super::{opt_time, point_bytes, SqlResultExt};
 use crate::jobs::batch::{stamp_columns, unique_by_point};
 use crate::jobs::progress;
@@ -18,10 +18,6 @@ use crate::messages::Priority;
 
 const SCAN_COLUMNS: &str = "s.job_id, s.dir, s.recursive, s.force_reindex, s.prune_missing, s.files_seen, \
      s.images_found, s.not_images, s.unreadable, s.removed, s.done, s.heartbeat_at";
-
-fn begin<'c>(conn: &'c mut rusqlite::Connection, context: &str) -> Result<Transaction<'c>, JobStoreError> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx(context)
-}
 
 pub(super) fn open(
     conn: &mut rusqlite::Connection,

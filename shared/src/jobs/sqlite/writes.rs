@@ -16,7 +16,7 @@ use crate::jobs::progress::{self, FailureGroup, Finished, JobUpdate};
 use crate::jobs::{Applied, JobRecord, JobStatus, JobStoreError, NewItem};
 use crate::messages::{CompletionEvent, Priority};
 
-fn begin<'c>(conn: &'c mut Connection, context: &str) -> Result<Transaction<'c>, JobStoreError> {
+pub(super) fn begin<'c>(conn: &'c mut Connection, context: &str) -> Result<Transaction<'c>, JobStoreError> {
     conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx(context)
 }
 
