@@ -46,6 +46,14 @@ ORT_DYLIB_PATH=$(scripts/setup-ort.sh)
 export ORT_DYLIB_PATH
 say "ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
 
+# --- schemathesis: fuzzes the API from its OpenAPI document (services/imgidx/tests/e2e/openapi.rs)
+SCHEMATHESIS_VERSION=4.32.5
+if ! "$REPO/.venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+    say "pip install schemathesis==$SCHEMATHESIS_VERSION (into .venv)"
+    "$REPO/.venv/bin/python" -m pip install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+export IMGIDX_SCHEMATHESIS=$REPO/.venv/bin/schemathesis
+
 # --- RabbitMQ + PostgreSQL ------------------------------------------------------------
 # shellcheck disable=SC2317  # invoked via trap
 finish() {

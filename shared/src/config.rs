@@ -82,6 +82,20 @@ pub struct ApiSettings {
     /// Seconds a walk may go without a heartbeat before another API process (or this
     /// one, restarted) takes it over and walks the directory again.
     pub scan_lease_secs: u64,
+    /// URLs told of every job's end (completed, failed, cancelled), besides the
+    /// `webhook_url` a request names. Needs `webhook_secret`.
+    pub webhook_urls: Vec<String>,
+    /// The Standard Webhooks secret deliveries are signed with: `whsec_` and the key in
+    /// base64 (as Svix and the Standard Webhooks libraries take it), or any other string,
+    /// whose bytes are the key. Without it, webhooks are off.
+    pub webhook_secret: Option<String>,
+    /// Allow webhook URLs on loopback, private and link-local addresses (off: only public
+    /// addresses, so a client cannot make the server call into its own network).
+    pub webhook_allow_private: bool,
+    /// Seconds one delivery attempt may take (connect, send, answer).
+    pub webhook_timeout_secs: u64,
+    /// Hours a delivery is retried (with growing waits) before it is given up.
+    pub webhook_retry_hours: u64,
 }
 
 impl Default for ApiSettings {
@@ -106,6 +120,11 @@ impl Default for ApiSettings {
             max_connections: 1024,
             max_concurrent_scans: 2,
             scan_lease_secs: 30,
+            webhook_urls: Vec::new(),
+            webhook_secret: None,
+            webhook_allow_private: false,
+            webhook_timeout_secs: 10,
+            webhook_retry_hours: 24,
         }
     }
 }
@@ -395,6 +414,7 @@ impl Settings {
             .with_list_parse_key("api.api_keys")
             .with_list_parse_key("api.allowed_hosts")
             .with_list_parse_key("api.cors_origins")
+            .with_list_parse_key("api.webhook_urls")
             .try_parsing(true);
         if let Some(env) = env {
             environment = environment.source(Some(env));
@@ -453,6 +473,12 @@ impl Settings {
         }
         if self.api.api_keys.iter().any(|k| k.trim().len() < 16) {
             return bad("api.api_keys entries must be at least 16 characters (imgidx keys new makes one)");
+        }
+        if !self.api.webhook_urls.is_empty() && self.api.webhook_secret.as_deref().is_none_or(str::is_empty) {
+            return bad("api.webhook_urls needs api.webhook_secret (deliveries are signed)");
+        }
+        if self.api.webhook_timeout_secs == 0 || self.api.webhook_retry_hours == 0 {
+            return bad("api.webhook_timeout_secs and api.webhook_retry_hours must be at least 1");
         }
         if self.api.allowed_roots.iter().any(|r| !r.is_absolute()) {
             return bad("api.allowed_roots entries must be absolute paths");

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod jobs;
 pub mod messages;
 pub mod metrics;
+pub mod outbound;
 pub mod reconcile;
 pub mod retention;
 pub mod service;

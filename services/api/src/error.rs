@@ -70,6 +70,9 @@ pub enum ApiError {
     /// The job is still queued or running (retry needs a finished job).
     #[error("job {0} has not finished")]
     JobNotFinished(String),
+    /// A `webhook_url` this server will not call (a non-public address, or no address).
+    #[error("{0}")]
+    WebhookNotAllowed(String),
     /// The job has finished already (cancel needs an active job).
     #[error("job {job_id} has finished already ({status})")]
     JobFinished { job_id: String, status: &'static str },
@@ -106,11 +109,51 @@ fn status_message(status: StatusCode) -> String {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
+/// Every code an error body's `error` may hold; the OpenAPI document lists them as its
+/// enum, so a client (and schemathesis) can tell a new code from a typo.
+pub const ERROR_CODES: &[&str] = &[
+    "bad_request",
+    "malformed_json",
+    "malformed_multipart",
+    "validation_error",
+    "path_not_allowed",
+    "not_a_directory",
+    "webhook_url_not_allowed",
+    "not_an_image",
+    "unreadable_image",
+    "image_too_large",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "job_not_found",
+    "image_not_found",
+    "method_not_allowed",
+    "request_timeout",
+    "job_finished",
+    "job_not_finished",
+    "payload_too_large",
+    "unsupported_media_type",
+    "host_not_allowed",
+    "rate_limited",
+    "internal_error",
+    "unavailable",
+    "overloaded",
+    "search_unavailable",
+    "queue_unavailable",
+    "job_store_unavailable",
+    "index_unavailable",
+];
+
+/// The body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct ErrorBody {
+    /// Stable machine-readable code (one of the listed values).
+    #[schema(value_type = String, example = "validation_error")]
+    error: &'static str,
+    /// What went wrong, for people.
     message: String,
-    /// FastAPI-style `detail`, which clients written against the original service print.
+    /// The same as `message` (FastAPI's name, which clients of the original service print).
     detail: String,
 }
 
@@ -125,6 +168,7 @@ impl ApiError {
             ApiError::PathNotAllowed(m) => (StatusCode::UNPROCESSABLE_ENTITY, "path_not_allowed", m.clone()),
             ApiError::JobNotFound(id) => (StatusCode::NOT_FOUND, "job_not_found", format!("job {id} not found")),
             ApiError::NotADirectory(m) => (StatusCode::UNPROCESSABLE_ENTITY, "not_a_directory", m.clone()),
+            ApiError::WebhookNotAllowed(m) => (StatusCode::UNPROCESSABLE_ENTITY, "webhook_url_not_allowed", m.clone()),
             ApiError::ImageNotFound => (StatusCode::NOT_FOUND, "image_not_found", self.to_string()),
             ApiError::QueryImage { code, message } => (StatusCode::UNPROCESSABLE_ENTITY, code, message.clone()),
             ApiError::SearchUnavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "search_unavailable", m.clone()),
@@ -187,5 +231,52 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_an_error_can_carry_is_listed() {
+        let mut errors = vec![
+            ApiError::MalformedJson(String::new()),
+            ApiError::MalformedMultipart(String::new()),
+            ApiError::Validation(String::new()),
+            ApiError::PayloadTooLarge(1),
+            ApiError::NoRoute,
+            ApiError::PathNotAllowed(String::new()),
+            ApiError::JobNotFound(String::new()),
+            ApiError::NotADirectory(String::new()),
+            ApiError::ImageNotFound,
+            ApiError::SearchUnavailable(String::new()),
+            ApiError::Broker(BrokerError::Unavailable(String::new())),
+            ApiError::Jobs(JobStoreError::Unavailable(String::new())),
+            ApiError::Jobs(JobStoreError::Other(String::new())),
+            ApiError::Vectors(VectorStoreError::Unavailable(String::new())),
+            ApiError::Internal(String::new()),
+            ApiError::Unauthorized,
+            ApiError::Forbidden(String::new()),
+            ApiError::RateLimited(Duration::from_secs(1)),
+            ApiError::UnsupportedMediaType(String::new()),
+            ApiError::HostNotAllowed,
+            ApiError::Overloaded,
+            ApiError::JobNotFinished(String::new()),
+            ApiError::JobFinished { job_id: String::new(), status: "completed" },
+            ApiError::WebhookNotAllowed(String::new()),
+        ];
+        for code in ["image_too_large", "not_an_image", "unreadable_image"] {
+            errors.push(ApiError::QueryImage { code, message: String::new() });
+        }
+        for status in 400..600 {
+            if let Ok(s) = StatusCode::from_u16(status) {
+                errors.push(ApiError::Status(s));
+            }
+        }
+        for e in errors {
+            let (_, code, _) = e.parts();
+            assert!(ERROR_CODES.contains(&code), "{code} ({e:?}) is not in ERROR_CODES");
+        }
     }
 }

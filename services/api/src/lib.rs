@@ -8,11 +8,13 @@ mod http;
 pub mod keys;
 mod live;
 mod metrics;
+mod openapi;
 mod paths;
 mod query_engine;
 mod routes;
 mod scan;
 mod state;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,7 @@ use tokio::net::TcpListener;
 
 pub use error::ApiError;
 pub use query_engine::QueryEngine;
+pub use routes::document as openapi_document;
 pub use routes::add_images::AddImagesResponse;
 pub use state::ApiDeps;
 
@@ -38,6 +41,7 @@ use metrics::ApiMetrics;
 use live::LiveHub;
 use scan::Scanner;
 use state::AppState;
+use webhooks::Webhooks;
 
 /// Build the backends from configuration and serve until `shutdown`.
 pub async fn run(settings: Settings, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServiceError> {
@@ -76,6 +80,7 @@ pub async fn serve(
     let roots = paths::canonical_roots(&settings.allowed_roots)?;
     let keys = KeySet::load(&settings.api_keys, settings.api_keys_file.as_deref())
         .map_err(|e| ServiceError::Other(e.to_string()))?;
+    let webhooks = Arc::new(Webhooks::from_settings(settings).map_err(ServiceError::Other)?);
     let addr = listener.local_addr()?;
     warn_if_exposed(addr, &keys);
     let guard = Guard { keys: Arc::new(keys), limiter: RateLimiter::new(settings.rate_limit_per_minute).map(Arc::new) };
@@ -93,8 +98,16 @@ pub async fn serve(
     let live = LiveHub::new(shutdown.clone());
     let relay = tokio::spawn(live.clone().run(deps.broker.clone()));
     let metrics = ApiMetrics::new(deps.metrics.clone());
-    let state =
-        AppState { deps, settings: Arc::new(settings.clone()), roots, scanner: Arc::clone(&scanner), live, metrics: metrics.clone() };
+    let dispatcher = tokio::spawn(webhooks::dispatch(deps.jobs.clone(), Arc::clone(&webhooks), scans_stop.clone()));
+    let state = AppState {
+        deps,
+        settings: Arc::new(settings.clone()),
+        roots,
+        scanner: Arc::clone(&scanner),
+        live,
+        metrics: metrics.clone(),
+        webhooks,
+    };
     let host = HostPolicy::new(addr.ip().is_loopback(), &settings.allowed_hosts);
     let app = http::layered(routes::router(state, guard.clone()), settings, host, metrics).map_err(ServiceError::Other)?;
     tracing::info!(%addr, keys = guard.keys.len(), "api listening");
@@ -108,6 +121,7 @@ pub async fn serve(
     scans_stop.cancel(); // walks stop with the server
     let _ = resumer.await;
     let _ = relay.await;
+    let _ = dispatcher.await;
     scanner.drain().await;
     Ok(())
 }

@@ -14,6 +14,7 @@ use crate::query_engine::QueryEngine;
 use crate::live::LiveHub;
 use crate::metrics::ApiMetrics;
 use crate::scan::Scanner;
+use crate::webhooks::Webhooks;
 
 /// Backends the API talks to; built from configuration by `run`, or handed in by
 /// `serve` (tests and `imgidx serve` share one embedded vector store across services).
@@ -44,4 +45,6 @@ pub struct AppState {
     /// Relays live progress to watchers.
     pub live: LiveHub,
     pub metrics: ApiMetrics,
+    /// Where jobs' ends are announced, and how deliveries are signed.
+    pub webhooks: Arc<Webhooks>,
 }

@@ -5,6 +5,7 @@
 
 mod harness;
 mod scans;
+mod webhooks;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use uuid::Uuid;
 
 use self::harness::Harness;
 use self::scans::*;
+use self::webhooks::*;
 use super::{
     AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobQuery, JobStatus, JobStore, NewItem, RequeueItem,
     RetryCandidates,
@@ -74,6 +76,8 @@ conformance_tests!(
     a_finished_walk_ends_its_job_as_its_items_say,
     stale_walks_are_taken_over_and_the_old_walker_is_stopped,
     cancelling_a_scanning_job_stops_its_walk,
+    webhooks_wait_for_their_job_then_are_sent_until_delivered,
+    an_expired_lease_is_claimed_again_and_cancelled_jobs_announce,
 );
 
 pub(super) fn item(n: u128) -> NewItem {

@@ -14,6 +14,7 @@ mod postgres;
 mod progress;
 mod scan;
 mod sqlite;
+mod webhooks;
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,7 @@ pub use manage::{CancelOutcome, JobCursor, JobPage, JobQuery, JobWorker};
 pub use postgres::PostgresJobStore;
 pub use scan::{ScanChunk, ScanCounts, ScanLease, ScanOpened, ScanRecord, ScanSpec};
 pub use sqlite::SqliteJobStore;
+pub use webhooks::{AttemptNext, WebhookAttempt, WebhookDelivery, WebhookState};
 
 use crate::messages::{CompletionEvent, FileStamp, ImageTask, Priority, ProgressEvent};
 
@@ -329,6 +331,25 @@ pub trait JobStore: Send + Sync {
 
     /// The scan behind a job, if the job came from a trigger.
     async fn job_scan(&self, job_id: &str) -> Result<Option<ScanRecord>, JobStoreError>;
+
+    /// Records that `job_id` is to be announced to each of `urls` once it finishes (see
+    /// `jobs/webhooks.rs`): called before the job is created. A URL the job has already
+    /// is left as it is; `delivery_ids` (one per URL) name the new rows.
+    async fn add_webhooks(&self, job_id: &str, urls: &[String], delivery_ids: &[String]) -> Result<(), JobStoreError>;
+
+    /// Takes at most `limit` deliveries that are due, oldest first, under a lease of
+    /// `lease` (by the store's clock): those waiting for a job that has finished since
+    /// (now `pending`), and pending ones whose `next_attempt_at` has come. A delivery
+    /// under another caller's unexpired lease is skipped, so concurrent callers never take
+    /// the same one; one whose caller died is taken again once its lease has expired.
+    async fn claim_webhooks(&self, lease: std::time::Duration, limit: usize) -> Result<Vec<WebhookDelivery>, JobStoreError>;
+
+    /// Records an attempt at a claimed delivery and releases its lease; the first attempt
+    /// also stores the event type and payload that every later attempt sends.
+    async fn record_webhook_attempt(&self, delivery_id: &str, attempt: &WebhookAttempt) -> Result<(), JobStoreError>;
+
+    /// The deliveries of a job, oldest first; empty for an unknown job.
+    async fn job_webhooks(&self, job_id: &str) -> Result<Vec<WebhookDelivery>, JobStoreError>;
 
     async fn healthy(&self) -> bool;
 }

@@ -25,6 +25,7 @@ mod requeue;
 mod scan;
 mod schema;
 mod tls;
+mod webhooks;
 #[cfg(test)]
 pub(super) mod test_db;
 #[cfg(test)]
@@ -47,7 +48,7 @@ use super::progress::{self, FailureGroup, Finished, JobUpdate};
 use super::{
     Applied, AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStatus, JobStore,
     JobStoreError, JobWorker, NewItem, RequeueItem, RetryCandidates, ScanChunk, ScanCounts, ScanLease, ScanOpened,
-    ScanRecord, ScanSpec,
+    ScanRecord, ScanSpec, WebhookAttempt, WebhookDelivery,
 };
 use crate::messages::{CompletionEvent, Priority};
 
@@ -361,6 +362,22 @@ impl JobStore for PostgresJobStore {
 
     async fn job_scan(&self, job_id: &str) -> Result<Option<ScanRecord>, JobStoreError> {
         scan::get(&self.client().await?, job_id).await
+    }
+
+    async fn add_webhooks(&self, job_id: &str, urls: &[String], delivery_ids: &[String]) -> Result<(), JobStoreError> {
+        webhooks::add(&self.client().await?, job_id, urls, delivery_ids).await
+    }
+
+    async fn claim_webhooks(&self, lease: Duration, limit: usize) -> Result<Vec<WebhookDelivery>, JobStoreError> {
+        webhooks::claim(&self.client().await?, lease, limit).await
+    }
+
+    async fn record_webhook_attempt(&self, delivery_id: &str, attempt: &WebhookAttempt) -> Result<(), JobStoreError> {
+        webhooks::record(&self.client().await?, delivery_id, attempt).await
+    }
+
+    async fn job_webhooks(&self, job_id: &str) -> Result<Vec<WebhookDelivery>, JobStoreError> {
+        webhooks::of_job(&self.client().await?, job_id).await
     }
 
     async fn healthy(&self) -> bool {

@@ -20,6 +20,7 @@ mod scan;
 mod schema;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 mod writes;
 
 use std::collections::BTreeMap;
@@ -35,7 +36,7 @@ use uuid::Uuid;
 use super::{
     Applied, AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStore, JobStoreError,
     JobWorker, NewItem, RequeueItem, RetryCandidates, ScanChunk, ScanCounts, ScanLease, ScanOpened, ScanRecord,
-    ScanSpec,
+    ScanSpec, WebhookAttempt, WebhookDelivery,
 };
 use crate::messages::{CompletionEvent, Priority};
 
@@ -324,6 +325,37 @@ impl JobStore for SqliteJobStore {
     async fn job_scan(&self, job_id: &str) -> Result<Option<ScanRecord>, JobStoreError> {
         let job_id = job_id.to_owned();
         self.run("job_scan", move |db| scan::get(&db.conn, &job_id)).await
+    }
+
+    async fn add_webhooks(&self, job_id: &str, urls: &[String], delivery_ids: &[String]) -> Result<(), JobStoreError> {
+        let (job_id, urls, ids) = (job_id.to_owned(), urls.to_vec(), delivery_ids.to_vec());
+        self.run("add_webhooks", move |db| {
+            let now = db.clock.now();
+            webhooks::add(&mut db.conn, now, &job_id, &urls, &ids)
+        })
+        .await
+    }
+
+    async fn claim_webhooks(&self, lease: Duration, limit: usize) -> Result<Vec<WebhookDelivery>, JobStoreError> {
+        self.run("claim_webhooks", move |db| {
+            let now = db.clock.now();
+            webhooks::claim(&mut db.conn, now, lease, limit)
+        })
+        .await
+    }
+
+    async fn record_webhook_attempt(&self, delivery_id: &str, attempt: &WebhookAttempt) -> Result<(), JobStoreError> {
+        let (id, attempt) = (delivery_id.to_owned(), attempt.clone());
+        self.run("record_webhook_attempt", move |db| {
+            let now = db.clock.now();
+            webhooks::record(&mut db.conn, now, &id, &attempt)
+        })
+        .await
+    }
+
+    async fn job_webhooks(&self, job_id: &str) -> Result<Vec<WebhookDelivery>, JobStoreError> {
+        let job_id = job_id.to_owned();
+        self.run("job_webhooks", move |db| webhooks::of_job(&db.conn, &job_id)).await
     }
 
     async fn healthy(&self) -> bool {

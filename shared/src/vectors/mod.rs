@@ -33,7 +33,7 @@ pub enum VectorStoreError {
 }
 
 /// What a person sees on a point in the Qdrant dashboard.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImagePayload {
     pub path: String,
     pub file_name: String,

@@ -8,10 +8,11 @@ use imgidx_shared::jobs::JobRecord;
 use imgidx_shared::messages::{ImageDone, Outcome, ProgressEvent};
 use imgidx_shared::time::rfc3339;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LiveMessage {
     /// `progress`, `image_complete` or `job_complete`.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "progress")]
     pub kind: &'static str,
     pub job_id: String,
     /// The job's status: queued, running, completed, failed, cancelled.
@@ -28,14 +29,17 @@ pub struct LiveMessage {
 }
 
 /// The image an `image_complete` is about.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[schema(as = LiveImage)]
 pub struct ImageBody {
     pub path: String,
     pub original_filename: String,
     /// `completed` or `failed` (seed 004's words).
+    #[schema(value_type = String, example = "completed")]
     pub status: &'static str,
     /// The failure code (`not_found`, …) when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

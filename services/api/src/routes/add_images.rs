@@ -14,9 +14,9 @@ use uuid::Uuid;
 use imgidx_shared::ids::point_id;
 use imgidx_shared::jobs::NewItem;
 
-use super::add_images_request::parse_request;
+use super::add_images_request::{parse_request, AddImagesBody, AddImagesRequest};
 use super::enqueue::{create_and_publish, nothing_to_do, Submission};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::freshness::{indexed_stamps, is_current};
 use crate::http::request_id::RequestId;
 use crate::paths::{resolve, PathRejection, ResolvedPath};
@@ -25,9 +25,12 @@ use crate::state::AppState;
 /// How many bad paths one error message names.
 const MAX_PATHS_IN_ERROR: usize = 5;
 
-#[derive(Serialize, Debug)]
+#[derive(Serialize, Debug, utoipa::ToSchema)]
 pub struct AddImagesResponse {
+    /// The new job; `"none"` when nothing was queued.
     pub job_id: String,
+    /// `queued`, or `completed` when nothing was queued.
+    #[schema(value_type = String, example = "queued")]
     pub status: &'static str,
     /// Distinct paths submitted (a path given twice counts once).
     pub images_count: usize,
@@ -39,13 +42,26 @@ pub struct AddImagesResponse {
     pub message: String,
 }
 
+/// Queue images for indexing (seed 000).
+#[utoipa::path(
+    post,
+    path = "/api/v1/index/add-images",
+    tag = "indexing",
+    request_body = AddImagesRequest,
+    responses(
+        (status = 202, description = "Queued: the job and its tasks are durable", body = AddImagesResponse),
+        (status = 200, description = "Nothing to queue: every image is indexed and unchanged, or queued by another active job", body = AddImagesResponse),
+        (status = 422, description = "`validation_error` (no paths, too many, a relative path, a bad priority or webhook_url), `path_not_allowed` (outside `api.allowed_roots`), or `webhook_url_not_allowed` (not a public address)", body = ErrorBody),
+    )
+)]
 pub async fn add_images(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<AddImagesResponse>), ApiError> {
     let body = body.map_err(|_| ApiError::PayloadTooLarge(state.settings.max_body_bytes))?;
-    let (paths, priority) = parse_request(&body, state.settings.max_paths_per_request)?;
+    let AddImagesBody { paths, priority, webhook_url } = parse_request(&body, state.settings.max_paths_per_request)?;
+    let webhooks = state.webhooks.for_request(webhook_url.as_deref()).await?;
 
     let roots = state.roots.clone();
     let resolved = tokio::task::spawn_blocking(move || resolve_all(&paths, &roots))
@@ -67,7 +83,7 @@ pub async fn add_images(
     }
 
     let request_id = request_id.map(|Extension(RequestId(id))| id);
-    create_and_publish(&state, Submission { priority, images_count, unchanged, candidates, request_id }).await
+    create_and_publish(&state, Submission { priority, images_count, unchanged, candidates, request_id, webhooks }).await
 }
 
 /// Resolve every path, rejecting the request if any is invalid; duplicates (after

@@ -12,11 +12,36 @@ use imgidx_shared::messages::Priority;
 
 use crate::error::ApiError;
 
+/// The body `parse_request` reads, as the OpenAPI document describes it (the parser
+/// itself is hand-written, to stop at the path limit without collecting the rest).
+/// Unknown fields are ignored, as the original service's clients expect.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // described, never built
+pub struct AddImagesRequest {
+    /// Absolute paths of image files on the server, inside `api.allowed_roots`; at most
+    /// `api.max_paths_per_request`. A path given twice counts once.
+    #[schema(min_items = 1)]
+    image_paths: Vec<String>,
+    /// Queue priority; `normal` when absent or null.
+    priority: Option<Priority>,
+    /// Told (a signed POST, Standard Webhooks) when the job finishes; needs webhooks on
+    /// the server (`api.webhook_secret`), and a public address unless it allows private ones.
+    webhook_url: Option<String>,
+}
+
+/// A parsed add-images body.
+#[derive(Debug, PartialEq)]
+pub struct AddImagesBody {
+    pub paths: Vec<String>,
+    pub priority: Priority,
+    pub webhook_url: Option<String>,
+}
+
 /// Malformed JSON is a 400; well-formed JSON that breaks the contract is a 422.
-pub fn parse_request(body: &[u8], max_paths: usize) -> Result<(Vec<String>, Priority), ApiError> {
+pub fn parse_request(body: &[u8], max_paths: usize) -> Result<AddImagesBody, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = RequestSeed { max_paths }.deserialize(&mut de).and_then(|r| de.end().map(|()| r));
-    let (paths, priority) = parsed.map_err(|e| match e.classify() {
+    let (paths, priority, webhook_url) = parsed.map_err(|e| match e.classify() {
         Category::Data => ApiError::Validation(format!("invalid request: {e}")),
         Category::Io | Category::Syntax | Category::Eof => {
             ApiError::MalformedJson(format!("request body is not valid JSON: {e}"))
@@ -29,7 +54,7 @@ pub fn parse_request(body: &[u8], max_paths: usize) -> Result<(Vec<String>, Prio
     if paths.is_empty() {
         return Err(ApiError::Validation("image_paths must not be empty".into()));
     }
-    Ok((paths, priority))
+    Ok(AddImagesBody { paths, priority, webhook_url })
 }
 
 /// A priority as clients name it; anything else is one 422 saying what is accepted.
@@ -43,7 +68,7 @@ struct RequestSeed {
 }
 
 impl<'de> DeserializeSeed<'de> for RequestSeed {
-    type Value = (Vec<String>, Option<String>);
+    type Value = (Vec<String>, Option<String>, Option<String>);
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
@@ -51,19 +76,20 @@ impl<'de> DeserializeSeed<'de> for RequestSeed {
 }
 
 impl<'de> Visitor<'de> for RequestSeed {
-    type Value = (Vec<String>, Option<String>);
+    type Value = (Vec<String>, Option<String>, Option<String>);
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object with image_paths")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (mut paths, mut priority) = (None, None);
+        let (mut paths, mut priority, mut webhook_url) = (None, None, None);
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
                 "image_paths" if paths.is_some() => return Err(A::Error::duplicate_field("image_paths")),
                 "image_paths" => paths = Some(map.next_value_seed(PathsSeed { max: self.max_paths })?),
                 "priority" => priority = map.next_value::<Option<String>>()?,
+                "webhook_url" => webhook_url = map.next_value::<Option<String>>()?,
                 // Unknown fields are ignored, as the original service's clients expect.
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -71,7 +97,7 @@ impl<'de> Visitor<'de> for RequestSeed {
             }
         }
         let paths = paths.ok_or_else(|| A::Error::missing_field("image_paths"))?;
-        Ok((paths, priority))
+        Ok((paths, priority, webhook_url))
     }
 }
 
@@ -131,10 +157,12 @@ mod tests {
         assert!(matches!(parse_request(br#"{"image_paths":"/a"}"#, 10), Err(ApiError::Validation(_))));
         assert!(matches!(parse_request(br#"{"image_paths":[1]}"#, 10), Err(ApiError::Validation(_))));
         assert!(matches!(parse_request(br#"["/a"]"#, 10), Err(ApiError::Validation(_))));
-        let (paths, p) = parse_request(br#"{"image_paths":["/a"],"priority":null,"extra":{"x":[1]}}"#, 10).unwrap();
-        assert_eq!((paths, p), (vec!["/a".to_string()], Priority::Normal));
-        let (paths, p) = parse_request(br#"{"priority":"high","image_paths":["/a\u00e9","/b"]}"#, 2).unwrap();
-        assert_eq!((paths.len(), p, paths[0].as_str()), (2, Priority::High, "/aé"));
+        let b = parse_request(br#"{"image_paths":["/a"],"priority":null,"extra":{"x":[1]}}"#, 10).unwrap();
+        assert_eq!(b, AddImagesBody { paths: vec!["/a".to_string()], priority: Priority::Normal, webhook_url: None });
+        let b = parse_request(br#"{"priority":"high","image_paths":["/a\u00e9","/b"],"webhook_url":"https://h/"}"#, 2).unwrap();
+        assert_eq!((b.paths.len(), b.priority, b.paths[0].as_str()), (2, Priority::High, "/aé"));
+        assert_eq!(b.webhook_url.as_deref(), Some("https://h/"));
+        assert!(matches!(parse_request(br#"{"image_paths":["/a"],"webhook_url":5}"#, 10), Err(ApiError::Validation(_))));
     }
 
     #[test]

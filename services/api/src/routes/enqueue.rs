@@ -27,6 +27,8 @@ pub(crate) struct Submission {
     pub candidates: Vec<NewItem>,
     /// The request's `x-request-id`, carried in every task.
     pub request_id: Option<String>,
+    /// URLs to tell when the job ends (checked already).
+    pub webhooks: Vec<String>,
 }
 
 /// Creates the job and publishes its tasks; 200 with job `"none"` when nothing could
@@ -47,8 +49,10 @@ async fn commit_and_publish(
     state: &AppState,
     submission: Submission,
 ) -> Result<(StatusCode, Json<AddImagesResponse>), ApiError> {
-    let Submission { priority, images_count, unchanged, candidates, request_id } = submission;
+    let Submission { priority, images_count, unchanged, candidates, request_id, webhooks } = submission;
     let job_id = new_job_id(Utc::now());
+    // Before the job: a job that exists always has its deliveries (see jobs/webhooks.rs).
+    state.webhooks.register(state.deps.jobs.as_ref(), &job_id, &webhooks).await?;
     let claimed = state.deps.jobs.create_job(&job_id, priority, &candidates).await?;
     let already_queued = candidates.len() - claimed.len();
     if claimed.is_empty() {

@@ -8,8 +8,10 @@ use imgidx_shared::time::rfc3339;
 
 use crate::state::AppState;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
+    /// healthy or unhealthy.
+    #[schema(value_type = String, example = "healthy")]
     status: &'static str,
     timestamp: String,
     index_available: bool,
@@ -20,14 +22,26 @@ pub struct Health {
     troubles: Vec<TroubleBody>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Trouble)]
 pub struct TroubleBody {
     part: String,
     message: String,
     since: String,
 }
 
+/// Health of the server and its backends.
+///
 /// 200 when every backend answers, 503 otherwise (load balancers act on the code).
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    responses(
+        (status = 200, description = "Every backend answers", body = Health),
+        (status = 503, description = "A backend does not answer (see which)", body = Health),
+    )
+)]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let d = &state.deps;
     let (index, queue, jobs) = tokio::join!(d.vectors.healthy(), d.broker.healthy(), d.jobs.healthy());

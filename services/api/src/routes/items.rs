@@ -12,18 +12,24 @@ use imgidx_shared::jobs::{ItemRecord, ItemState};
 use imgidx_shared::time::rfc3339;
 
 use super::paging::{given, parse_limit};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// Everything arrives as text, so every bad value is one 422 with a clear message.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ItemsQuery {
+    /// Only images in this state: pending, indexed, failed.
+    #[param(value_type = Option<String>, example = "failed")]
     state: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ItemsBody {
     job_id: String,
     items: Vec<ItemBody>,
@@ -31,9 +37,12 @@ pub struct ItemsBody {
     next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = JobItem)]
 pub struct ItemBody {
     path: String,
+    /// pending, indexed or failed.
+    #[schema(value_type = String, example = "indexed")]
     state: &'static str,
     /// Stable failure code; null unless failed.
     reason: Option<String>,
@@ -65,6 +74,18 @@ struct Filter {
     after: Option<Uuid>,
 }
 
+/// A job's images and their outcome.
+#[utoipa::path(
+    get,
+    path = "/api/v1/index/status/{job_id}/items",
+    tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's id"), ItemsQuery),
+    responses(
+        (status = 200, description = "The job's images with their outcome, by point id", body = ItemsBody),
+        (status = 404, description = "`job_not_found`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a bad state, limit or cursor", body = ErrorBody),
+    )
+)]
 pub async fn job_items(
     State(state): State<AppState>,
     Path(job_id): Path<String>,

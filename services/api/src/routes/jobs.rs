@@ -8,23 +8,32 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use imgidx_shared::jobs::{CancelOutcome, JobCursor, JobQuery, JobStatus};
+use imgidx_shared::messages::Priority;
 
 use super::add_images_request::parse_priority;
 use super::paging::{given, parse_limit};
 use super::status::JobSummary;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// Everything arrives as text, so every bad value is one 422 with a clear message.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
+    /// Only jobs in this state: queued, running, completed, failed, cancelled.
+    #[param(value_type = Option<String>, example = "running")]
     status: Option<String>,
+    /// Only jobs of this priority.
+    #[param(value_type = Option<Priority>)]
     priority: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JobsBody {
     jobs: Vec<JobSummary>,
     /// Jobs matching the filters, on every page together.
@@ -33,6 +42,17 @@ pub struct JobsBody {
     next_cursor: Option<String>,
 }
 
+/// List jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/index/jobs",
+    tag = "jobs",
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "Jobs, newest first", body = JobsBody),
+        (status = 422, description = "`validation_error`: a bad status, priority, limit or cursor", body = ErrorBody),
+    )
+)]
 pub async fn list_jobs(
     State(state): State<AppState>,
     query: Result<Query<JobsQuery>, QueryRejection>,
@@ -64,14 +84,26 @@ fn parse_query(q: JobsQuery) -> Result<JobQuery, ApiError> {
     Ok(JobQuery { status, priority, after, limit: parse_limit(q.limit.as_deref())? })
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CancelBody {
     #[serde(flatten)]
     job: JobSummary,
     message: String,
 }
 
-/// 200 with the cancelled job; 409 `job_finished` when it had finished already.
+/// Cancel a queued or running job.
+#[utoipa::path(
+    post,
+    path = "/api/v1/index/jobs/{job_id}/cancel",
+    tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's id")),
+    request_body(content = Object, description = "Empty (`{}`); the Content-Type must be application/json"),
+    responses(
+        (status = 200, description = "Cancelled: its pending images will not be embedded", body = CancelBody),
+        (status = 404, description = "`job_not_found`", body = ErrorBody),
+        (status = 409, description = "`job_finished`: the job has ended already", body = ErrorBody),
+    )
+)]
 pub async fn cancel_job(State(state): State<AppState>, Path(job_id): Path<String>) -> Result<Json<CancelBody>, ApiError> {
     match state.deps.jobs.cancel_job(&job_id).await? {
         CancelOutcome::Cancelled(job) => {

@@ -13,7 +13,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::live::{self, LiveMessage};
 use crate::state::AppState;
 
@@ -33,6 +33,19 @@ async fn start(state: &AppState, job_id: String) -> Result<mpsc::Receiver<LiveMe
     Ok(live::watch(state.deps.jobs.clone(), &state.live, job_id))
 }
 
+/// A job's progress live, over a WebSocket.
+#[utoipa::path(
+    get,
+    path = "/api/v1/index/status/{job_id}/ws",
+    tag = "live",
+    params(("job_id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 101, description = "A WebSocket of `LiveMessage` texts: the current state first, then `progress`, one `image_complete` per image, one `job_complete`, then a close. Pings every 20 s; a client silent for 60 s is closed."),
+        (status = 400, description = "`bad_request`: not a WebSocket upgrade request", body = ErrorBody),
+        (status = 404, description = "`job_not_found`", body = ErrorBody),
+        (status = 426, description = "`bad_request`: the connection cannot be upgraded", body = ErrorBody),
+    )
+)]
 pub async fn job_ws(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -76,6 +89,17 @@ async fn serve_socket(mut socket: WebSocket, mut messages: mpsc::Receiver<LiveMe
     }
 }
 
+/// A job's progress live, as Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/api/v1/index/status/{job_id}/events",
+    tag = "live",
+    params(("job_id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Server-Sent Events, one `LiveMessage` per event (the event name is its `type`): the current state first, the stream ends after `job_complete`. A comment every 15 s keeps it open.", content_type = "text/event-stream", body = LiveMessage),
+        (status = 404, description = "`job_not_found`", body = ErrorBody),
+    )
+)]
 pub async fn job_events(
     State(state): State<AppState>,
     Path(job_id): Path<String>,

@@ -11,6 +11,13 @@ use imgidx_shared::metrics::CONTENT_TYPE_OPENMETRICS;
 
 use crate::state::AppState;
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    responses((status = 200, description = "Prometheus / OpenMetrics text (see docs/operations.md)", content_type = "application/openmetrics-text", body = String))
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     refresh(&state).await;
     ([(CONTENT_TYPE, CONTENT_TYPE_OPENMETRICS)], state.metrics.registry.encode())

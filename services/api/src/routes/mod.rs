@@ -19,39 +19,58 @@ mod retry;
 mod stats;
 mod status;
 mod trigger;
+mod webhooks;
+
+pub(crate) use status::JobSummary;
 
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{get, post};
 use axum::Router;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
 use crate::http::auth::{self, Guard, Required};
 use crate::http::content_type;
 use crate::keys::Scope;
+use crate::openapi;
 use crate::state::AppState;
 
+/// The routes, and the OpenAPI document describing exactly them (each handler's
+/// `#[utoipa::path]` gives the path it is served at).
 pub fn router(state: AppState, guard: Guard) -> Router {
-    let read = Router::new()
-        .route("/api/v1/index/status/{job_id}", get(status::job_status))
-        .route("/api/v1/index/status/{job_id}/items", get(items::job_items))
-        .route("/api/v1/index/status/{job_id}/ws", get(live::job_ws))
-        .route("/api/v1/index/status/{job_id}/events", get(live::job_events))
-        .route("/api/v1/index/status", get(status::overall_status))
-        .route("/api/v1/index/stats", get(stats::stats))
-        .route("/api/v1/index/jobs", get(jobs::list_jobs))
-        .route("/api/v1/query", post(query::query).route_layer(from_fn(content_type::json_or_multipart)));
-    let write = Router::new()
-        .route("/api/v1/index/add-images", post(add_images::add_images).route_layer(from_fn(content_type::json)))
-        .route("/api/v1/index/notify", post(notify::notify).route_layer(from_fn(content_type::json)))
-        .route("/api/v1/index/trigger", post(trigger::trigger).route_layer(from_fn(content_type::json)))
-        .route("/api/v1/index/status/{job_id}/retry", post(retry::retry_job).route_layer(from_fn(content_type::json)))
-        .route("/api/v1/index/jobs/{job_id}/cancel", post(jobs::cancel_job).route_layer(from_fn(content_type::json)));
+    let (app, document) = described(guard).split_for_parts();
+    app.merge(openapi::routes(openapi::finish(document))).fallback(|| async { ApiError::NoRoute }).with_state(state)
+}
+
+/// The OpenAPI document alone, as `/openapi.json` serves it.
+pub fn document() -> serde_json::Value {
+    let guard = Guard { keys: Default::default(), limiter: None };
+    let (_, document) = described(guard).split_for_parts();
+    openapi::finish(document)
+}
+
+fn described(guard: Guard) -> OpenApiRouter<AppState> {
+    let json = || from_fn(content_type::json);
+    let read = OpenApiRouter::new()
+        .routes(routes!(status::job_status))
+        .routes(routes!(items::job_items))
+        .routes(routes!(live::job_ws))
+        .routes(routes!(live::job_events))
+        .routes(routes!(status::overall_status))
+        .routes(routes!(stats::stats))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(webhooks::job_webhooks))
+        .routes(routes!(query::query).map(|r| r.route_layer(from_fn(content_type::json_or_multipart))));
+    let write = OpenApiRouter::new()
+        .routes(routes!(add_images::add_images).map(|r| r.route_layer(json())))
+        .routes(routes!(notify::notify).map(|r| r.route_layer(json())))
+        .routes(routes!(trigger::trigger).map(|r| r.route_layer(json())))
+        .routes(routes!(retry::retry_job).map(|r| r.route_layer(json())))
+        .routes(routes!(jobs::cancel_job).map(|r| r.route_layer(json())));
     let needs = |scope| from_fn_with_state(Required { guard: guard.clone(), scope }, auth::require);
-    Router::new()
+    OpenApiRouter::with_openapi(openapi::skeleton())
         .merge(read.route_layer(needs(Scope::Read)))
         .merge(write.route_layer(needs(Scope::Write)))
-        .route("/health", get(health::health))
-        .route("/metrics", get(metrics::metrics))
-        .fallback(|| async { ApiError::NoRoute })
-        .with_state(state)
+        .routes(routes!(health::health))
+        .routes(routes!(metrics::metrics))
 }

@@ -14,14 +14,15 @@ use serde::Serialize;
 use imgidx_shared::jobs::JobRecord;
 
 use super::add_images::{add_images, AddImagesResponse};
-use crate::error::ApiError;
+use super::add_images_request::AddImagesRequest;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::request_id::RequestId;
 use crate::state::AppState;
 
 /// The window the throughput is measured over.
 const WINDOW_SECS: i64 = 300;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct NotifyResponse {
     #[serde(flatten)]
     queued: AddImagesResponse,
@@ -30,6 +31,18 @@ pub struct NotifyResponse {
     estimated_time_seconds: Option<f64>,
 }
 
+/// Queue images, with an estimate of when they are done (seed 002).
+#[utoipa::path(
+    post,
+    path = "/api/v1/index/notify",
+    tag = "indexing",
+    request_body = AddImagesRequest,
+    responses(
+        (status = 202, description = "Queued, with an estimate of when the queue is done", body = NotifyResponse),
+        (status = 200, description = "Nothing to queue", body = NotifyResponse),
+        (status = 422, description = "`validation_error`, `path_not_allowed` or `webhook_url_not_allowed`, as for add-images", body = ErrorBody),
+    )
+)]
 pub async fn notify(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,

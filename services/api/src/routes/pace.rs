@@ -11,7 +11,7 @@ use imgidx_shared::time::rfc3339;
 /// A worker that finished nothing of an active job for this long is `idle`.
 const ACTIVE_WITHIN_SECS: i64 = 60;
 
-#[derive(Serialize, Debug, PartialEq)]
+#[derive(Serialize, Debug, PartialEq, utoipa::ToSchema)]
 pub struct Pace {
     /// Images finished (indexed or failed) per second since the job started; 0 before.
     pub throughput_images_per_sec: f64,
@@ -43,11 +43,13 @@ pub fn pace(job: &JobRecord, now: DateTime<Utc>) -> Pace {
     Pace { throughput_images_per_sec: (throughput * 100.0).round() / 100.0, estimated_completion }
 }
 
-#[derive(Serialize, Debug, PartialEq)]
+#[derive(Serialize, Debug, PartialEq, utoipa::ToSchema)]
+#[schema(as = JobWorker)]
 pub struct WorkerBody {
     worker_id: String,
     /// `active` (finished images of this job within the last minute), `idle`, or `done`
     /// once the job has finished.
+    #[schema(value_type = String, example = "active")]
     status: &'static str,
     images_processed: u64,
     images_failed: u64,

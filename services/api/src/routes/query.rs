@@ -21,7 +21,7 @@ use imgidx_shared::ids::point_id;
 use imgidx_shared::vectors::{ImagePayload, SearchFilter};
 
 use super::copy_results::copy_results;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::auth::Granted;
 use crate::keys::Scope;
 use crate::paths;
@@ -36,15 +36,36 @@ const COPY_LIMITS: ReadLimits = ReadLimits { max_bytes: 256 << 20, max_time: Dur
 /// Longest query text accepted; CLIP reads at most 77 tokens of it anyway.
 const MAX_TEXT_BYTES: usize = 4096;
 
-#[derive(Deserialize, Default)]
+/// A JSON query: exactly one of `text` and `image_path`.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct QueryRequest {
+pub struct QueryRequest {
+    /// Search by text (at most 4096 bytes; needs a model with a text encoder).
     text: Option<String>,
+    /// Search by an image: an indexed path (its stored vector), or a file inside `api.allowed_roots`.
     image_path: Option<String>,
+    /// How many results, 1 to `api.max_top_k` (default 10).
+    #[schema(minimum = 1)]
+    top_k: Option<usize>,
+    /// Only images whose path starts with this.
+    path_prefix: Option<String>,
+    /// Only results scoring at least this (cosine, -1 to 1).
+    #[schema(minimum = -1.0, maximum = 1.0)]
+    min_score: Option<f32>,
+    /// Seed 002: link (or copy) the result files into a folder of their own.
+    copy_results: Option<bool>,
+}
+
+/// A query by upload (`multipart/form-data`): the image in field `image`, and the
+/// options of a JSON query as text fields.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // described, never built: `read_form` reads the fields
+pub struct QueryUpload {
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
     top_k: Option<usize>,
     path_prefix: Option<String>,
     min_score: Option<f32>,
-    /// Seed 002: link (or copy) the result files into a folder of their own.
     copy_results: Option<bool>,
 }
 
@@ -54,10 +75,12 @@ enum Subject {
     Upload { name: String, bytes: Bytes },
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct QueryResponse {
     /// The text, the image path, or the uploaded file's name.
     query: String,
+    /// text, image or upload.
+    #[schema(value_type = String, example = "text")]
     query_type: &'static str,
     results: Vec<QueryResult>,
     query_time_seconds: f64,
@@ -70,7 +93,7 @@ pub struct QueryResponse {
     results_not_copied: Vec<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct QueryResult {
     rank: usize,
     score: f32,
@@ -79,12 +102,29 @@ struct QueryResult {
     payload: ImagePayload,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = QueryIndexStats)]
 struct IndexStats {
     total_images: u64,
     model: String,
 }
 
+/// Search by text, by image path or by upload.
+#[utoipa::path(
+    post,
+    path = "/api/v1/query",
+    tag = "search",
+    request_body(content(
+        (QueryRequest = "application/json"),
+        (QueryUpload = "multipart/form-data"),
+    )),
+    responses(
+        (status = 200, description = "The nearest images, best first", body = QueryResponse),
+        (status = 403, description = "`forbidden`: `copy_results` needs a key with write access", body = ErrorBody),
+        (status = 404, description = "`image_not_found`: `image_path` is neither indexed nor a file this server may read", body = ErrorBody),
+        (status = 422, description = "`validation_error` (fields), or the image cannot be used: `not_an_image`, `unreadable_image`, `image_too_large`", body = ErrorBody),
+    )
+)]
 pub async fn query(State(state): State<AppState>, request: Request) -> Result<Json<QueryResponse>, ApiError> {
     let started = Instant::now();
     let engine = state

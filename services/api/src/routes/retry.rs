@@ -11,11 +11,25 @@ use imgidx_shared::jobs::NewItem;
 
 use super::add_images::AddImagesResponse;
 use super::enqueue::{create_and_publish, Submission};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::request_id::RequestId;
 use crate::paths::stamp_of;
 use crate::state::AppState;
 
+/// Queue a finished job's failed images again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/index/status/{job_id}/retry",
+    tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's id")),
+    request_body(content = Object, description = "Empty (`{}`); the Content-Type must be application/json"),
+    responses(
+        (status = 202, description = "The failed images are queued again as a new job", body = AddImagesResponse),
+        (status = 200, description = "Nothing to retry: no failed images, or all indexed since", body = AddImagesResponse),
+        (status = 404, description = "`job_not_found`", body = ErrorBody),
+        (status = 409, description = "`job_not_finished`: the job is still queued or running", body = ErrorBody),
+    )
+)]
 pub async fn retry_job(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
@@ -36,7 +50,8 @@ pub async fn retry_job(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let request_id = request_id.map(|Extension(RequestId(id))| id);
-    let submission = Submission { priority: job.priority, images_count, unchanged, candidates: items, request_id };
+    let webhooks = state.webhooks.targets(None);
+    let submission = Submission { priority: job.priority, images_count, unchanged, candidates: items, request_id, webhooks };
     let (code, mut answer) = create_and_publish(&state, submission).await?;
     tracing::info!(retried = %job_id, job_id = %answer.job_id, queued = answer.new_images_count, "retry");
     if code == StatusCode::OK && unchanged == images_count {

@@ -7,7 +7,7 @@ use imgidx_shared::time::rfc3339;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct IndexStats {
     pub model_name: String,
     pub embedding_dim: usize,
@@ -19,7 +19,7 @@ pub struct IndexStats {
     pub index_size_bytes: IndexSizeBytes,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct IndexSizeBytes {
     /// The vector index (with its payloads).
     pub vectors: u64,
@@ -47,6 +47,13 @@ pub async fn index_stats(state: &AppState) -> Result<IndexStats, ApiError> {
     })
 }
 
+/// Index statistics.
+#[utoipa::path(
+    get,
+    path = "/api/v1/index/stats",
+    tag = "search",
+    responses((status = 200, description = "The index: model, size, counts", body = IndexStats))
+)]
 pub async fn stats(State(state): State<AppState>) -> Result<Json<IndexStats>, ApiError> {
     Ok(Json(index_stats(&state).await?))
 }

@@ -6,14 +6,15 @@ use chrono::Utc;
 use serde::Serialize;
 
 use imgidx_shared::jobs::{JobRecord, ScanRecord};
+use imgidx_shared::messages::Priority;
 use imgidx_shared::time::rfc3339;
 
 use super::pace::{self, Pace, WorkerBody};
 use super::stats::{index_stats, IndexStats};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Progress {
     total_images: u64,
     processed_images: u64,
@@ -22,10 +23,13 @@ pub struct Progress {
 }
 
 /// A job as listings show it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct JobSummary {
     job_id: String,
+    /// queued, running, completed, failed or cancelled.
+    #[schema(value_type = String, example = "running")]
     status: &'static str,
+    #[schema(value_type = Priority)]
     priority: &'static str,
     /// Images in the job (seed 002's name for `progress.total_images`).
     images_count: u64,
@@ -57,7 +61,8 @@ impl From<JobRecord> for JobSummary {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = JobStatus)]
 pub struct JobStatusBody {
     #[serde(flatten)]
     job: JobSummary,
@@ -77,7 +82,8 @@ pub struct JobStatusBody {
 }
 
 /// A walk's progress, as a trigger's job status shows it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Scan)]
 pub struct ScanBody {
     image_dir: String,
     recursive: bool,
@@ -111,6 +117,17 @@ impl From<ScanRecord> for ScanBody {
     }
 }
 
+/// A job's progress.
+#[utoipa::path(
+    get,
+    path = "/api/v1/index/status/{job_id}",
+    tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job's progress, pace and workers", body = JobStatusBody),
+        (status = 404, description = "`job_not_found`", body = ErrorBody),
+    )
+)]
 pub async fn job_status(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -134,25 +151,27 @@ pub async fn job_status(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ActiveJob {
     job_id: String,
+    #[schema(value_type = String, example = "running")]
     status: &'static str,
     created_at: String,
     images: u64,
     percent_complete: f64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RecentJob {
     job_id: String,
+    #[schema(value_type = String, example = "completed")]
     status: &'static str,
     created_at: String,
     completed_at: Option<String>,
     images: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct OverallStatus {
     total_indexed_images: u64,
     active_jobs: usize,
@@ -161,6 +180,13 @@ pub struct OverallStatus {
     index_stats: IndexStats,
 }
 
+/// Active and recent jobs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/index/status",
+    tag = "jobs",
+    responses((status = 200, description = "Active and recent jobs, and the index", body = OverallStatus))
+)]
 pub async fn overall_status(State(state): State<AppState>) -> Result<Json<OverallStatus>, ApiError> {
     let jobs = &state.deps.jobs;
     let (active, recent, index_stats) = tokio::try_join!(

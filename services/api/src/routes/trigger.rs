@@ -19,23 +19,33 @@ use imgidx_shared::messages::Priority;
 
 use super::add_images_request::parse_priority;
 use super::json_body;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::http::request_id::RequestId;
 use crate::paths::{self, PathRejection};
 use crate::scan::{Scanner, Walk};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
-struct TriggerRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct TriggerRequest {
+    /// Absolute path of a directory inside `api.allowed_roots`.
     image_dir: String,
+    /// Walk subdirectories too.
     #[serde(default = "yes")]
+    #[schema(default = true)]
     recursive: bool,
+    /// Embed every image again, changed or not.
     #[serde(default)]
     force_reindex: bool,
+    /// Delete the points under `image_dir` whose file is gone (counted as `removed`).
     #[serde(default)]
     prune_missing: bool,
+    /// Queue priority; `normal` when absent or null.
     #[serde(default)]
+    #[schema(value_type = Option<Priority>)]
     priority: Option<String>,
+    /// Told when the job finishes, as for add-images.
+    #[serde(default)]
+    webhook_url: Option<String>,
     // Seed 002 also names `index_prefix` (where its index files went); the index lives
     // in the vector store here, so it is accepted and ignored like any unknown field.
 }
@@ -44,15 +54,29 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TriggerResponse {
     job_id: String,
+    /// `queued` for a new job, `running` for the job already scanning this directory.
+    #[schema(value_type = String, example = "queued")]
     status: &'static str,
     /// The directory as it is walked (symlinks resolved).
     image_dir: String,
     message: String,
 }
 
+/// Index a directory on the server (seed 002).
+#[utoipa::path(
+    post,
+    path = "/api/v1/index/trigger",
+    tag = "indexing",
+    request_body = TriggerRequest,
+    responses(
+        (status = 202, description = "A new job; the walk goes on in the background (see the job's `scan`)", body = TriggerResponse),
+        (status = 200, description = "An active job scans this directory already: that job", body = TriggerResponse),
+        (status = 422, description = "`validation_error` (not absolute, a bad field), `path_not_allowed`, `not_a_directory` (missing, not a directory, unreadable), or `webhook_url_not_allowed`", body = ErrorBody),
+    )
+)]
 pub async fn trigger(
     State(state): State<AppState>,
     request_id: Option<Extension<RequestId>>,
@@ -64,6 +88,7 @@ pub async fn trigger(
         None => Priority::Normal,
         Some(p) => parse_priority(p)?,
     };
+    let webhooks = state.webhooks.for_request(request.webhook_url.as_deref()).await?;
     let roots = state.roots.clone();
     let raw = request.image_dir.clone();
     let dir = tokio::task::spawn_blocking(move || checked_dir(&raw, &roots))
@@ -77,16 +102,21 @@ pub async fn trigger(
     };
     let job_id = new_job_id(Utc::now());
     let owner = Scanner::new_owner();
+    // Before the job, as add-images does; a running job is told about this caller too.
+    state.webhooks.register(state.deps.jobs.as_ref(), &job_id, &webhooks).await?;
     match state.deps.jobs.open_scan(&job_id, priority, &spec, &owner).await? {
-        ScanOpened::Running { job_id } => Ok((
-            StatusCode::OK,
-            Json(TriggerResponse {
-                message: format!("Job {job_id} is indexing this directory already"),
-                job_id,
-                status: "running",
-                image_dir: dir,
-            }),
-        )),
+        ScanOpened::Running { job_id } => {
+            state.webhooks.register(state.deps.jobs.as_ref(), &job_id, &webhooks).await?;
+            Ok((
+                StatusCode::OK,
+                Json(TriggerResponse {
+                    message: format!("Job {job_id} is indexing this directory already"),
+                    job_id,
+                    status: "running",
+                    image_dir: dir,
+                }),
+            ))
+        }
         ScanOpened::Created => {
             let request_id = request_id.map(|Extension(RequestId(id))| id);
             tracing::info!(job_id, dir, priority = priority.as_str(), "directory scan queued");

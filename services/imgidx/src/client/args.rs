@@ -122,6 +122,9 @@ pub struct TriggerArgs {
     pub no_recursive: bool,
     #[arg(long, value_enum, default_value_t = Priority::Normal)]
     pub priority: Priority,
+    /// Have the server POST to this URL when the job ends (signed; needs webhooks on the server).
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
     /// Wait until the job has finished, showing progress, then print a summary.
     #[arg(long)]
     pub wait: bool,

@@ -14,6 +14,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most bytes of a non-JSON error body quoted in a message.
 const MAX_QUOTED_BODY: usize = 200;
 
+#[derive(Clone)]
 pub struct Api {
     base: Url,
     http: reqwest::Client,
@@ -71,6 +72,18 @@ impl Api {
         url.query_pairs_mut().extend_pairs(query);
         let req = self.http.get(url.clone());
         self.send(&url, req).await
+    }
+
+    /// GET of a text answer (such as `/metrics`).
+    pub async fn get_text(&self, segments: &[&str]) -> Result<String> {
+        let (url, req) = self.request(Method::GET, segments);
+        let response = req.send().await.map_err(|e| self.transport_error(&url, &e))?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| self.transport_error(&url, &e))?;
+        if !status.is_success() {
+            bail!("{}", error_message(status, text.as_bytes(), &url));
+        }
+        Ok(text)
     }
 
     pub async fn post_json(&self, segments: &[&str], body: &Value) -> Result<Value> {

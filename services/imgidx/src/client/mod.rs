@@ -11,6 +11,7 @@ mod output;
 mod paths;
 mod query;
 mod retry;
+mod stages;
 mod status;
 mod trigger;
 mod types;

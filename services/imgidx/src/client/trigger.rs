@@ -35,6 +35,7 @@ pub async fn trigger(args: TriggerArgs) -> Result<ExitCode> {
         "force_reindex": args.force,
         "prune_missing": args.prune,
         "priority": args.priority.as_str(),
+        "webhook_url": args.webhook,
     });
     let raw = api.post_json(&["api", "v1", "index", "trigger"], &body).await?;
     let answer: TriggerAnswer = parse(&raw, "trigger answer")?;

@@ -1,7 +1,8 @@
 //! `imgidx watch JOB`: a job's progress live, a line per update (with the rate since
-//! watching began) and one per failed image as it fails; `--json` prints the server's
-//! messages verbatim, one per line. Without live updates it polls. Exit status as
-//! `index --wait`: 0 completed, 3 failed, 4 cancelled.
+//! watching began), one per failed image as it fails, and every few seconds the worker
+//! stage rates where the server's `/metrics` has them (`imgidx serve`); `--json` prints
+//! the server's messages verbatim, one per line. Without live updates it polls. Exit
+//! status as `index --wait`: 0 completed, 3 failed, 4 cancelled.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -12,10 +13,13 @@ use super::args::WatchArgs;
 use super::http::Api;
 use super::live::{follow, Followed, LiveMessage};
 use super::output::parse;
+use super::stages;
 use super::types::JobStatus;
 use super::{EXIT_JOB_CANCELLED, EXIT_JOB_FAILED};
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the stage rates are read and printed.
+const STAGES_EVERY: Duration = Duration::from_secs(2);
 
 pub async fn watch(args: WatchArgs) -> Result<ExitCode> {
     let api = Api::new(&args.server)?;
@@ -31,18 +35,46 @@ pub async fn watch(args: WatchArgs) -> Result<ExitCode> {
             println!("{line}");
         }
     };
-    let status = match follow(&api, &args.job_id, on).await? {
-        Followed::Ended(end) => end.status,
-        Followed::Lost(why) => {
+    let stages = (!json).then(|| tokio::spawn(print_stages(api.clone())));
+    let followed = follow(&api, &args.job_id, on).await;
+    let status = match followed {
+        Ok(Followed::Ended(end)) => Ok(end.status),
+        Ok(Followed::Lost(why)) => {
             eprintln!("live updates unavailable ({why}); polling every {} s", POLL_INTERVAL.as_secs());
-            poll(&api, &args.job_id, json).await?
+            poll(&api, &args.job_id, json).await
         }
+        Err(e) => Err(e),
     };
+    if let Some(stages) = stages {
+        stages.abort();
+    }
+    let status = status?;
     Ok(match status.as_str() {
         "failed" => ExitCode::from(EXIT_JOB_FAILED),
         "cancelled" => ExitCode::from(EXIT_JOB_CANCELLED),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// Every few seconds, what the workers' stages did meanwhile; ends quietly where the
+/// server's `/metrics` has no stage timings (an `imgidx api` whose workers serve their own).
+async fn print_stages(api: Api) {
+    let mut last: Option<(stages::Sample, Instant)> = None;
+    loop {
+        let Ok(text) = api.get_text(&["metrics"]).await else { return };
+        let sample = stages::parse(&text);
+        if sample.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        if let Some((before, at)) = &last {
+            if let Some(line) = stages::line(before, &sample, now.duration_since(*at).as_secs_f64()) {
+                println!("{line}");
+            }
+        }
+        last = Some((sample, now));
+        tokio::time::sleep(STAGES_EVERY).await;
+    }
 }
 
 async fn poll(api: &Api, job_id: &str, json: bool) -> Result<String> {

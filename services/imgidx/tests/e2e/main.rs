@@ -6,8 +6,10 @@
 mod cli;
 mod crashes;
 mod exposure;
+mod openapi;
 mod reads;
 mod outcomes;
 mod serve;
 mod server;
 mod two_apis;
+mod webhooks;

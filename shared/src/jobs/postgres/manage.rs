@@ -80,6 +80,9 @@ pub(super) async fn cancel(client: &mut deadpool_postgres::Client, job_id: &str)
 
 /// Items and claims go with their job (`ON DELETE CASCADE`); point outcomes stay, as
 /// they describe the image, not the job.
+/// Items and claims go with their job (`ON DELETE CASCADE`). Webhook deliveries (no
+/// foreign key, see `jobs/webhooks.rs`) go once their job is gone and they are a day
+/// old, which also removes those whose job was never created.
 pub(super) async fn purge(
     client: &deadpool_postgres::Client,
     finished_before: DateTime<Utc>,
@@ -96,5 +99,14 @@ pub(super) async fn purge(
         )
         .await
         .ctx(CONTEXT)?;
-    client.execute(&stmt, &[&finished_before, &limit]).await.ctx(CONTEXT)
+    let deleted = client.execute(&stmt, &[&finished_before, &limit]).await.ctx(CONTEXT)?;
+    let orphans = client
+        .prepare_cached(
+            "DELETE FROM webhook_deliveries d WHERE d.created_at < now() - interval '1 day'
+             AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = d.job_id)",
+        )
+        .await
+        .ctx(CONTEXT)?;
+    client.execute(&orphans, &[]).await.ctx(CONTEXT)?;
+    Ok(deleted)
 }

@@ -39,6 +39,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 6, name: "0006_job_cancel", sql: include_str!("../../../migrations/0006_job_cancel.sql") },
     Migration { version: 7, name: "0007_job_workers", sql: include_str!("../../../migrations/0007_job_workers.sql") },
     Migration { version: 8, name: "0008_job_scans", sql: include_str!("../../../migrations/0008_job_scans.sql") },
+    Migration { version: 9, name: "0009_webhooks", sql: include_str!("../../../migrations/0009_webhooks.sql") },
 ];
 
 /// Advisory lock held while migrating ("imgidx" in ASCII, then 1), so concurrent

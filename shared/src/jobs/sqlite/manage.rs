@@ -93,6 +93,8 @@ pub(super) fn cancel(conn: &mut Connection, now: i64, job_id: &str) -> Result<Ca
 }
 
 /// Items and claims go with their job (`ON DELETE CASCADE`); point outcomes stay.
+/// Webhook deliveries (no foreign key, see `jobs/webhooks.rs`) go once their job is gone
+/// and they are a day old, which also removes those whose job was never created.
 pub(super) fn purge(conn: &mut Connection, finished_before: DateTime<Utc>, limit: usize) -> Result<u64, JobStoreError> {
     const CONTEXT: &str = "purge_finished";
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -106,6 +108,13 @@ pub(super) fn purge(conn: &mut Connection, finished_before: DateTime<Utc>, limit
             params![micros(finished_before), limit],
         )
         .ctx(CONTEXT)?;
+    let day_ago = micros(Utc::now() - chrono::Duration::days(1));
+    tx.execute(
+        "DELETE FROM webhook_deliveries WHERE created_at < ?1
+         AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.job_id = webhook_deliveries.job_id)",
+        params![day_ago],
+    )
+    .ctx(CONTEXT)?;
     tx.commit().ctx(CONTEXT)?;
     Ok(deleted as u64)
 }

@@ -37,6 +37,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, name: "0005_job_cancel", sql: include_str!("../../../migrations/sqlite/0005_job_cancel.sql") },
     Migration { version: 6, name: "0006_job_workers", sql: include_str!("../../../migrations/sqlite/0006_job_workers.sql") },
     Migration { version: 7, name: "0007_job_scans", sql: include_str!("../../../migrations/sqlite/0007_job_scans.sql") },
+    Migration { version: 8, name: "0008_webhooks", sql: include_str!("../../../migrations/sqlite/0008_webhooks.sql") },
 ];
 
 /// How long a write waits for another connection (another process on the same file)

@@ -1,0 +1,312 @@
+//! The OpenAPI document against a live `imgidx serve`: every operation it lists is
+//! called, every answer (status, content type, body) must be one the document declares
+//! and validate against its schema, and no operation is left uncalled, so the document
+//! and the server cannot drift apart. `/docs` serves Swagger UI from the binary. Then
+//! schemathesis (PyPI) fuzzes every operation from the document.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::server::{copy_images, repo_root, Serve};
+
+/// The document, and which operations the test has checked an answer of.
+struct Spec {
+    doc: Value,
+    checked: BTreeSet<(String, String)>,
+}
+
+impl Spec {
+    /// The schema of `(method, template, status, content type)`, panicking if undeclared.
+    fn declared(&self, method: &str, template: &str, status: u16, content_type: &str) -> Option<Value> {
+        let op = &self.doc["paths"][template][method];
+        assert!(op.is_object(), "{method} {template} is not in the document");
+        let response = &op["responses"][status.to_string()];
+        assert!(response.is_object(), "{method} {template} answered {status}, which the document does not declare");
+        if status == 101 {
+            return None;
+        }
+        let media = content_type.split(';').next().unwrap().trim();
+        let content = &response["content"][media];
+        assert!(content.is_object(), "{method} {template} {status}: content type {media} not declared: {response}");
+        Some(content["schema"].clone())
+    }
+
+    /// Checks one answer and records the operation as covered.
+    fn check(&mut self, method: &str, template: &str, status: u16, content_type: &str, body: &Value) {
+        if let Some(schema) = self.declared(method, template, status, content_type) {
+            self.validate(&schema, body, &format!("{method} {template} {status}"));
+        }
+        self.checked.insert((method.to_string(), template.to_string()));
+    }
+
+    fn validate(&self, schema: &Value, body: &Value, what: &str) {
+        // Component references, re-rooted so a plain JSON Schema validator resolves them.
+        let defs = self.doc["components"]["schemas"].clone();
+        let text = serde_json::to_string(&json!({ "$defs": defs, "allOf": [schema] })).unwrap();
+        let root: Value = serde_json::from_str(&text.replace("#/components/schemas/", "#/$defs/")).unwrap();
+        let validator = jsonschema::validator_for(&root).unwrap_or_else(|e| panic!("{what}: schema does not compile: {e}"));
+        let errors: Vec<String> = validator.iter_errors(body).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(errors.is_empty(), "{what}: the answer breaks the schema: {errors:?}\n{body:#}");
+    }
+
+    fn operations(&self) -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        for (path, item) in self.doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                out.insert((method.clone(), path.clone()));
+            }
+        }
+        out
+    }
+}
+
+/// A request and its answer, checked against the document.
+async fn call(spec: &mut Spec, s: &Serve, method: &str, template: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let url = format!("{}{path}", s.url);
+    let http = reqwest::Client::new();
+    let request = match (method, body) {
+        ("get", _) => http.get(url),
+        (_, Some(body)) => http.post(url).json(&body),
+        (_, None) => http.post(url),
+    };
+    let r = request.send().await.unwrap();
+    let status = r.status().as_u16();
+    let content_type = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let text = r.text().await.unwrap();
+    let body: Value = if content_type.starts_with("application/json") {
+        serde_json::from_str(&text).unwrap()
+    } else {
+        Value::String(text)
+    };
+    spec.check(method, template, status, &content_type, &body);
+    (status, body)
+}
+
+async fn wait_finished(spec: &mut Spec, s: &Serve, job_id: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, body) = call(spec, s, "get", "/api/v1/index/status/{job_id}", &format!("/api/v1/index/status/{job_id}"), None).await;
+        assert_eq!(code, 200, "{body}");
+        if !["queued", "running"].contains(&body["status"].as_str().unwrap()) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "job {job_id} did not finish: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn every_operation_answers_as_the_document_says() {
+    let data = tempfile::tempdir().unwrap();
+    let imgs = tempfile::tempdir().unwrap();
+    let images = copy_images(imgs.path(), 1);
+    let root = imgs.path().canonicalize().unwrap();
+    let roots = root.display().to_string();
+    let results = data.path().join("results");
+    let results_dir = results.display().to_string();
+    let s = Serve::start(
+        data.path(),
+        &[("IMGIDX__API__ALLOWED_ROOTS", roots.as_str()), ("IMGIDX__API__RESULTS_DIR", results_dir.as_str())],
+    )
+    .await;
+
+    let (code, doc) = s.get("/openapi.json").await;
+    assert_eq!(code, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc, serde_json::to_value(imgidx_api::openapi_document()).unwrap(), "served as built");
+    let mut spec = Spec { doc, checked: BTreeSet::new() };
+    let every_code: Vec<String> = serde_json::from_value(spec.doc["components"]["schemas"]["Error"]["properties"]["error"]["enum"].clone()).unwrap();
+    assert!(every_code.contains(&"job_not_found".to_string()), "{every_code:?}");
+
+    // Indexing, and the job as it goes and once it is done.
+    let paths: Vec<String> = images.iter().map(|p| p.display().to_string()).chain([root.join("gone.jpg").display().to_string()]).collect();
+    let (code, job) = call(&mut spec, &s, "post", "/api/v1/index/add-images", "/api/v1/index/add-images", Some(json!({ "image_paths": paths }))).await;
+    assert_eq!(code, 202, "{job}");
+    let job_id = job["job_id"].as_str().unwrap().to_string();
+    let done = wait_finished(&mut spec, &s, &job_id).await;
+    assert_eq!(done["progress"]["failed_images"], 1, "{done}");
+    let (code, _) = call(&mut spec, &s, "post", "/api/v1/index/notify", "/api/v1/index/notify", Some(json!({ "image_paths": paths[..2] }))).await;
+    assert_eq!(code, 200, "indexed and unchanged");
+    let items = format!("/api/v1/index/status/{job_id}/items");
+    let (code, page) = call(&mut spec, &s, "get", "/api/v1/index/status/{job_id}/items", &format!("{items}?state=failed"), None).await;
+    assert_eq!((code, page["items"][0]["reason"].as_str()), (200, Some("not_found")), "{page}");
+    call(&mut spec, &s, "get", "/api/v1/index/status/{job_id}/items", &format!("{items}?limit=0"), None).await;
+    call(&mut spec, &s, "get", "/api/v1/index/jobs", "/api/v1/index/jobs?status=completed&limit=5", None).await;
+    let (code, _) = call(&mut spec, &s, "get", "/api/v1/index/jobs", "/api/v1/index/jobs?status=done", None).await;
+    assert_eq!(code, 422);
+    call(&mut spec, &s, "get", "/api/v1/index/status", "/api/v1/index/status", None).await;
+    call(&mut spec, &s, "get", "/api/v1/index/stats", "/api/v1/index/stats", None).await;
+    call(&mut spec, &s, "get", "/health", "/health", None).await;
+    call(&mut spec, &s, "get", "/metrics", "/metrics", None).await;
+    let (code, _) = call(&mut spec, &s, "post", "/api/v1/index/status/{job_id}/retry", &format!("/api/v1/index/status/{job_id}/retry"), Some(json!({}))).await;
+    assert_eq!(code, 202, "the missing image is queued again");
+    let (code, _) = call(&mut spec, &s, "post", "/api/v1/index/jobs/{job_id}/cancel", &format!("/api/v1/index/jobs/{job_id}/cancel"), Some(json!({}))).await;
+    assert_eq!(code, 409);
+    let (code, hooks) = call(&mut spec, &s, "get", "/api/v1/index/jobs/{job_id}/webhooks", &format!("/api/v1/index/jobs/{job_id}/webhooks"), None).await;
+    assert_eq!((code, hooks["deliveries"].as_array().map(Vec::len)), (200, Some(0)), "no webhooks configured: {hooks}");
+    let (code, off) = call(&mut spec, &s, "post", "/api/v1/index/notify", "/api/v1/index/notify", Some(json!({ "image_paths": paths[..1], "webhook_url": "https://hooks.example/" }))).await;
+    assert_eq!((code, off["error"].as_str()), (422, Some("validation_error")), "webhooks are off here: {off}");
+
+    // Directory triggers: a new job, the same job while it runs, and refusals.
+    let (code, scan) = call(&mut spec, &s, "post", "/api/v1/index/trigger", "/api/v1/index/trigger", Some(json!({ "image_dir": root, "force_reindex": true }))).await;
+    assert_eq!(code, 202, "{scan}");
+    for dir in [root.join("nope"), PathBuf::from("relative")] {
+        let (code, _) = call(&mut spec, &s, "post", "/api/v1/index/trigger", "/api/v1/index/trigger", Some(json!({ "image_dir": dir }))).await;
+        assert_eq!(code, 422);
+    }
+    let scan_done = wait_finished(&mut spec, &s, scan["job_id"].as_str().unwrap()).await;
+    assert!(scan_done["scan"]["done"].as_bool().unwrap(), "{scan_done}");
+
+    // Search: by text, by indexed path, by upload (multipart), with refusals.
+    let (code, r) = call(&mut spec, &s, "post", "/api/v1/query", "/api/v1/query", Some(json!({ "text": "a cat", "top_k": 3 }))).await;
+    assert_eq!((code, r["results"].as_array().map(Vec::len)), (200, Some(3)), "{r}");
+    call(&mut spec, &s, "post", "/api/v1/query", "/api/v1/query", Some(json!({ "image_path": images[0], "copy_results": true }))).await;
+    let (code, _) = call(&mut spec, &s, "post", "/api/v1/query", "/api/v1/query", Some(json!({ "image_path": "/etc/passwd" }))).await;
+    assert_eq!(code, 404);
+    let (code, _) = call(&mut spec, &s, "post", "/api/v1/query", "/api/v1/query", Some(json!({ "text": "x", "top_k": 0 }))).await;
+    assert_eq!(code, 422);
+    upload(&mut spec, &s, &images[0]).await;
+
+    // Unknown jobs, malformed bodies, a missing Content-Type.
+    for (method, template) in [
+        ("get", "/api/v1/index/status/{job_id}"),
+        ("get", "/api/v1/index/status/{job_id}/items"),
+        ("get", "/api/v1/index/status/{job_id}/events"),
+        ("post", "/api/v1/index/status/{job_id}/retry"),
+        ("post", "/api/v1/index/jobs/{job_id}/cancel"),
+        ("get", "/api/v1/index/jobs/{job_id}/webhooks"),
+    ] {
+        let path = template.replace("{job_id}", "no-such-job");
+        let body = (method == "post").then(|| json!({}));
+        let (code, _) = call(&mut spec, &s, method, template, &path, body).await;
+        assert_eq!(code, 404, "{method} {path}");
+    }
+    let (code, _) = call(&mut spec, &s, "post", "/api/v1/index/add-images", "/api/v1/index/add-images", None).await;
+    assert_eq!(code, 415);
+    let r = reqwest::Client::new().post(format!("{}/api/v1/index/add-images", s.url)).header("content-type", "application/json").body("{nope").send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    spec.check("post", "/api/v1/index/add-images", status, "application/json", &body);
+    assert_eq!(status, 400);
+    let (code, _) = call(&mut spec, &s, "post", "/api/v1/index/add-images", "/api/v1/index/add-images", Some(json!({ "image_paths": ["/etc/passwd"] }))).await;
+    assert_eq!(code, 422);
+
+    live(&mut spec, &s, &job_id).await;
+
+    let missing: Vec<_> = spec.operations().difference(&spec.checked).cloned().collect();
+    assert!(missing.is_empty(), "operations the test never called: {missing:?}");
+
+    // Swagger UI, from the binary itself: no CDN.
+    let page = reqwest::get(format!("{}/docs/", s.url)).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("swagger-ui") && !html.contains("https://"), "{html}");
+    for asset in ["swagger-ui-bundle.js", "swagger-ui.css", "swagger-initializer.js"] {
+        let r = reqwest::get(format!("{}/docs/{asset}", s.url)).await.unwrap();
+        assert_eq!(r.status(), 200, "{asset}");
+        let text = r.text().await.unwrap();
+        if asset == "swagger-initializer.js" {
+            assert!(text.contains("/openapi.json"), "{text}");
+        }
+    }
+    s.stop().await;
+}
+
+async fn upload(spec: &mut Spec, s: &Serve, image: &Path) {
+    let bytes = std::fs::read(image).unwrap();
+    let form = reqwest::multipart::Form::new()
+        .part("image", reqwest::multipart::Part::bytes(bytes).file_name("probe.png"))
+        .text("top_k", "2");
+    let r = reqwest::Client::new().post(format!("{}/api/v1/query", s.url)).multipart(form).send().await.unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    spec.check("post", "/api/v1/query", status, "application/json", &body);
+}
+
+/// The live endpoints of a finished job: its state, then the end.
+async fn live(spec: &mut Spec, s: &Serve, job_id: &str) {
+    let template = "/api/v1/index/status/{job_id}/events";
+    let r = reqwest::get(format!("{}/api/v1/index/status/{job_id}/events", s.url)).await.unwrap();
+    let content_type = r.headers()["content-type"].to_str().unwrap().to_string();
+    let schema = spec.declared("get", template, r.status().as_u16(), &content_type).unwrap();
+    let text = r.text().await.unwrap();
+    let events: Vec<Value> =
+        text.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| serde_json::from_str(d.trim()).unwrap()).collect();
+    assert_eq!(events.last().unwrap()["type"], "job_complete", "{text}");
+    for event in &events {
+        spec.validate(&schema, event, "an event");
+    }
+    spec.checked.insert(("get".into(), template.into()));
+
+    let template = "/api/v1/index/status/{job_id}/ws";
+    let ws_url = format!("{}/api/v1/index/status/{job_id}/ws", s.url.replacen("http", "ws", 1));
+    let (mut socket, response) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    spec.declared("get", template, response.status().as_u16(), "");
+    let schema = spec.doc["components"]["schemas"]["LiveMessage"].clone();
+    let first = socket.next().await.unwrap().unwrap();
+    spec.validate(&schema, &serde_json::from_str(first.to_text().unwrap()).unwrap(), "a WebSocket message");
+    let (code, _) = call(spec, s, "get", template, &format!("/api/v1/index/status/{job_id}/ws"), None).await;
+    assert_eq!(code, 400, "not an upgrade request");
+    let (code, _) = call(spec, s, "get", template, "/api/v1/index/status/no-such-job/ws", None).await;
+    assert_eq!(code, 400, "the upgrade is checked first");
+}
+
+/// schemathesis (PyPI; `tests/run.sh` installs it) against the live document: every
+/// operation with generated parameters and bodies, bounded in examples and time. No 5xx,
+/// and every answer's status, content type and body as the document declares.
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_and_no_undeclared_answer() {
+    let Some(schemathesis) = schemathesis() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let imgs = tempfile::tempdir().unwrap();
+    copy_images(imgs.path(), 1);
+    let roots = imgs.path().canonicalize().unwrap().display().to_string();
+    let s = Serve::start(data.path(), &[("IMGIDX__API__ALLOWED_ROOTS", roots.as_str())]).await;
+    let report = data.path().join("schemathesis");
+    let run = tokio::process::Command::new(&schemathesis)
+        .arg("run")
+        .arg(format!("{}/openapi.json", s.url))
+        .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"])
+        .args(["--phases", "examples,coverage,fuzzing"])
+        // Bounded by examples (a --max-time would make fuzzing repeat until it is spent).
+        .args(["--max-examples", "50", "--seed", "1", "--workers", "2"])
+        .args(["--request-timeout", "20", "--suppress-health-check", "all", "--no-color"])
+        // Live streams never end on their own: they are checked by the test above.
+        .args(["--exclude-path-regex", "/(ws|events)$"])
+        .arg("--report-dir")
+        .arg(&report)
+        .current_dir(data.path())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(600), run).await.expect("schemathesis ran for 10 minutes").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log_text()
+    );
+    assert!(!s.log_text().contains("panicked"), "{}", s.log_text());
+    s.stop().await;
+}
+
+/// The schemathesis command, from `IMGIDX_SCHEMATHESIS` or the repository's `.venv`;
+/// without it the test is skipped, unless the test command set up everything.
+fn schemathesis() -> Option<PathBuf> {
+    let path = std::env::var_os("IMGIDX_SCHEMATHESIS").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".venv/bin/schemathesis"));
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("IMGIDX_REQUIRE_SERVICES").is_none(),
+        "schemathesis not found at {} (tests/run.sh installs it)",
+        path.display()
+    );
+    eprintln!("skipped: schemathesis not found at {} (tests/run.sh installs it)", path.display());
+    None
+}
