@@ -96,6 +96,8 @@ pub struct ApiSettings {
     pub webhook_timeout_secs: u64,
     /// Hours a delivery is retried (with growing waits) before it is given up.
     pub webhook_retry_hours: u64,
+    /// Most collections the catalog may hold (each keeps files and memory open).
+    pub max_collections: usize,
 }
 
 impl Default for ApiSettings {
@@ -125,6 +127,7 @@ impl Default for ApiSettings {
             webhook_allow_private: false,
             webhook_timeout_secs: 10,
             webhook_retry_hours: 24,
+            max_collections: 100,
         }
     }
 }
@@ -223,11 +226,20 @@ pub struct VectorSettings {
     pub collection: String,
     /// Directory of the embedded index; `<data_dir>/vectors` when unset.
     pub edge_path: Option<PathBuf>,
+    /// Directory holding the embedded indexes of collections made through the API, one
+    /// subdirectory each; `<data_dir>/collections` when unset.
+    pub edge_collections_dir: Option<PathBuf>,
 }
 
 impl Default for VectorSettings {
     fn default() -> Self {
-        Self { qdrant_url: None, qdrant_api_key: None, collection: "images".into(), edge_path: None }
+        Self {
+            qdrant_url: None,
+            qdrant_api_key: None,
+            collection: "images".into(),
+            edge_path: None,
+            edge_collections_dir: None,
+        }
     }
 }
 
@@ -477,6 +489,9 @@ impl Settings {
         if !self.api.webhook_urls.is_empty() && self.api.webhook_secret.as_deref().is_none_or(str::is_empty) {
             return bad("api.webhook_urls needs api.webhook_secret (deliveries are signed)");
         }
+        if self.api.max_collections == 0 {
+            return bad("api.max_collections must be at least 1 (the initial collection counts)");
+        }
         if self.api.webhook_timeout_secs == 0 || self.api.webhook_retry_hours == 0 {
             return bad("api.webhook_timeout_secs and api.webhook_retry_hours must be at least 1");
         }
@@ -515,6 +530,10 @@ impl Settings {
 
     pub fn edge_path(&self) -> PathBuf {
         self.vectors.edge_path.clone().unwrap_or_else(|| self.data_dir.join("vectors"))
+    }
+
+    pub fn edge_collections_dir(&self) -> PathBuf {
+        self.vectors.edge_collections_dir.clone().unwrap_or_else(|| self.data_dir.join("collections"))
     }
 
     /// Directory `imgidx models fetch` installs models into.

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod broker;
+pub mod collections;
 pub mod config;
 pub mod embed;
 pub mod files;

@@ -72,6 +72,10 @@ pub struct ImageTask {
     /// reconcile or by an older API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Physical collection to upsert into; absent: the one the deployment started with
+    /// (and every task queued before collections existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
 }
 
 /// Why an image could not be indexed.
@@ -86,6 +90,8 @@ pub enum FailureKind {
     InferenceFailed,
     /// Attempts that never finished (the worker crashed on it, or kept failing) ran out.
     RetriesExhausted,
+    /// The collection it was queued for was deleted, or holds vectors of another size.
+    CollectionUnavailable,
 }
 
 impl FailureKind {
@@ -98,6 +104,7 @@ impl FailureKind {
             FailureKind::TooLarge => "too_large",
             FailureKind::InferenceFailed => "inference_failed",
             FailureKind::RetriesExhausted => "retries_exhausted",
+            FailureKind::CollectionUnavailable => "collection_unavailable",
         }
     }
 }

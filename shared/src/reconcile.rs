@@ -95,7 +95,7 @@ pub async fn publish_unpublished(
 async fn publish_by_priority(broker: &dyn Broker, items: Vec<RequeueItem>, shutdown: &Shutdown) -> Result<u64, BrokerError> {
     let mut by_priority: BTreeMap<Priority, Vec<ImageTask>> = BTreeMap::new();
     for r in items {
-        by_priority.entry(r.priority).or_default().push(r.item.task(&r.job_id, None));
+        by_priority.entry(r.priority).or_default().push(r.task(None));
     }
     let mut published = 0u64;
     for (priority, tasks) in by_priority.into_iter().rev() {

@@ -108,8 +108,11 @@ impl FaultyStore {
 
 #[async_trait::async_trait]
 impl VectorStore for FaultyStore {
-    async fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError> {
-        self.inner.ensure_collection(dim).await
+    async fn ensure_shape(&self, dim: usize, distance: imgidx_shared::collections::Distance) -> Result<(), VectorStoreError> {
+        self.inner.ensure_shape(dim, distance).await
+    }
+    async fn attach(&self, dim: usize) -> Result<(), VectorStoreError> {
+        self.inner.attach(dim).await
     }
     async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorStoreError> {
         self.writes_begun.fetch_add(1, Ordering::SeqCst);

@@ -143,7 +143,7 @@ async fn a_walk_whose_api_process_died_is_taken_over_and_finished() {
     settings.api.scan_lease_secs = 1;
     let cluster = Cluster::start(settings, 1).await;
 
-    let spec = ScanSpec { dir: root.to_string_lossy().into_owned(), recursive: true, force_reindex: false, prune_missing: false };
+    let spec = ScanSpec { dir: root.to_string_lossy().into_owned(), recursive: true, force_reindex: false, prune_missing: false, collection: None };
     let opened = cluster.jobs.open_scan("idx_orphan", Priority::Normal, &spec, "api-dead").await.unwrap();
     assert_eq!(opened, ScanOpened::Created);
     let orphaned: Vec<NewItem> = images[..2]

@@ -19,7 +19,7 @@ use imgidx_shared::embed::VisionEncoder;
 use imgidx_shared::jobs::{JobStore, PostgresJobStore};
 use imgidx_shared::metrics::MetricsRegistry;
 use imgidx_shared::shutdown::Shutdown;
-use imgidx_shared::vectors::{EdgeStore, VectorStore};
+use imgidx_shared::vectors::{Collections, VectorStore};
 use imgidx_worker::metrics::WorkerMetrics;
 use imgidx_worker::{WorkerDeps, WorkerReport};
 
@@ -137,7 +137,9 @@ pub struct Cluster {
     pub base_url: String,
     pub http: reqwest::Client,
     pub jobs: Arc<dyn JobStore>,
+    /// The initial collection's store.
     pub vectors: Arc<dyn VectorStore>,
+    pub collections: Arc<Collections>,
     pub encoder: Arc<VisionEncoder>,
     shutdown: Shutdown,
     api: JoinHandle<()>,
@@ -203,8 +205,9 @@ impl Cluster {
         let (url, ca) = (settings.jobs.url.as_deref().unwrap(), settings.jobs.tls_ca_file.as_deref());
         let jobs: Arc<dyn JobStore> =
             Arc::new(PostgresJobStore::connect_with_ca(url, settings.jobs.pool_size, ca).await.unwrap());
-        let vectors: Arc<dyn VectorStore> = Arc::new(EdgeStore::open(&settings.edge_path()).unwrap());
-        vectors.ensure_collection(encoder.manifest().embedding_dim).await.unwrap();
+        let (model_name, dim) = (encoder.manifest().name.clone(), encoder.manifest().embedding_dim);
+        let collections = imgidx_api::open_collections(&settings, jobs.as_ref(), &model_name, dim).await.unwrap();
+        let vectors = collections.open(&settings.vectors.collection, dim, None).await.unwrap();
         let shutdown = Shutdown::new();
         let registry = MetricsRegistry::default();
         let worker_metrics = WorkerMetrics::new(&registry);
@@ -214,7 +217,8 @@ impl Cluster {
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let deps = ApiDeps {
             jobs: jobs.clone(),
-            vectors: vectors.clone(),
+            collections: collections.clone(),
+            initial_collection: settings.vectors.collection.clone(),
             broker: api_broker.clone(),
             model_name: encoder.manifest().name.clone(),
             embedding_dim: encoder.manifest().embedding_dim,
@@ -244,6 +248,7 @@ impl Cluster {
             http: reqwest::Client::new(),
             jobs,
             vectors,
+            collections,
             encoder,
             shutdown,
             api,
@@ -262,21 +267,32 @@ impl Cluster {
 
     /// A worker with its own connection, as a separate node would have.
     pub async fn spawn_worker(&self, tag: &str, worker_settings: imgidx_shared::config::WorkerSettings) -> Worker {
-        self.spawn_worker_with(tag, worker_settings, self.vectors.clone()).await
+        self.spawn_worker_in(tag, worker_settings, self.collections.clone()).await
     }
 
-    /// As `spawn_worker`, writing to the given store (fault injection).
+    /// As `spawn_worker`, writing the initial collection to the given store (fault injection).
     pub async fn spawn_worker_with(
         &self,
         tag: &str,
         worker_settings: imgidx_shared::config::WorkerSettings,
         vectors: Arc<dyn VectorStore>,
     ) -> Worker {
+        let collections = Arc::new(Collections::single(&self.settings.vectors.collection, vectors));
+        self.spawn_worker_in(tag, worker_settings, collections).await
+    }
+
+    async fn spawn_worker_in(
+        &self,
+        tag: &str,
+        worker_settings: imgidx_shared::config::WorkerSettings,
+        collections: Arc<Collections>,
+    ) -> Worker {
         let broker = connect_broker(&self.settings, tag).await;
         let budget = imgidx_shared::embed::DecodeBudget::from_settings(&worker_settings);
         let deps = WorkerDeps {
             broker: broker.clone(),
-            vectors,
+            collections,
+            initial_collection: self.settings.vectors.collection.clone(),
             jobs: self.jobs.clone(),
             encoder: self.encoder.clone(),
             budget,

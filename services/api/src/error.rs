@@ -76,6 +76,18 @@ pub enum ApiError {
     /// The job has finished already (cancel needs an active job).
     #[error("job {job_id} has finished already ({status})")]
     JobFinished { job_id: String, status: &'static str },
+    #[error("collection {0} not found")]
+    CollectionNotFound(String),
+    #[error("collection {0} exists already")]
+    CollectionExists(String),
+    /// The collection holds another model's vectors than this server makes.
+    #[error("collection {collection} holds vectors of model {bound}; this server embeds with {served}")]
+    CollectionModelMismatch { collection: String, bound: String, served: String },
+    /// Deleting it would pull it from under the selection or active jobs.
+    #[error("{0}")]
+    CollectionInUse(String),
+    #[error("the server holds its most collections ({0}, vectors.max_collections); delete one first")]
+    CollectionLimit(usize),
 }
 
 fn retry_after_secs(d: &Duration) -> u64 {
@@ -131,6 +143,11 @@ pub const ERROR_CODES: &[&str] = &[
     "request_timeout",
     "job_finished",
     "job_not_finished",
+    "collection_not_found",
+    "collection_exists",
+    "collection_model_mismatch",
+    "collection_in_use",
+    "collection_limit",
     "payload_too_large",
     "unsupported_media_type",
     "host_not_allowed",
@@ -182,6 +199,20 @@ impl ApiError {
                 "job_store_unavailable",
                 "the job store is unavailable; try again".into(),
             ),
+            ApiError::CollectionNotFound(_) => (StatusCode::NOT_FOUND, "collection_not_found", self.to_string()),
+            ApiError::Vectors(VectorStoreError::NotFound(_)) => (
+                StatusCode::NOT_FOUND,
+                "collection_not_found",
+                "the collection's index is gone from the vector store".into(),
+            ),
+            ApiError::CollectionExists(_) => (StatusCode::CONFLICT, "collection_exists", self.to_string()),
+            ApiError::CollectionModelMismatch { .. } => (
+                StatusCode::CONFLICT,
+                "collection_model_mismatch",
+                format!("{self}: index into or search another collection, or serve this one's model"),
+            ),
+            ApiError::CollectionInUse(m) => (StatusCode::CONFLICT, "collection_in_use", m.clone()),
+            ApiError::CollectionLimit(_) => (StatusCode::CONFLICT, "collection_limit", self.to_string()),
             ApiError::Vectors(VectorStoreError::Unavailable(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "index_unavailable",
@@ -265,6 +296,12 @@ mod tests {
             ApiError::JobNotFinished(String::new()),
             ApiError::JobFinished { job_id: String::new(), status: "completed" },
             ApiError::WebhookNotAllowed(String::new()),
+            ApiError::CollectionNotFound(String::new()),
+            ApiError::Vectors(VectorStoreError::NotFound(String::new())),
+            ApiError::CollectionExists(String::new()),
+            ApiError::CollectionModelMismatch { collection: String::new(), bound: String::new(), served: String::new() },
+            ApiError::CollectionInUse(String::new()),
+            ApiError::CollectionLimit(1),
         ];
         for code in ["image_too_large", "not_an_image", "unreadable_image"] {
             errors.push(ApiError::QueryImage { code, message: String::new() });

@@ -14,6 +14,7 @@ mod query_engine;
 mod routes;
 mod scan;
 mod state;
+mod target;
 mod webhooks;
 
 use std::sync::Arc;
@@ -30,7 +31,10 @@ pub use state::ApiDeps;
 use imgidx_shared::config::{ApiSettings, Settings};
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
-use imgidx_shared::vectors;
+use imgidx_shared::collections::CollectionRecord;
+use imgidx_shared::jobs::JobStore;
+use imgidx_shared::vectors::{self, Collections};
+use chrono::Utc;
 
 use http::auth::Guard;
 use http::rate_limit::RateLimiter;
@@ -53,11 +57,12 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Shutdown) 
         .map_err(|e| ServiceError::Other(format!("loading the query encoders: {e}")))??;
     let manifest = engine.manifest().clone();
     let jobs = service::job_store(&settings).await?;
-    let vectors = vectors::open(&settings, manifest.embedding_dim).await?;
+    let collections = open_collections(&settings, jobs.as_ref(), &manifest.name, manifest.embedding_dim).await?;
     let broker = service::broker(&settings, "api").await?;
     let deps = ApiDeps {
         jobs,
-        vectors,
+        collections,
+        initial_collection: settings.vectors.collection.clone(),
         broker: broker.clone(),
         model_name: manifest.name.clone(),
         embedding_dim: manifest.embedding_dim,
@@ -68,6 +73,22 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Shutdown) 
     let result = serve(&settings.api, deps, listener, shutdown).await;
     broker.close().await;
     result
+}
+
+/// The vector stores of every collection, with the collection a deployment starts with
+/// (`vectors.collection`) made if missing and in the catalog, bound to `model`.
+pub async fn open_collections(
+    settings: &Settings,
+    jobs: &dyn JobStore,
+    model: &str,
+    dim: usize,
+) -> Result<Arc<Collections>, ServiceError> {
+    let collections = vectors::collections(settings)?;
+    let initial = CollectionRecord::initial(&settings.vectors.collection, model, dim, Utc::now());
+    let stored = jobs.ensure_initial_collection(&initial).await?;
+    // Made with the catalog's shape: a restart with another model keeps the index it had.
+    collections.open(&stored.physical, stored.dim, Some(stored.distance)).await?;
+    Ok(collections)
 }
 
 /// Serve with backends built elsewhere.

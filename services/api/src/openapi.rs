@@ -38,6 +38,7 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "jobs", description = "Follow, list, cancel and retry indexing jobs"),
         (name = "live", description = "A job's progress as it happens (WebSocket, Server-Sent Events)"),
         (name = "search", description = "Nearest images to a text or an image"),
+        (name = "collections", description = "Separate, named indexes, each bound to one model; requests without `collection` use the selected one"),
         (name = "service", description = "Health and metrics, open to load balancers and scrapers"),
     ),
     components(schemas(ErrorBody, WebhookPayload))

@@ -8,7 +8,7 @@ use imgidx_shared::broker::Broker;
 use imgidx_shared::config::ApiSettings;
 use imgidx_shared::jobs::JobStore;
 use imgidx_shared::metrics::MetricsRegistry;
-use imgidx_shared::vectors::VectorStore;
+use imgidx_shared::vectors::Collections;
 
 use crate::query_engine::QueryEngine;
 use crate::live::LiveHub;
@@ -21,7 +21,11 @@ use crate::webhooks::Webhooks;
 #[derive(Clone)]
 pub struct ApiDeps {
     pub jobs: Arc<dyn JobStore>,
-    pub vectors: Arc<dyn VectorStore>,
+    /// The vector stores of every collection (see `target.rs` for which one a request uses).
+    pub collections: Arc<Collections>,
+    /// The collection a deployment starts with (`vectors.collection`): selected until
+    /// another one is.
+    pub initial_collection: String,
     pub broker: Arc<dyn Broker>,
     /// Model name and dimension reported by `/stats` (from the model manifest).
     pub model_name: String,

@@ -17,7 +17,7 @@ use imgidx_shared::embed::{DecodeBudget, Preprocessor, VisionEncoder};
 use imgidx_shared::jobs::{JobStore, SqliteJobStore};
 use imgidx_shared::messages::{ImageTask, Priority};
 use imgidx_shared::shutdown::Shutdown;
-use imgidx_shared::vectors::{EdgeStore, VectorStore};
+use imgidx_shared::vectors::{Collections, EdgeStore, VectorStore};
 use imgidx_worker::metrics::WorkerMetrics;
 use imgidx_worker::WorkerDeps;
 
@@ -179,7 +179,7 @@ async fn pipeline_rate(
     let tasks: Vec<ImageTask> = (0..count)
         .map(|i| {
             let path = files[i % files.len()].to_string_lossy().into_owned();
-            ImageTask { job_id: "bench".into(), point_id: uuid::Uuid::new_v4(), path, stamp: None, request_id: None }
+            ImageTask { job_id: "bench".into(), point_id: uuid::Uuid::new_v4(), path, stamp: None, request_id: None, collection: None }
         })
         .collect();
     broker.publish_tasks(Priority::Normal, &tasks).await?;
@@ -189,7 +189,8 @@ async fn pipeline_rate(
     let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&dir.path().join("jobs.sqlite3"))?);
     let deps = WorkerDeps {
         broker: Arc::new(broker.clone()),
-        vectors,
+        collections: Arc::new(Collections::single("bench", vectors)),
+        initial_collection: "bench".into(),
         jobs,
         encoder,
         budget,

@@ -90,6 +90,10 @@ pub enum Command {
     Cancel(client::CancelArgs),
     /// Client: index statistics.
     Stats(client::StatsArgs),
+    /// Client: list, create, delete and select the server's collections (`--collection
+    /// NAME` on index, trigger, search, similar and stats picks one per command).
+    #[command(subcommand)]
+    Collections(client::CollectionsCommand),
     /// Make API keys (`keys new --name NAME [--scope read]`).
     #[command(subcommand)]
     Keys(crate::keys_cmd::KeysCommand),
@@ -113,6 +117,7 @@ impl Command {
                 | Command::Jobs(_)
                 | Command::Cancel(_)
                 | Command::Stats(_)
+                | Command::Collections(_)
                 | Command::Keys(_)
         )
     }

@@ -87,6 +87,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs(args) => return client::jobs(args).await,
         Command::Cancel(args) => return client::cancel(args).await,
         Command::Stats(args) => return client::stats(args).await,
+        Command::Collections(cmd) => return client::collections(cmd).await,
         Command::Keys(cmd) => {
             keys_cmd::run(cmd)?;
             return Ok(ExitCode::SUCCESS);
@@ -159,6 +160,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Jobs(_)
         | Command::Cancel(_)
         | Command::Stats(_)
+        | Command::Collections(_)
         | Command::Keys(_) => {}
         Command::Models(cmd) => models::run(&settings, cmd).await?,
     }

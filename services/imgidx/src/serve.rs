@@ -23,7 +23,6 @@ use imgidx_shared::metrics::MetricsRegistry;
 use imgidx_shared::{reconcile, retention};
 use imgidx_shared::service;
 use imgidx_shared::shutdown::Shutdown;
-use imgidx_shared::vectors;
 use imgidx_worker::metrics::WorkerMetrics;
 use imgidx_worker::{Isolation, WorkerDeps};
 
@@ -63,7 +62,8 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     .await??;
     let manifest = encoder.manifest().clone();
     let jobs = service::job_store(&settings).await?;
-    let vectors = vectors::open(&settings, manifest.embedding_dim).await?;
+    let collections =
+        imgidx_api::open_collections(&settings, jobs.as_ref(), &manifest.name, manifest.embedding_dim).await?;
     let node = settings.node_name();
     let queue = match settings.broker.url.as_deref().filter(|u| !u.is_empty()) {
         None => {
@@ -96,7 +96,8 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         brokers.push(broker.clone());
         let deps = WorkerDeps {
             broker,
-            vectors: vectors.clone(),
+            collections: collections.clone(),
+            initial_collection: settings.vectors.collection.clone(),
             jobs: jobs.clone(),
             encoder: encoder.clone(),
             budget: budget.clone(),
@@ -132,7 +133,8 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     brokers.push(api_broker.clone());
     let deps = ApiDeps {
         jobs: jobs.clone(),
-        vectors,
+        collections,
+        initial_collection: settings.vectors.collection.clone(),
         broker: api_broker,
         model_name: manifest.name.clone(),
         embedding_dim: manifest.embedding_dim,

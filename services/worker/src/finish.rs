@@ -5,6 +5,7 @@
 //! A redelivery after a crash re-upserts the same point ids, so nothing is lost or
 //! duplicated.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +16,7 @@ use imgidx_shared::broker::Broker;
 use imgidx_shared::embed::{EmbedError, VisionEncoder};
 use imgidx_shared::messages::{CompletionEvent, FailureKind, Outcome};
 use imgidx_shared::time::{from_unix_nanos, rfc3339};
-use imgidx_shared::vectors::{ImagePayload, Point, VectorStore};
+use imgidx_shared::vectors::{Collections, ImagePayload, Point, VectorStore, VectorStoreError};
 
 use crate::hold::Hold;
 use crate::isolate::{isolate, Leaf};
@@ -30,7 +31,10 @@ pub struct Counts {
 
 pub struct Finisher {
     pub broker: Arc<dyn Broker>,
-    pub vectors: Arc<dyn VectorStore>,
+    /// Each task names the physical collection it goes into.
+    pub collections: Arc<Collections>,
+    /// The collection of tasks that name none (queued before collections existed).
+    pub initial_collection: String,
     pub encoder: Arc<VisionEncoder>,
     pub hold: Hold,
     pub metrics: WorkerMetrics,
@@ -40,10 +44,23 @@ impl Finisher {
     /// Settles the batch; None when shutdown came while a dependency was down (the
     /// deliveries are then left unsettled, for the broker to hand out again).
     pub async fn finish(&self, batch: Vec<Prepared>) -> Option<Counts> {
-        let decoded: Vec<(usize, &Decoded)> =
-            batch.iter().enumerate().filter_map(|(i, p)| p.result.as_ref().ok().map(|d| (i, d))).collect();
         let mut outcomes: Vec<Result<(), Failure>> = batch.iter().map(|p| p.result.as_ref().map(|_| ()).map_err(Clone::clone)).collect();
-        let mut points = Vec::with_capacity(decoded.len());
+        // Before inference: an image whose collection is gone is not worth embedding.
+        let stores = self.stores(&batch, &outcomes).await?;
+        for (i, p) in batch.iter().enumerate() {
+            if let Some(Err(failure)) = stores.get(self.collection_of(p)) {
+                if outcomes[i].is_ok() {
+                    outcomes[i] = Err(failure.clone());
+                }
+            }
+        }
+        let decoded: Vec<(usize, &Decoded)> = batch
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| outcomes[*i].is_ok())
+            .filter_map(|(i, p)| p.result.as_ref().ok().map(|d| (i, d)))
+            .collect();
+        let mut points: HashMap<&str, Vec<Point>> = HashMap::new();
         if !decoded.is_empty() {
             let images: Vec<&Decoded> = decoded.iter().map(|(_, d)| *d).collect();
             let started = Instant::now();
@@ -55,19 +72,23 @@ impl Finisher {
                 match vector {
                     Ok(vector) => {
                         let task = &batch[*i].task.message;
-                        points.push(Point { id: task.point_id, vector, payload: payload(task, d, &model, &indexed_at) });
+                        let point = Point { id: task.point_id, vector, payload: payload(task, d, &model, &indexed_at) };
+                        points.entry(self.collection_of(&batch[*i])).or_default().push(point);
                     }
                     Err(failure) => outcomes[*i] = Err(failure),
                 }
             }
         }
         let counts = Counts {
-            indexed: points.len() as u64,
+            indexed: points.values().map(|p| p.len() as u64).sum(),
             failed: outcomes.iter().filter(|o| o.is_err()).count() as u64,
         };
         if !points.is_empty() {
             let started = Instant::now();
-            self.hold.until_ok("upsert into the vector store", || self.vectors.upsert(points.clone())).await?;
+            for (collection, points) in points {
+                let Some(Ok(store)) = stores.get(collection) else { continue };
+                self.hold.until_ok("upsert into the vector store", || store.upsert(points.clone())).await?;
+            }
             self.metrics.observe(Stage::Upsert, started.elapsed());
         }
         let started = Instant::now();
@@ -82,6 +103,43 @@ impl Finisher {
         self.metrics.observe(Stage::PublishAck, started.elapsed());
         tracing::debug!(worker = %self.hold.worker, indexed = counts.indexed, failed = counts.failed, "batch done");
         Some(counts)
+    }
+
+    fn collection_of<'a>(&'a self, p: &'a Prepared) -> &'a str {
+        p.task.message.collection.as_deref().unwrap_or(&self.initial_collection)
+    }
+
+    /// The store of each collection the batch's images that are still going go into, or
+    /// the failure of those images when it is gone or holds another size of vector.
+    /// None when shutdown came while the vector store was down.
+    async fn stores<'a>(
+        &'a self,
+        batch: &'a [Prepared],
+        outcomes: &[Result<(), Failure>],
+    ) -> Option<HashMap<&'a str, Result<Arc<dyn VectorStore>, Failure>>> {
+        let dim = self.encoder.manifest().embedding_dim;
+        let mut stores = HashMap::new();
+        for (p, outcome) in batch.iter().zip(outcomes) {
+            let collection = self.collection_of(p);
+            if outcome.is_err() || stores.contains_key(collection) {
+                continue;
+            }
+            let opened = self
+                .hold
+                .until_ok("opening the collection", || async {
+                    match self.collections.open(collection, dim, None).await {
+                        Ok(store) => Ok(Ok(store)),
+                        Err(e @ (VectorStoreError::NotFound(_) | VectorStoreError::Mismatch(_))) => {
+                            let reason = format!("collection {collection} cannot take this image: {e}");
+                            Ok(Err(Failure::new(FailureKind::CollectionUnavailable, &reason)))
+                        }
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+            stores.insert(collection, opened);
+        }
+        Some(stores)
     }
 
     /// One vector or one image's failure per image. Err only when the runtime fails

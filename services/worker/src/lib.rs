@@ -27,7 +27,8 @@ use imgidx_shared::jobs::JobStore;
 use imgidx_shared::metrics::MetricsRegistry;
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
-use imgidx_shared::vectors::{self, VectorStore};
+use imgidx_shared::collections::Distance;
+use imgidx_shared::vectors::{self, Collections};
 
 pub use attempts::Isolation;
 use attempts::{Alone, Guard};
@@ -41,7 +42,10 @@ use prepare::{prepare_batch, Prepared};
 #[derive(Clone)]
 pub struct WorkerDeps {
     pub broker: Arc<dyn Broker>,
-    pub vectors: Arc<dyn VectorStore>,
+    /// The stores tasks upsert into (each names its collection).
+    pub collections: Arc<Collections>,
+    /// The collection of tasks that name none.
+    pub initial_collection: String,
     /// Where attempts are counted.
     pub jobs: Arc<dyn JobStore>,
     pub encoder: Arc<VisionEncoder>,
@@ -69,7 +73,9 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
     let encoder = tokio::task::spawn_blocking(move || VisionEncoder::load(&model.dir, &model))
         .await
         .map_err(|e| ServiceError::Other(e.to_string()))??;
-    let vectors = vectors::open(&settings, encoder.manifest().embedding_dim).await?;
+    let collections = vectors::collections(&settings)?;
+    // As before collections: a worker started first still finds the initial collection.
+    collections.open(&settings.vectors.collection, encoder.manifest().embedding_dim, Some(Distance::Cosine)).await?;
     let jobs = service::job_store(&settings).await?;
     let broker = service::broker(&settings, "worker").await?;
     let tag = format!("{}.worker-{}", settings.node_name(), std::process::id());
@@ -77,7 +83,8 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
     let registry = MetricsRegistry::default();
     let deps = WorkerDeps {
         broker: broker.clone(),
-        vectors,
+        collections,
+        initial_collection: settings.vectors.collection.clone(),
         jobs,
         encoder: Arc::new(encoder),
         budget,
@@ -142,7 +149,14 @@ pub async fn serve(
     }));
 
     let metrics = deps.metrics.clone();
-    let finisher = Finisher { broker: deps.broker, vectors: deps.vectors, encoder: deps.encoder, hold, metrics: deps.metrics };
+    let finisher = Finisher {
+        broker: deps.broker,
+        collections: deps.collections,
+        initial_collection: deps.initial_collection,
+        encoder: deps.encoder,
+        hold,
+        metrics: deps.metrics,
+    };
     let mut report = WorkerReport::default();
     // Runs until stage 1 stops (shutdown or closed streams) and every prepared batch is settled.
     loop {

@@ -3,6 +3,7 @@
 //! when `IMGIDX_TEST_PG_URL` is set; see `postgres/test_db.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod catalog;
 mod harness;
 mod scans;
 mod webhooks;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use uuid::Uuid;
 
+use self::catalog::*;
 use self::harness::Harness;
 use self::scans::*;
 use self::webhooks::*;
@@ -78,6 +80,9 @@ conformance_tests!(
     cancelling_a_scanning_job_stops_its_walk,
     webhooks_wait_for_their_job_then_are_sent_until_delivered,
     an_expired_lease_is_claimed_again_and_cancelled_jobs_announce,
+    collections_are_added_listed_selected_and_removed,
+    a_collection_with_active_jobs_is_not_removed,
+    requeued_items_and_scans_carry_their_collection,
 );
 
 pub(super) fn item(n: u128) -> NewItem {
@@ -109,7 +114,7 @@ pub(super) fn failed(job_id: &str, n: u128, kind: FailureKind, reason: &str) -> 
 }
 
 pub(super) fn requeued(job_id: &str, priority: Priority, item: NewItem) -> RequeueItem {
-    RequeueItem { job_id: job_id.into(), priority, item }
+    RequeueItem { job_id: job_id.into(), priority, item, collection: None }
 }
 
 fn points(range: std::ops::Range<u128>) -> Vec<Uuid> {

@@ -6,6 +6,7 @@
 
 mod attempts;
 mod batch;
+mod catalog;
 #[cfg(test)]
 mod conformance;
 mod items;
@@ -24,6 +25,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use attempts::{AttemptCount, ItemKey};
+pub use catalog::{AddCollection, CollectionCatalog, RemoveCollection};
 pub use items::{ItemPage, ItemRecord, ItemState, RetryCandidates};
 pub use manage::{CancelOutcome, JobCursor, JobPage, JobQuery, JobWorker};
 pub use postgres::PostgresJobStore;
@@ -91,14 +93,16 @@ pub struct NewItem {
 }
 
 impl NewItem {
-    /// The task that asks a worker to embed this item for `job_id`.
-    pub fn task(&self, job_id: &str, request_id: Option<&str>) -> ImageTask {
+    /// The task that asks a worker to embed this item for `job_id` into the physical
+    /// collection `collection` (None: the one the deployment started with).
+    pub fn task(&self, job_id: &str, collection: Option<&str>, request_id: Option<&str>) -> ImageTask {
         ImageTask {
             job_id: job_id.to_owned(),
             point_id: self.point_id,
             path: self.path.clone(),
             stamp: self.stamp,
             request_id: request_id.map(str::to_owned),
+            collection: collection.map(str::to_owned),
         }
     }
 }
@@ -118,6 +122,14 @@ pub struct RequeueItem {
     pub job_id: String,
     pub priority: Priority,
     pub item: NewItem,
+    /// The job's physical collection (None: the one the deployment started with).
+    pub collection: Option<String>,
+}
+
+impl RequeueItem {
+    pub fn task(&self, request_id: Option<&str>) -> ImageTask {
+        self.item.task(&self.job_id, self.collection.as_deref(), request_id)
+    }
 }
 
 /// Full state of one job.
@@ -136,6 +148,8 @@ pub struct JobRecord {
     pub error_message: Option<String>,
     /// A directory scan is still adding items: the job cannot complete yet.
     pub scanning: bool,
+    /// The physical collection it writes into (None: the one the deployment started with).
+    pub collection: Option<String>,
 }
 
 impl JobRecord {
@@ -169,17 +183,29 @@ impl JobRecord {
 }
 
 #[async_trait]
-pub trait JobStore: Send + Sync {
-    /// Create a job (status `queued`) holding those `candidates` that are not already
-    /// pending in another active job; the check and the claim are one atomic step, so
-    /// two concurrent requests never queue the same point twice. Returns the claimed
-    /// items in input order. When none can be claimed, no job is created.
+pub trait JobStore: CollectionCatalog + Send + Sync {
+    /// Create a job (status `queued`) writing into the physical collection `collection`
+    /// (None: the one the deployment started with), holding those `candidates` that are
+    /// not already pending in another active job; the check and the claim are one atomic
+    /// step, so two concurrent requests never queue the same point twice. Returns the
+    /// claimed items in input order. When none can be claimed, no job is created.
+    async fn create_job_in(
+        &self,
+        job_id: &str,
+        priority: Priority,
+        collection: Option<&str>,
+        candidates: &[NewItem],
+    ) -> Result<Vec<NewItem>, JobStoreError>;
+
+    /// [`create_job_in`](Self::create_job_in) the collection the deployment started with.
     async fn create_job(
         &self,
         job_id: &str,
         priority: Priority,
         candidates: &[NewItem],
-    ) -> Result<Vec<NewItem>, JobStoreError>;
+    ) -> Result<Vec<NewItem>, JobStoreError> {
+        self.create_job_in(job_id, priority, None, candidates).await
+    }
 
     /// Mark a job failed with a message and release its pending items (used when its tasks could not be queued).
     async fn fail_job(&self, job_id: &str, message: &str) -> Result<(), JobStoreError>;

@@ -19,6 +19,7 @@
 //! their items and claims; claims and outcomes are inserted in `point_id` order.
 
 mod attempts;
+mod catalog;
 mod items;
 mod manage;
 mod requeue;
@@ -46,10 +47,12 @@ use self::tls::Tls;
 use super::batch::{failure, outcome_state, stored_reason, unique_by_point, unique_events};
 use super::progress::{self, FailureGroup, Finished, JobUpdate};
 use super::{
+    AddCollection, CollectionCatalog, RemoveCollection,
     Applied, AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStatus, JobStore,
     JobStoreError, JobWorker, NewItem, RequeueItem, RetryCandidates, ScanChunk, ScanCounts, ScanLease, ScanOpened,
     ScanRecord, ScanSpec, WebhookAttempt, WebhookDelivery,
 };
+use crate::collections::CollectionRecord;
 use crate::messages::{CompletionEvent, Priority};
 
 /// How long a caller waits for a free pooled connection before the store counts as unavailable.
@@ -58,7 +61,7 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 const JOB_COLUMNS: &str =
-    "job_id, status, priority, total, processed, failed, created_at, started_at, completed_at, error_message, scanning";
+    "job_id, status, priority, total, processed, failed, created_at, started_at, completed_at, error_message, scanning, collection";
 
 #[derive(Clone)]
 pub struct PostgresJobStore {
@@ -113,10 +116,11 @@ impl PostgresJobStore {
 
 #[async_trait]
 impl JobStore for PostgresJobStore {
-    async fn create_job(
+    async fn create_job_in(
         &self,
         job_id: &str,
         priority: Priority,
+        collection: Option<&str>,
         candidates: &[NewItem],
     ) -> Result<Vec<NewItem>, JobStoreError> {
         let unique = unique_by_point(candidates);
@@ -127,8 +131,8 @@ impl JobStore for PostgresJobStore {
         let tx = client.transaction().await.ctx("create_job: begin")?;
         // The job row goes first because claims reference it; its total is set once known.
         tx.execute(
-            "INSERT INTO jobs (job_id, status, priority, total) VALUES ($1, 'queued', $2, 0)",
-            &[&job_id, &priority.as_str()],
+            "INSERT INTO jobs (job_id, status, priority, total, collection) VALUES ($1, 'queued', $2, 0, $3)",
+            &[&job_id, &priority.as_str(), &collection],
         )
         .await
         .ctx("create_job: insert job")?;
@@ -386,6 +390,37 @@ impl JobStore for PostgresJobStore {
             client.query_one("SELECT 1", &[]).await.ok()
         };
         matches!(tokio::time::timeout(HEALTH_TIMEOUT, probe).await, Ok(Some(_)))
+    }
+}
+
+#[async_trait]
+impl CollectionCatalog for PostgresJobStore {
+    async fn ensure_initial_collection(&self, record: &CollectionRecord) -> Result<CollectionRecord, JobStoreError> {
+        catalog::ensure_initial(&mut self.client().await?, record).await
+    }
+
+    async fn add_collection(&self, record: &CollectionRecord, max: usize) -> Result<AddCollection, JobStoreError> {
+        catalog::add(&mut self.client().await?, record, max).await
+    }
+
+    async fn collection(&self, name: &str) -> Result<Option<CollectionRecord>, JobStoreError> {
+        catalog::get(&self.client().await?, name).await
+    }
+
+    async fn collections(&self) -> Result<Vec<CollectionRecord>, JobStoreError> {
+        catalog::all(&self.client().await?).await
+    }
+
+    async fn remove_collection(&self, name: &str) -> Result<RemoveCollection, JobStoreError> {
+        catalog::remove(&mut self.client().await?, name).await
+    }
+
+    async fn select_collection(&self, name: &str) -> Result<bool, JobStoreError> {
+        catalog::select(&mut self.client().await?, name).await
+    }
+
+    async fn selected_collection(&self) -> Result<Option<String>, JobStoreError> {
+        catalog::selected(&self.client().await?).await
     }
 }
 
@@ -664,6 +699,7 @@ fn job_from_row(row: &Row) -> Result<JobRecord, JobStoreError> {
         completed_at: row.try_get("completed_at").ctx(CONTEXT)?,
         error_message: row.try_get("error_message").ctx(CONTEXT)?,
         scanning: row.try_get("scanning").ctx(CONTEXT)?,
+        collection: row.try_get("collection").ctx(CONTEXT)?,
     })
 }
 

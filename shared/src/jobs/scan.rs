@@ -21,6 +21,9 @@ pub struct ScanSpec {
     pub force_reindex: bool,
     /// Delete the points under `dir` whose file is gone, once the walk is done.
     pub prune_missing: bool,
+    /// Physical collection the job writes into (None: the one the deployment started with).
+    /// A second trigger of `dir` joins a running scan only for the same collection.
+    pub collection: Option<String>,
 }
 
 /// How far a walk got. Counted from zero by each walk, so a resumed walk starts over.

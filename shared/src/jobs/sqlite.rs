@@ -12,6 +12,7 @@
 //! or goes back within one open store, so "newest first" orderings are never ties.
 
 mod attempts;
+mod catalog;
 mod items;
 mod manage;
 mod reads;
@@ -34,10 +35,12 @@ use rusqlite::{Connection, ErrorCode};
 use uuid::Uuid;
 
 use super::{
+    AddCollection, CollectionCatalog, RemoveCollection,
     Applied, AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStore, JobStoreError,
     JobWorker, NewItem, RequeueItem, RetryCandidates, ScanChunk, ScanCounts, ScanLease, ScanOpened, ScanRecord,
     ScanSpec, WebhookAttempt, WebhookDelivery,
 };
+use crate::collections::CollectionRecord;
 use crate::messages::{CompletionEvent, Priority};
 
 /// Bound on [`JobStore::healthy`], so a health probe never hangs behind a long write.
@@ -104,20 +107,21 @@ fn lock(db: &Mutex<Db>) -> MutexGuard<'_, Db> {
 
 #[async_trait]
 impl JobStore for SqliteJobStore {
-    async fn create_job(
+    async fn create_job_in(
         &self,
         job_id: &str,
         priority: Priority,
+        collection: Option<&str>,
         candidates: &[NewItem],
     ) -> Result<Vec<NewItem>, JobStoreError> {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let job_id = job_id.to_owned();
+        let (job_id, collection) = (job_id.to_owned(), collection.map(str::to_owned));
         let candidates = candidates.to_vec();
         self.run("create_job", move |db| {
             let now = db.clock.now();
-            writes::create_job(&mut db.conn, now, &job_id, priority, &candidates)
+            writes::create_job(&mut db.conn, now, &job_id, priority, collection.as_deref(), &candidates)
         })
         .await
     }
@@ -363,6 +367,42 @@ impl JobStore for SqliteJobStore {
             db.conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0)).ctx("health probe")
         });
         matches!(tokio::time::timeout(HEALTH_TIMEOUT, probe).await, Ok(Ok(1)))
+    }
+}
+
+#[async_trait]
+impl CollectionCatalog for SqliteJobStore {
+    async fn ensure_initial_collection(&self, record: &CollectionRecord) -> Result<CollectionRecord, JobStoreError> {
+        let record = record.clone();
+        self.run("ensure_initial_collection", move |db| catalog::ensure_initial(&mut db.conn, &record)).await
+    }
+
+    async fn add_collection(&self, record: &CollectionRecord, max: usize) -> Result<AddCollection, JobStoreError> {
+        let record = record.clone();
+        self.run("add_collection", move |db| catalog::add(&mut db.conn, &record, max)).await
+    }
+
+    async fn collection(&self, name: &str) -> Result<Option<CollectionRecord>, JobStoreError> {
+        let name = name.to_owned();
+        self.run("collection", move |db| catalog::get(&db.conn, &name)).await
+    }
+
+    async fn collections(&self) -> Result<Vec<CollectionRecord>, JobStoreError> {
+        self.run("collections", |db| catalog::all(&db.conn)).await
+    }
+
+    async fn remove_collection(&self, name: &str) -> Result<RemoveCollection, JobStoreError> {
+        let name = name.to_owned();
+        self.run("remove_collection", move |db| catalog::remove(&mut db.conn, &name)).await
+    }
+
+    async fn select_collection(&self, name: &str) -> Result<bool, JobStoreError> {
+        let name = name.to_owned();
+        self.run("select_collection", move |db| catalog::select(&mut db.conn, &name)).await
+    }
+
+    async fn selected_collection(&self) -> Result<Option<String>, JobStoreError> {
+        self.run("selected_collection", |db| catalog::selected(&db.conn)).await
     }
 }
 

@@ -2,6 +2,8 @@
 //! Collections are expected to be created (`ensure_collection(dim)`) and empty unless stated.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod collections;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

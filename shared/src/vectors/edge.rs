@@ -25,6 +25,7 @@ use qdrant_edge::{
 
 use super::payload::{self, DIRS_KEY, PATH_KEY, STAMP_KEYS};
 use super::*;
+use crate::collections::Distance as Metric;
 
 /// File Edge persists its configuration in; its presence means a shard exists at the path.
 const EDGE_CONFIG_FILE: &str = "edge_config.json";
@@ -54,10 +55,15 @@ struct WriteLog {
 }
 
 impl EdgeStore {
+    /// Whether a shard has been made at `path`.
+    pub fn exists_at(path: &Path) -> bool {
+        path.join(EDGE_CONFIG_FILE).is_file()
+    }
+
     /// Load the shard at `path` if one exists there; otherwise `ensure_collection` creates it.
     pub fn open(path: &Path) -> Result<Self, VectorStoreError> {
         let shard = OnceLock::new();
-        if path.join(EDGE_CONFIG_FILE).is_file() {
+        if Self::exists_at(path) {
             let loaded = EdgeShard::load(path, None).map_err(edge_err)?;
             let _ = shard.set(loaded);
         }
@@ -90,14 +96,14 @@ impl Inner {
         self.writes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError> {
+    fn ensure_shape(&self, dim: usize, distance: Metric) -> Result<(), VectorStoreError> {
         let _writes = self.lock_writes();
         if let Some(shard) = self.shard.get() {
-            return check_shape(&shard.config(), dim);
+            return check_shape(&shard.config(), dim, distance);
         }
         fs::create_dir_all(&self.path)
             .map_err(|e| VectorStoreError::Other(format!("create {}: {e}", self.path.display())))?;
-        let shard = EdgeShard::new(&self.path, new_config(dim)).map_err(edge_err)?;
+        let shard = EdgeShard::new(&self.path, new_config(dim, distance)).map_err(edge_err)?;
         shard.update(dirs_index_operation()?).map_err(edge_err)?;
         shard.flush();
         let _ = self.shard.set(shard);
@@ -167,7 +173,9 @@ impl Inner {
 
     fn search(&self, vector: Vec<f32>, top_k: usize, filter: SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
         let shard = self.shard()?;
-        check_query_dim(vector.len(), vector_dim(&shard.config())?)?;
+        let config = shard.config();
+        check_query_dim(vector.len(), vector_dim(&config)?)?;
+        let distance = metric_of(&config)?;
         let request = QueryRequest {
             prefetches: vec![],
             query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery {
@@ -175,7 +183,7 @@ impl Inner {
                 using: None,
             }))),
             filter: dirs_filter(filter.path_prefix.as_deref())?,
-            score_threshold: filter.min_score.map(|min| OrderedFloat(payload::score_threshold(min))),
+            score_threshold: filter.min_score.map(|min| OrderedFloat(payload::score_threshold(distance, min))),
             limit: top_k,
             offset: 0,
             params: None,
@@ -186,7 +194,7 @@ impl Inner {
         hits.into_iter()
             .map(|hit| {
                 let payload = payload::from_json(hit.payload.unwrap_or_default().0)?;
-                Ok(ScoredImage { id: uuid_of(hit.id)?, score: hit.score, payload })
+                Ok(ScoredImage { id: uuid_of(hit.id)?, score: distance.to_cosine(hit.score), payload })
             })
             .collect()
     }
@@ -222,8 +230,16 @@ impl Inner {
 
 #[async_trait]
 impl VectorStore for EdgeStore {
-    async fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError> {
-        self.blocking(move |inner| inner.ensure_collection(dim)).await
+    async fn ensure_shape(&self, dim: usize, distance: Metric) -> Result<(), VectorStoreError> {
+        self.blocking(move |inner| inner.ensure_shape(dim, distance)).await
+    }
+
+    async fn attach(&self, dim: usize) -> Result<(), VectorStoreError> {
+        let Some(shard) = self.inner.shard.get() else {
+            return Err(VectorStoreError::NotFound(format!("no edge shard at {}", self.inner.path.display())));
+        };
+        let config = shard.config();
+        check_shape(&config, dim, metric_of(&config)?)
     }
 
     async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorStoreError> {
@@ -290,10 +306,27 @@ impl VectorStore for EdgeStore {
     }
 }
 
-fn new_config(dim: usize) -> EdgeConfig {
+fn new_config(dim: usize, distance: Metric) -> EdgeConfig {
     EdgeConfig::builder()
-        .vector(DEFAULT_VECTOR_NAME, EdgeVectorParams::builder(dim, Distance::Cosine).build())
+        .vector(DEFAULT_VECTOR_NAME, EdgeVectorParams::builder(dim, edge_distance(distance)).build())
         .build()
+}
+
+fn edge_distance(distance: Metric) -> Distance {
+    match distance {
+        Metric::Cosine => Distance::Cosine,
+        Metric::Dot => Distance::Dot,
+        Metric::Euclid => Distance::Euclid,
+    }
+}
+
+/// How the shard compares vectors (one of the distances collections are made with).
+fn metric_of(config: &EdgeConfig) -> Result<Metric, VectorStoreError> {
+    let distance = config.vectors.get(DEFAULT_VECTOR_NAME).map(|v| v.distance);
+    Metric::ALL
+        .into_iter()
+        .find(|m| Some(edge_distance(*m)) == distance)
+        .ok_or_else(|| VectorStoreError::Mismatch(format!("edge shard uses {distance:?} distance")))
 }
 
 /// Dimension of the shard's unnamed vector.
@@ -305,14 +338,16 @@ fn vector_dim(config: &EdgeConfig) -> Result<usize, VectorStoreError> {
         .ok_or_else(|| VectorStoreError::Mismatch("edge shard has no unnamed dense vector".into()))
 }
 
-fn check_shape(config: &EdgeConfig, dim: usize) -> Result<(), VectorStoreError> {
+fn check_shape(config: &EdgeConfig, dim: usize, distance: Metric) -> Result<(), VectorStoreError> {
     let Some(params) = config.vectors.get(DEFAULT_VECTOR_NAME) else {
         return Err(VectorStoreError::Mismatch("edge shard has no unnamed dense vector".into()));
     };
-    if params.size != dim || params.distance != Distance::Cosine {
+    if params.size != dim || params.distance != edge_distance(distance) {
         return Err(VectorStoreError::Mismatch(format!(
-            "edge shard holds {}-dim {:?} vectors, expected {dim}-dim Cosine",
-            params.size, params.distance
+            "edge shard holds {}-dim {:?} vectors, expected {dim}-dim {}",
+            params.size,
+            params.distance,
+            distance.as_str()
         )));
     }
     Ok(())
@@ -426,6 +461,44 @@ mod tests {
         suite::upsert_count_and_stamps(&new_store(&dir).await, DIM).await;
     }
 
+    fn collections(dir: &tempfile::TempDir) -> Collections {
+        let backend = EdgeCollections::new("images", dir.path().join("vectors"), dir.path().join("collections"));
+        Collections::new(Box::new(backend))
+    }
+
+    #[tokio::test]
+    async fn collections_are_made_opened_aliased_and_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A shard is opened by one process only (Edge locks its WAL): one `Collections`.
+        let a = collections(&dir);
+        suite::collections::collections_are_made_opened_aliased_and_dropped(&a, &a, "t", DIM).await;
+        assert!(!dir.path().join("collections").join("t-a__1").exists(), "dropped from disk");
+        assert!(dir.path().join("collections").join("t-dot__1").join(EDGE_CONFIG_FILE).is_file());
+    }
+
+    #[tokio::test]
+    async fn an_existing_collection_of_another_size_is_a_mismatch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = collections(&dir);
+        suite::collections::an_existing_collection_of_another_size_is_a_mismatch(&a, &a, "t", DIM).await;
+        drop(a);
+        // And so is a shard loaded from disk.
+        let err = collections(&dir).open("t-a__1", DIM + 1, None).await.err().expect("other size");
+        assert!(matches!(err, VectorStoreError::Mismatch(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn the_initial_collection_lives_where_it_always_did() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = collections(&dir).open("images", DIM, Some(Metric::Cosine)).await.expect("initial");
+        store.upsert(vec![suite::point(DIM, 0)]).await.expect("upsert");
+        assert!(dir.path().join("vectors").join(EDGE_CONFIG_FILE).is_file());
+        // A name that is not a collection name never leaves the collections directory.
+        let err = collections(&dir).open("../escape__1", DIM, Some(Metric::Cosine)).await.err().expect("bad name");
+        assert!(matches!(err, VectorStoreError::Other(_)), "{err:?}");
+        assert!(!dir.path().join("escape__1").exists());
+    }
+
     #[tokio::test]
     async fn search_orders_by_cosine() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -524,7 +597,7 @@ mod tests {
         use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().expect("tempdir");
         let inner = Inner { path: dir.path().to_path_buf(), shard: OnceLock::new(), writes: Mutex::default() };
-        inner.ensure_collection(512).expect("create");
+        inner.ensure_shape(512, Metric::Cosine).expect("create");
         let shard = inner.shard().expect("shard");
         for batch in [1u64, 32] {
             let (mut update, mut flush) = (Duration::ZERO, Duration::ZERO);

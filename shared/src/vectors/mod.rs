@@ -1,6 +1,7 @@
 //! Vector store: where embeddings and their readable payloads live.
 //! Production: Qdrant server over gRPC (`qdrant.rs`). Embedded: Qdrant Edge in-process (`edge.rs`).
 
+mod collections;
 #[cfg(test)]
 mod conformance;
 mod edge;
@@ -14,9 +15,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use collections::{CollectionBackend, Collections, EdgeCollections, QdrantCollections};
 pub use edge::EdgeStore;
 pub use qdrant::QdrantStore;
 
+use crate::collections::Distance;
 use crate::config::Settings;
 use crate::messages::FileStamp;
 
@@ -28,6 +31,9 @@ pub enum VectorStoreError {
     /// The collection exists with an incompatible shape (e.g. another embedding dim).
     #[error("vector store collection mismatch: {0}")]
     Mismatch(String),
+    /// The collection does not exist (it was deleted, or never made).
+    #[error("vector store collection not found: {0}")]
+    NotFound(String),
     #[error("vector store error: {0}")]
     Other(String),
 }
@@ -93,8 +99,15 @@ pub struct PathPage {
 
 #[async_trait]
 pub trait VectorStore: Send + Sync {
-    /// Create the collection (cosine distance, `dim`) if missing; error if it exists with another dim.
-    async fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError>;
+    /// Create the collection (`dim`, `distance`) if missing; error if it exists with another shape.
+    async fn ensure_shape(&self, dim: usize, distance: Distance) -> Result<(), VectorStoreError>;
+    /// Uses the existing collection as it is, checking that it holds `dim`-dim vectors;
+    /// [`VectorStoreError::NotFound`] when it does not exist. Creates nothing.
+    async fn attach(&self, dim: usize) -> Result<(), VectorStoreError>;
+    /// [`ensure_shape`](Self::ensure_shape) with cosine distance.
+    async fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError> {
+        self.ensure_shape(dim, Distance::Cosine).await
+    }
     /// Insert or replace points, returning only once the write is durable.
     async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorStoreError>;
     /// File stamps of the given points that exist (missing ids are absent from the map).
@@ -102,7 +115,7 @@ pub trait VectorStore: Send + Sync {
     /// The stored vector of one point, if it exists (a query by an indexed image's path
     /// searches with it instead of reading the file again).
     async fn vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, VectorStoreError>;
-    /// Nearest images by cosine similarity, best first.
+    /// Nearest images, best first, scored by cosine similarity whatever the distance.
     async fn search(
         &self,
         vector: &[f32],
@@ -123,16 +136,21 @@ pub trait VectorStore: Send + Sync {
     async fn healthy(&self) -> bool;
 }
 
-/// The store the configuration asks for: Qdrant server when `vectors.qdrant_url` is set, else embedded Edge.
-pub async fn open(settings: &Settings, dim: usize) -> Result<Arc<dyn VectorStore>, VectorStoreError> {
-    let store: Arc<dyn VectorStore> = match &settings.vectors.qdrant_url {
-        Some(url) => Arc::new(QdrantStore::connect(
-            url,
-            settings.vectors.qdrant_api_key.as_deref(),
+/// The collections the configuration asks for: on a Qdrant server when `vectors.qdrant_url`
+/// is set, else embedded Edge shards under the data directory.
+pub fn collections(settings: &Settings) -> Result<Arc<Collections>, VectorStoreError> {
+    let backend: Box<dyn CollectionBackend> = match &settings.vectors.qdrant_url {
+        Some(url) => Box::new(QdrantCollections::connect(url, settings.vectors.qdrant_api_key.as_deref())?),
+        None => Box::new(EdgeCollections::new(
             &settings.vectors.collection,
-        )?),
-        None => Arc::new(EdgeStore::open(&settings.edge_path())?),
+            settings.edge_path(),
+            settings.edge_collections_dir(),
+        )),
     };
-    store.ensure_collection(dim).await?;
-    Ok(store)
+    Ok(Arc::new(Collections::new(backend)))
+}
+
+/// The store of the collection a deployment starts with (`vectors.collection`), made if missing.
+pub async fn open(settings: &Settings, dim: usize) -> Result<Arc<dyn VectorStore>, VectorStoreError> {
+    collections(settings)?.open(&settings.vectors.collection, dim, Some(Distance::Cosine)).await
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use super::{ImagePayload, VectorStoreError};
+use crate::collections::Distance;
 use crate::messages::FileStamp;
 
 /// Payload key holding the ancestor directories of `path`.
@@ -38,10 +39,14 @@ pub(crate) fn from_json(mut map: Map<String, Value>) -> Result<ImagePayload, Vec
         .map_err(|e| VectorStoreError::Other(format!("stored payload is not an image payload: {e}")))
 }
 
-/// Qdrant's `score_threshold` keeps only scores strictly above it, while `min_score` means
-/// "at least": the next float below turns `>` into `>=` exactly.
-pub(crate) fn score_threshold(min_score: f32) -> f32 {
-    min_score.next_down()
+/// The store's `score_threshold` for a cosine `min_score` ("at least"). Qdrant keeps scores
+/// strictly above a similarity threshold and strictly below a distance one, so the next float
+/// turns the strict comparison into an inclusive one (exactly, for cosine and dot).
+pub(crate) fn score_threshold(distance: Distance, min_score: f32) -> f32 {
+    match distance {
+        Distance::Cosine | Distance::Dot => min_score.next_down(),
+        Distance::Euclid => distance.from_cosine(min_score).next_up(),
+    }
 }
 
 /// `FileStamp` from a stored object holding at least `STAMP_KEYS`.

@@ -4,7 +4,7 @@
 //! persisted before it acknowledges).
 
 use std::collections::HashMap as StdHashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vector_output::Vector as VectorKind;
@@ -19,6 +19,7 @@ use qdrant_client::{Payload, Qdrant, QdrantError};
 
 use super::payload::{self, DIRS_KEY, PATH_KEY, STAMP_KEYS};
 use super::*;
+use crate::collections::Distance as Metric;
 
 /// Points per upsert request: keeps each gRPC message far below the server's size limit.
 const UPSERT_CHUNK: usize = 256;
@@ -26,34 +27,47 @@ const UPSERT_CHUNK: usize = 256;
 const PAYLOAD_SAMPLE: u32 = 64;
 
 pub struct QdrantStore {
-    client: Qdrant,
+    client: Arc<Qdrant>,
     collection: String,
-    /// Vector size, known once `ensure_collection` has checked the collection.
+    /// Vector size, known once `ensure_shape` has checked the collection.
     dim: OnceLock<usize>,
+    /// How the collection compares vectors, known once `ensure_shape` has checked it.
+    distance: OnceLock<Metric>,
+}
+
+/// A client of the server at `url`; no request is made until the first call (so this never blocks).
+pub(super) fn client(url: &str, api_key: Option<&str>) -> Result<Qdrant, VectorStoreError> {
+    Qdrant::from_url(url)
+        .api_key(api_key)
+        // The compatibility check does a blocking health call and prints to stdout.
+        .skip_compatibility_check()
+        .build()
+        .map_err(map_err)
 }
 
 impl QdrantStore {
     /// Build the client; no request is made until the first call (so this never blocks).
     pub fn connect(url: &str, api_key: Option<&str>, collection: &str) -> Result<Self, VectorStoreError> {
-        let client = Qdrant::from_url(url)
-            .api_key(api_key)
-            // The compatibility check does a blocking health call and prints to stdout.
-            .skip_compatibility_check()
-            .build()
-            .map_err(map_err)?;
-        Ok(Self { client, collection: collection.to_string(), dim: OnceLock::new() })
+        Ok(Self::with_client(Arc::new(client(url, api_key)?), collection))
     }
 
-    /// Size of the existing collection's unnamed cosine vector; `None` when it does not exist.
-    async fn existing_dim(&self) -> Result<Option<usize>, VectorStoreError> {
+    /// A store of `collection` on a client shared with other collections.
+    pub fn with_client(client: Arc<Qdrant>, collection: &str) -> Self {
+        Self { client, collection: collection.to_string(), dim: OnceLock::new(), distance: OnceLock::new() }
+    }
+
+    /// Size of the existing collection's unnamed vector, checked to use `distance`; `None`
+    /// when the collection does not exist.
+    async fn existing_dim(&self, distance: Metric) -> Result<Option<usize>, VectorStoreError> {
         if !self.client.collection_exists(&self.collection).await.map_err(map_err)? {
             return Ok(None);
         }
         let params = self.vector_params().await?;
-        if params.distance != Distance::Cosine as i32 {
+        if params.distance != qdrant_distance(distance) as i32 {
             return Err(VectorStoreError::Mismatch(format!(
-                "collection {} does not use cosine distance",
-                self.collection
+                "collection {} does not use {} distance",
+                self.collection,
+                distance.as_str()
             )));
         }
         Ok(Some(params.size as usize))
@@ -76,9 +90,9 @@ impl QdrantStore {
         }
     }
 
-    async fn create(&self, dim: usize) -> Result<(), VectorStoreError> {
+    async fn create(&self, dim: usize, distance: Metric) -> Result<(), VectorStoreError> {
         let request = CreateCollectionBuilder::new(&self.collection)
-            .vectors_config(VectorParamsBuilder::new(dim as u64, Distance::Cosine));
+            .vectors_config(VectorParamsBuilder::new(dim as u64, qdrant_distance(distance)));
         match self.client.create_collection(request).await {
             Ok(_) => Ok(()),
             // Another process may have created it between our check and create; verify below.
@@ -130,8 +144,8 @@ impl QdrantStore {
 
 #[async_trait]
 impl VectorStore for QdrantStore {
-    async fn ensure_collection(&self, dim: usize) -> Result<(), VectorStoreError> {
-        match self.existing_dim().await? {
+    async fn ensure_shape(&self, dim: usize, distance: Metric) -> Result<(), VectorStoreError> {
+        match self.existing_dim(distance).await? {
             Some(existing) if existing != dim => {
                 return Err(VectorStoreError::Mismatch(format!(
                     "collection {} holds {existing}-dim vectors, expected {dim}",
@@ -140,15 +154,36 @@ impl VectorStore for QdrantStore {
             }
             Some(_) => {}
             None => {
-                self.create(dim).await?;
+                self.create(dim, distance).await?;
                 // Re-read: if another process won a creation race with another dim, catch it.
-                if self.existing_dim().await? != Some(dim) {
+                if self.existing_dim(distance).await? != Some(dim) {
                     return Err(VectorStoreError::Mismatch(format!("collection {} has another dim", self.collection)));
                 }
             }
         }
         self.ensure_dirs_index().await?;
         let _ = self.dim.set(dim);
+        let _ = self.distance.set(distance);
+        Ok(())
+    }
+
+    async fn attach(&self, dim: usize) -> Result<(), VectorStoreError> {
+        if !self.client.collection_exists(&self.collection).await.map_err(map_err)? {
+            return Err(VectorStoreError::NotFound(format!("collection {} does not exist", self.collection)));
+        }
+        let params = self.vector_params().await?;
+        let distance = Metric::ALL
+            .into_iter()
+            .find(|m| qdrant_distance(*m) as i32 == params.distance)
+            .ok_or_else(|| VectorStoreError::Mismatch(format!("collection {} uses an unsupported distance", self.collection)))?;
+        if params.size as usize != dim {
+            return Err(VectorStoreError::Mismatch(format!(
+                "collection {} holds {}-dim vectors, expected {dim}",
+                self.collection, params.size
+            )));
+        }
+        let _ = self.dim.set(dim);
+        let _ = self.distance.set(distance);
         Ok(())
     }
 
@@ -214,14 +249,15 @@ impl VectorStore for QdrantStore {
         if let Some(filter) = dirs_filter(filter.path_prefix.as_deref()) {
             request = request.filter(filter);
         }
+        let distance = self.distance.get().copied().unwrap_or_default();
         if let Some(min) = filter.min_score {
-            request = request.score_threshold(payload::score_threshold(min));
+            request = request.score_threshold(payload::score_threshold(distance, min));
         }
         let hits = self.client.query(request).await.map_err(map_err)?.result;
         hits.into_iter()
             .map(|hit| {
                 let payload = payload::from_json(json_map(hit.payload))?;
-                Ok(ScoredImage { id: uuid_of(hit.id)?, score: hit.score, payload })
+                Ok(ScoredImage { id: uuid_of(hit.id)?, score: distance.to_cosine(hit.score), payload })
             })
             .collect()
     }
@@ -312,8 +348,16 @@ mod grpc_code {
     pub const UNAVAILABLE: i32 = 14;
 }
 
+fn qdrant_distance(distance: Metric) -> Distance {
+    match distance {
+        Metric::Cosine => Distance::Cosine,
+        Metric::Dot => Distance::Dot,
+        Metric::Euclid => Distance::Euclid,
+    }
+}
+
 /// Transport trouble and server overload are `Unavailable` (worth retrying); the rest is `Other`.
-fn map_err(e: QdrantError) -> VectorStoreError {
+pub(super) fn map_err(e: QdrantError) -> VectorStoreError {
     let transient = match &e {
         QdrantError::ResponseError { status } | QdrantError::ResourceExhaustedError { status, .. } => {
             is_transient(i32::from(status.code()), status.message())
@@ -394,6 +438,61 @@ mod tests {
             let info = store.client.collection_info(&store.collection).await.expect("info");
             let schema = info.result.expect("info result").payload_schema;
             assert_eq!(schema.get(DIRS_KEY).map(|s| s.data_type), Some(qdrant_client::qdrant::PayloadSchemaType::Keyword as i32));
+        })
+        .await;
+    }
+
+    /// Runs a `Collections` suite test on the server under a fresh prefix, dropping what it made.
+    async fn with_collections<F, Fut>(test: &str, body: F)
+    where
+        F: FnOnce(Arc<Collections>, Arc<Collections>, String) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let Some((url, key)) = server() else {
+            println!("skipping qdrant server test {test}: QDRANT_URL not set");
+            return;
+        };
+        let make = || Arc::new(Collections::new(Box::new(QdrantCollections::connect(&url, key.as_deref()).expect("client"))));
+        let (a, b) = (make(), make());
+        let prefix = format!("t{}", Uuid::new_v4().simple());
+        let outcome = AssertUnwindSafe(body(Arc::clone(&a), b, prefix.clone())).catch_unwind().await;
+        let _ = a.remove_alias(&format!("{prefix}-a")).await;
+        for physical in suite::collections::names(&prefix) {
+            let _ = a.drop_collection(&physical).await;
+        }
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    #[tokio::test]
+    async fn collections_are_made_opened_aliased_and_dropped() {
+        with_collections("collections", |a, b, prefix| async move {
+            suite::collections::collections_are_made_opened_aliased_and_dropped(&a, &b, &prefix, DIM).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_existing_collection_of_another_size_is_a_mismatch() {
+        with_collections("collection_mismatch", |a, b, prefix| async move {
+            suite::collections::an_existing_collection_of_another_size_is_a_mismatch(&a, &b, &prefix, DIM).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_alias_names_its_collection() {
+        with_collections("alias", |a, _b, prefix| async move {
+            let physical = suite::collections::names(&prefix).remove(0);
+            let store = a.open(&physical, DIM, Some(Metric::Cosine)).await.expect("make");
+            store.upsert(vec![suite::point(DIM, 0)]).await.expect("upsert");
+            let alias = format!("{prefix}-a");
+            a.set_alias(&alias, &physical).await.expect("alias");
+            // Read through the alias as a dashboard or another client would.
+            let Some((url, key)) = server() else { return };
+            let through_alias = connect(&url, key.as_deref(), &alias);
+            assert_eq!(through_alias.count().await.expect("count through the alias"), 1);
         })
         .await;
     }

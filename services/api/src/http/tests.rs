@@ -18,7 +18,7 @@ use imgidx_shared::health::HealthBoard;
 use imgidx_shared::jobs::SqliteJobStore;
 use imgidx_shared::service::ServiceError;
 use imgidx_shared::shutdown::Shutdown;
-use imgidx_shared::vectors::{EdgeStore, VectorStore};
+
 
 use crate::keys::{new_key, Scope};
 use crate::ApiDeps;
@@ -40,12 +40,14 @@ async fn start(configure: impl FnOnce(&mut ApiSettings, &std::path::Path)) -> Te
     let dir = tempfile::tempdir().unwrap();
     let mut settings = ApiSettings::default();
     configure(&mut settings, dir.path());
-    let vectors = Arc::new(EdgeStore::open(&dir.path().join("vectors")).unwrap());
-    vectors.ensure_collection(8).await.unwrap();
+    let all = imgidx_shared::config::Settings { data_dir: dir.path().to_path_buf(), ..Default::default() };
+    let jobs: Arc<dyn imgidx_shared::jobs::JobStore> = Arc::new(SqliteJobStore::open(&dir.path().join("jobs.sqlite3")).unwrap());
+    let collections = crate::open_collections(&all, jobs.as_ref(), "test", 8).await.unwrap();
     let broker = Arc::new(MemoryBroker::new(1000, 8, 8, 3));
     let deps = ApiDeps {
-        jobs: Arc::new(SqliteJobStore::open(&dir.path().join("jobs.sqlite3")).unwrap()),
-        vectors,
+        jobs,
+        collections,
+        initial_collection: all.vectors.collection.clone(),
         broker: broker.clone(),
         model_name: "test".into(),
         embedding_dim: 8,

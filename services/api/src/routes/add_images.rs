@@ -11,7 +11,6 @@ use axum::Json;
 use serde::Serialize;
 use uuid::Uuid;
 
-use imgidx_shared::ids::point_id;
 use imgidx_shared::jobs::NewItem;
 
 use super::add_images_request::{parse_request, AddImagesBody, AddImagesRequest};
@@ -21,6 +20,7 @@ use crate::freshness::{indexed_stamps, is_current};
 use crate::http::request_id::RequestId;
 use crate::paths::{resolve, PathRejection, ResolvedPath};
 use crate::state::AppState;
+use crate::target::Target;
 
 /// How many bad paths one error message names.
 const MAX_PATHS_IN_ERROR: usize = 5;
@@ -51,6 +51,8 @@ pub struct AddImagesResponse {
     responses(
         (status = 202, description = "Queued: the job and its tasks are durable", body = AddImagesResponse),
         (status = 200, description = "Nothing to queue: every image is indexed and unchanged, or queued by another active job", body = AddImagesResponse),
+        (status = 404, description = "`collection_not_found`", body = ErrorBody),
+        (status = 409, description = "`collection_model_mismatch`: the collection holds another model's vectors", body = ErrorBody),
         (status = 422, description = "`validation_error` (no paths, too many, a relative path, a bad priority or webhook_url), `path_not_allowed` (outside `api.allowed_roots`), or `webhook_url_not_allowed` (not a public address)", body = ErrorBody),
     )
 )]
@@ -60,8 +62,10 @@ pub async fn add_images(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<AddImagesResponse>), ApiError> {
     let body = body.map_err(|_| ApiError::PayloadTooLarge(state.settings.max_body_bytes))?;
-    let AddImagesBody { paths, priority, webhook_url } = parse_request(&body, state.settings.max_paths_per_request)?;
+    let AddImagesBody { paths, priority, webhook_url, collection } =
+        parse_request(&body, state.settings.max_paths_per_request)?;
     let webhooks = state.webhooks.for_request(webhook_url.as_deref()).await?;
+    let target = Target::resolve(&state.deps, collection.as_deref()).await?;
 
     let roots = state.roots.clone();
     let resolved = tokio::task::spawn_blocking(move || resolve_all(&paths, &roots))
@@ -69,8 +73,8 @@ pub async fn add_images(
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     let images_count = resolved.len();
 
-    let ids: Vec<Uuid> = resolved.iter().map(|r| point_id(&r.canonical)).collect();
-    let indexed = indexed_stamps(state.deps.vectors.as_ref(), &ids).await?;
+    let ids: Vec<Uuid> = resolved.iter().map(|r| target.point_id(&r.canonical)).collect();
+    let indexed = indexed_stamps(target.store.as_ref(), &ids).await?;
     let candidates: Vec<NewItem> = resolved
         .into_iter()
         .zip(ids)
@@ -83,7 +87,9 @@ pub async fn add_images(
     }
 
     let request_id = request_id.map(|Extension(RequestId(id))| id);
-    create_and_publish(&state, Submission { priority, images_count, unchanged, candidates, request_id, webhooks }).await
+    let collection = Some(target.physical);
+    create_and_publish(&state, Submission { priority, images_count, unchanged, candidates, request_id, webhooks, collection })
+        .await
 }
 
 /// Resolve every path, rejecting the request if any is invalid; duplicates (after

@@ -27,6 +27,8 @@ pub struct AddImagesRequest {
     /// Told (a signed POST, Standard Webhooks) when the job finishes; needs webhooks on
     /// the server (`api.webhook_secret`), and a public address unless it allows private ones.
     webhook_url: Option<String>,
+    /// Collection to index into; the selected one when absent or null.
+    collection: Option<String>,
 }
 
 /// A parsed add-images body.
@@ -35,13 +37,22 @@ pub struct AddImagesBody {
     pub paths: Vec<String>,
     pub priority: Priority,
     pub webhook_url: Option<String>,
+    pub collection: Option<String>,
+}
+
+/// The fields as read, before their values are checked.
+struct RawBody {
+    paths: Vec<String>,
+    priority: Option<String>,
+    webhook_url: Option<String>,
+    collection: Option<String>,
 }
 
 /// Malformed JSON is a 400; well-formed JSON that breaks the contract is a 422.
 pub fn parse_request(body: &[u8], max_paths: usize) -> Result<AddImagesBody, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed = RequestSeed { max_paths }.deserialize(&mut de).and_then(|r| de.end().map(|()| r));
-    let (paths, priority, webhook_url) = parsed.map_err(|e| match e.classify() {
+    let RawBody { paths, priority, webhook_url, collection } = parsed.map_err(|e| match e.classify() {
         Category::Data => ApiError::Validation(format!("invalid request: {e}")),
         Category::Io | Category::Syntax | Category::Eof => {
             ApiError::MalformedJson(format!("request body is not valid JSON: {e}"))
@@ -54,7 +65,7 @@ pub fn parse_request(body: &[u8], max_paths: usize) -> Result<AddImagesBody, Api
     if paths.is_empty() {
         return Err(ApiError::Validation("image_paths must not be empty".into()));
     }
-    Ok(AddImagesBody { paths, priority, webhook_url })
+    Ok(AddImagesBody { paths, priority, webhook_url, collection })
 }
 
 /// A priority as clients name it; anything else is one 422 saying what is accepted.
@@ -68,7 +79,7 @@ struct RequestSeed {
 }
 
 impl<'de> DeserializeSeed<'de> for RequestSeed {
-    type Value = (Vec<String>, Option<String>, Option<String>);
+    type Value = RawBody;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
@@ -76,20 +87,21 @@ impl<'de> DeserializeSeed<'de> for RequestSeed {
 }
 
 impl<'de> Visitor<'de> for RequestSeed {
-    type Value = (Vec<String>, Option<String>, Option<String>);
+    type Value = RawBody;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object with image_paths")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (mut paths, mut priority, mut webhook_url) = (None, None, None);
+        let (mut paths, mut priority, mut webhook_url, mut collection) = (None, None, None, None);
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             match key.as_ref() {
                 "image_paths" if paths.is_some() => return Err(A::Error::duplicate_field("image_paths")),
                 "image_paths" => paths = Some(map.next_value_seed(PathsSeed { max: self.max_paths })?),
                 "priority" => priority = map.next_value::<Option<String>>()?,
                 "webhook_url" => webhook_url = map.next_value::<Option<String>>()?,
+                "collection" => collection = map.next_value::<Option<String>>()?,
                 // Unknown fields are ignored, as the original service's clients expect.
                 _ => {
                     map.next_value::<IgnoredAny>()?;
@@ -97,7 +109,7 @@ impl<'de> Visitor<'de> for RequestSeed {
             }
         }
         let paths = paths.ok_or_else(|| A::Error::missing_field("image_paths"))?;
-        Ok((paths, priority, webhook_url))
+        Ok(RawBody { paths, priority, webhook_url, collection })
     }
 }
 
@@ -158,10 +170,15 @@ mod tests {
         assert!(matches!(parse_request(br#"{"image_paths":[1]}"#, 10), Err(ApiError::Validation(_))));
         assert!(matches!(parse_request(br#"["/a"]"#, 10), Err(ApiError::Validation(_))));
         let b = parse_request(br#"{"image_paths":["/a"],"priority":null,"extra":{"x":[1]}}"#, 10).unwrap();
-        assert_eq!(b, AddImagesBody { paths: vec!["/a".to_string()], priority: Priority::Normal, webhook_url: None });
+        assert_eq!(
+            b,
+            AddImagesBody { paths: vec!["/a".to_string()], priority: Priority::Normal, webhook_url: None, collection: None }
+        );
         let b = parse_request(br#"{"priority":"high","image_paths":["/a\u00e9","/b"],"webhook_url":"https://h/"}"#, 2).unwrap();
         assert_eq!((b.paths.len(), b.priority, b.paths[0].as_str()), (2, Priority::High, "/aé"));
         assert_eq!(b.webhook_url.as_deref(), Some("https://h/"));
+        let b = parse_request(br#"{"image_paths":["/a"],"collection":"cats"}"#, 10).unwrap();
+        assert_eq!(b.collection.as_deref(), Some("cats"));
         assert!(matches!(parse_request(br#"{"image_paths":["/a"],"webhook_url":5}"#, 10), Err(ApiError::Validation(_))));
     }
 

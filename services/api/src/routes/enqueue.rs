@@ -29,6 +29,8 @@ pub(crate) struct Submission {
     pub request_id: Option<String>,
     /// URLs to tell when the job ends (checked already).
     pub webhooks: Vec<String>,
+    /// Physical collection the job writes into (None: the initial collection).
+    pub collection: Option<String>,
 }
 
 /// Creates the job and publishes its tasks; 200 with job `"none"` when nothing could
@@ -49,17 +51,18 @@ async fn commit_and_publish(
     state: &AppState,
     submission: Submission,
 ) -> Result<(StatusCode, Json<AddImagesResponse>), ApiError> {
-    let Submission { priority, images_count, unchanged, candidates, request_id, webhooks } = submission;
+    let Submission { priority, images_count, unchanged, candidates, request_id, webhooks, collection } = submission;
     let job_id = new_job_id(Utc::now());
     // Before the job: a job that exists always has its deliveries (see jobs/webhooks.rs).
     state.webhooks.register(state.deps.jobs.as_ref(), &job_id, &webhooks).await?;
-    let claimed = state.deps.jobs.create_job(&job_id, priority, &candidates).await?;
+    let claimed = state.deps.jobs.create_job_in(&job_id, priority, collection.as_deref(), &candidates).await?;
     let already_queued = candidates.len() - claimed.len();
     if claimed.is_empty() {
         return Ok(nothing_to_do(images_count, unchanged, already_queued));
     }
 
-    let tasks: Vec<ImageTask> = claimed.iter().map(|i| i.task(&job_id, request_id.as_deref())).collect();
+    let tasks: Vec<ImageTask> =
+        claimed.iter().map(|i| i.task(&job_id, collection.as_deref(), request_id.as_deref())).collect();
     if let Err(e) = state.deps.broker.publish_tasks(priority, &tasks).await {
         // Nothing may look queued that is not: fail the job and release its claims.
         let message = "could not queue the images: the task queue is unavailable";

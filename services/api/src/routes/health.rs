@@ -44,7 +44,7 @@ pub struct TroubleBody {
 )]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let d = &state.deps;
-    let (index, queue, jobs) = tokio::join!(d.vectors.healthy(), d.broker.healthy(), d.jobs.healthy());
+    let (index, queue, jobs) = tokio::join!(d.collections.healthy(), d.broker.healthy(), d.jobs.healthy());
     let ok = index && queue && jobs;
     let body = Health {
         status: if ok { "healthy" } else { "unhealthy" },

@@ -3,6 +3,7 @@
 
 pub(crate) mod add_images;
 mod add_images_request;
+mod collections;
 mod copy_results;
 mod enqueue;
 mod health;
@@ -60,13 +61,17 @@ fn described(guard: Guard) -> OpenApiRouter<AppState> {
         .routes(routes!(stats::stats))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(webhooks::job_webhooks))
+        .routes(routes!(collections::list_collections))
         .routes(routes!(query::query).map(|r| r.route_layer(from_fn(content_type::json_or_multipart))));
     let write = OpenApiRouter::new()
         .routes(routes!(add_images::add_images).map(|r| r.route_layer(json())))
         .routes(routes!(notify::notify).map(|r| r.route_layer(json())))
         .routes(routes!(trigger::trigger).map(|r| r.route_layer(json())))
         .routes(routes!(retry::retry_job).map(|r| r.route_layer(json())))
-        .routes(routes!(jobs::cancel_job).map(|r| r.route_layer(json())));
+        .routes(routes!(jobs::cancel_job).map(|r| r.route_layer(json())))
+        .routes(routes!(collections::create_collection).map(|r| r.route_layer(json())))
+        .routes(routes!(collections::delete_collection))
+        .routes(routes!(collections::select_collection).map(|r| r.route_layer(json())));
     let needs = |scope| from_fn_with_state(Required { guard: guard.clone(), scope }, auth::require);
     OpenApiRouter::with_openapi(openapi::skeleton())
         .merge(read.route_layer(needs(Scope::Read)))

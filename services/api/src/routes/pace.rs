@@ -101,6 +101,7 @@ mod tests {
             completed_at: completed.map(at),
             error_message: None,
             scanning: false,
+            collection: None,
         }
     }
 

@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use imgidx_shared::files::ReadLimits;
-use imgidx_shared::ids::point_id;
 use imgidx_shared::vectors::{ImagePayload, SearchFilter};
 
 use super::copy_results::copy_results;
@@ -27,6 +26,7 @@ use crate::keys::Scope;
 use crate::paths;
 use crate::query_engine::QueryEngine;
 use crate::state::AppState;
+use crate::target::Target;
 
 const DEFAULT_TOP_K: usize = 10;
 /// Most results `copy_results` links or copies.
@@ -54,6 +54,8 @@ pub struct QueryRequest {
     min_score: Option<f32>,
     /// Seed 002: link (or copy) the result files into a folder of their own.
     copy_results: Option<bool>,
+    /// Collection to search; the selected one when absent or null.
+    collection: Option<String>,
 }
 
 /// A query by upload (`multipart/form-data`): the image in field `image`, and the
@@ -67,6 +69,7 @@ pub struct QueryUpload {
     path_prefix: Option<String>,
     min_score: Option<f32>,
     copy_results: Option<bool>,
+    collection: Option<String>,
 }
 
 enum Subject {
@@ -107,6 +110,8 @@ struct QueryResult {
 struct IndexStats {
     total_images: u64,
     model: String,
+    /// The collection searched.
+    collection: String,
 }
 
 /// Search by text, by image path or by upload.
@@ -121,7 +126,8 @@ struct IndexStats {
     responses(
         (status = 200, description = "The nearest images, best first", body = QueryResponse),
         (status = 403, description = "`forbidden`: `copy_results` needs a key with write access", body = ErrorBody),
-        (status = 404, description = "`image_not_found`: `image_path` is neither indexed nor a file this server may read", body = ErrorBody),
+        (status = 404, description = "`image_not_found`: `image_path` is neither indexed nor a file this server may read; `collection_not_found`", body = ErrorBody),
+        (status = 409, description = "`collection_model_mismatch`: the collection holds another model's vectors", body = ErrorBody),
         (status = 422, description = "`validation_error` (fields), or the image cannot be used: `not_an_image`, `unreadable_image`, `image_too_large`", body = ErrorBody),
     )
 )]
@@ -170,10 +176,11 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
         _ => None,
     };
     let filter = SearchFilter { path_prefix: req.path_prefix.filter(|p| !p.is_empty()), min_score: req.min_score };
+    let target = Target::resolve(&state.deps, req.collection.as_deref()).await?;
 
-    let (query, query_type, vector) = embed(&state, &engine, subject).await?;
-    let hits = state.deps.vectors.search(&vector, top_k, &filter).await?;
-    let total_images = state.deps.vectors.count().await?;
+    let (query, query_type, vector) = embed(&state, &engine, &target, subject).await?;
+    let hits = target.store.search(&vector, top_k, &filter).await?;
+    let total_images = target.store.count().await?;
     let results: Vec<QueryResult> = hits
         .into_iter()
         .enumerate()
@@ -205,7 +212,7 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
         query_type,
         results,
         query_time_seconds: started.elapsed().as_secs_f64(),
-        index_stats: IndexStats { total_images, model: state.deps.model_name.clone() },
+        index_stats: IndexStats { total_images, model: state.deps.model_name.clone(), collection: target.record.name },
         results_folder,
         results_not_copied,
     }))
@@ -214,6 +221,7 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
 async fn embed(
     state: &AppState,
     engine: &Arc<QueryEngine>,
+    target: &Target,
     subject: Subject,
 ) -> Result<(String, &'static str, Vec<f32>), ApiError> {
     Ok(match subject {
@@ -222,7 +230,7 @@ async fn embed(
             (text, "text", vector)
         }
         Subject::Path(raw) => {
-            let vector = vector_of_path(state, engine, &raw).await?;
+            let vector = vector_of_path(state, engine, target, &raw).await?;
             (raw, "image", vector)
         }
         Subject::Upload { name, bytes } => {
@@ -234,9 +242,14 @@ async fn embed(
 
 /// The stored vector of an indexed image, else the embedding of a file inside the allowed
 /// roots. Missing, outside the roots and unreadable all give the same answer.
-async fn vector_of_path(state: &AppState, engine: &Arc<QueryEngine>, raw: &str) -> Result<Vec<f32>, ApiError> {
+async fn vector_of_path(
+    state: &AppState,
+    engine: &Arc<QueryEngine>,
+    target: &Target,
+    raw: &str,
+) -> Result<Vec<f32>, ApiError> {
     let canonical = paths::canonical(raw).map_err(|e| ApiError::Validation(format!("image_path: {e}")))?;
-    if let Some(stored) = state.deps.vectors.vector(point_id(&canonical)).await? {
+    if let Some(stored) = target.store.vector(target.point_id(&canonical)).await? {
         return Ok(stored);
     }
     // The same rule as indexing (inside the roots once symlinks are followed), and with
@@ -296,9 +309,10 @@ async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<(Subject, Qu
             "min_score" => req.min_score = Some(parse_field(&name, &field.text().await.map_err(malformed)?)?),
             "path_prefix" => req.path_prefix = Some(field.text().await.map_err(malformed)?),
             "copy_results" => req.copy_results = Some(parse_field(&name, &field.text().await.map_err(malformed)?)?),
+            "collection" => req.collection = Some(field.text().await.map_err(malformed)?),
             other => {
                 return Err(ApiError::Validation(format!(
-                    "unknown multipart field {other:?} (expected image, top_k, path_prefix, min_score, copy_results)"
+                    "unknown multipart field {other:?} (expected image, top_k, path_prefix, min_score, copy_results, collection)"
                 )))
             }
         }

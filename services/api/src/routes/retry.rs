@@ -51,7 +51,15 @@ pub async fn retry_job(
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let request_id = request_id.map(|Extension(RequestId(id))| id);
     let webhooks = state.webhooks.targets(None);
-    let submission = Submission { priority: job.priority, images_count, unchanged, candidates: items, request_id, webhooks };
+    let submission = Submission {
+        priority: job.priority,
+        images_count,
+        unchanged,
+        candidates: items,
+        request_id,
+        webhooks,
+        collection: job.collection,
+    };
     let (code, mut answer) = create_and_publish(&state, submission).await?;
     tracing::info!(retried = %job_id, job_id = %answer.job_id, queued = answer.new_images_count, "retry");
     if code == StatusCode::OK && unchanged == images_count {

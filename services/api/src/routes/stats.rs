@@ -1,11 +1,13 @@
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use imgidx_shared::time::rfc3339;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use crate::target::Target;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct IndexStats {
@@ -17,6 +19,8 @@ pub struct IndexStats {
     pub index_size_mb: f64,
     /// The same in bytes, by part, as seed 002 reports it.
     pub index_size_bytes: IndexSizeBytes,
+    /// The collection these figures are of (`num_failed` and `last_updated` are server-wide).
+    pub collection: String,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -27,24 +31,32 @@ pub struct IndexSizeBytes {
 }
 
 /// Figures come from the stores themselves, never from counters that could drift.
-pub async fn index_stats(state: &AppState) -> Result<IndexStats, ApiError> {
+pub async fn index_stats(state: &AppState, target: &Target) -> Result<IndexStats, ApiError> {
     let d = &state.deps;
     let (total, size, failed, last) =
         tokio::try_join!(
-            async { d.vectors.count().await.map_err(ApiError::from) },
-            async { d.vectors.size_bytes().await.map_err(ApiError::from) },
+            async { target.store.count().await.map_err(ApiError::from) },
+            async { target.store.size_bytes().await.map_err(ApiError::from) },
             async { d.jobs.failed_image_count().await.map_err(ApiError::from) },
             async { d.jobs.last_update().await.map_err(ApiError::from) },
         )?;
     Ok(IndexStats {
-        model_name: d.model_name.clone(),
-        embedding_dim: d.embedding_dim,
+        model_name: target.record.model.clone(),
+        embedding_dim: target.record.dim,
         total_images: total,
         num_failed: failed,
         last_updated: last.map(rfc3339),
         index_size_mb: (size as f64 / (1024.0 * 1024.0) * 10.0).round() / 10.0,
         index_size_bytes: IndexSizeBytes { vectors: size, total: size },
+        collection: target.record.name.clone(),
     })
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// Collection whose figures to give; the selected one when absent.
+    collection: Option<String>,
 }
 
 /// Index statistics.
@@ -52,8 +64,18 @@ pub async fn index_stats(state: &AppState) -> Result<IndexStats, ApiError> {
     get,
     path = "/api/v1/index/stats",
     tag = "search",
-    responses((status = 200, description = "The index: model, size, counts", body = IndexStats))
+    params(StatsQuery),
+    responses(
+        (status = 200, description = "The index: model, size, counts", body = IndexStats),
+        (status = 404, description = "`collection_not_found`", body = ErrorBody),
+        (status = 422, description = "`validation_error`: a bad query string", body = ErrorBody),
+    )
 )]
-pub async fn stats(State(state): State<AppState>) -> Result<Json<IndexStats>, ApiError> {
-    Ok(Json(index_stats(&state).await?))
+pub async fn stats(
+    State(state): State<AppState>,
+    query: Result<Query<StatsQuery>, QueryRejection>,
+) -> Result<Json<IndexStats>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::Validation(format!("invalid query: {e}")))?;
+    let target = Target::open(&state.deps, q.collection.as_deref()).await?;
+    Ok(Json(index_stats(&state, &target).await?))
 }

@@ -5,6 +5,7 @@ use axum::Json;
 use chrono::Utc;
 use serde::Serialize;
 
+use imgidx_shared::collections::name_of;
 use imgidx_shared::jobs::{JobRecord, ScanRecord};
 use imgidx_shared::messages::Priority;
 use imgidx_shared::time::rfc3339;
@@ -13,6 +14,7 @@ use super::pace::{self, Pace, WorkerBody};
 use super::stats::{index_stats, IndexStats};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
+use crate::target::Target;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Progress {
@@ -38,6 +40,10 @@ pub struct JobSummary {
     started_at: Option<String>,
     completed_at: Option<String>,
     error_message: Option<String>,
+    /// The collection it indexes into (absent for jobs from before collections, which
+    /// went into the initial collection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    collection: Option<String>,
 }
 
 impl From<JobRecord> for JobSummary {
@@ -56,6 +62,7 @@ impl From<JobRecord> for JobSummary {
             started_at: j.started_at.map(rfc3339),
             completed_at: j.completed_at.map(rfc3339),
             error_message: j.error_message,
+            collection: j.collection.as_deref().map(|c| name_of(c).to_owned()),
             job_id: j.job_id,
         }
     }
@@ -192,7 +199,7 @@ pub async fn overall_status(State(state): State<AppState>) -> Result<Json<Overal
     let (active, recent, index_stats) = tokio::try_join!(
         async { jobs.active_jobs().await.map_err(ApiError::from) },
         async { jobs.recent_jobs(state.settings.recent_jobs).await.map_err(ApiError::from) },
-        index_stats(&state),
+        async { index_stats(&state, &Target::open(&state.deps, None).await?).await },
     )?;
     Ok(Json(OverallStatus {
         total_indexed_images: index_stats.total_images,

@@ -24,6 +24,7 @@ use crate::http::request_id::RequestId;
 use crate::paths::{self, PathRejection};
 use crate::scan::{Scanner, Walk};
 use crate::state::AppState;
+use crate::target::Target;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct TriggerRequest {
@@ -46,6 +47,9 @@ pub struct TriggerRequest {
     /// Told when the job finishes, as for add-images.
     #[serde(default)]
     webhook_url: Option<String>,
+    /// Collection to index into; the selected one when absent or null.
+    #[serde(default)]
+    collection: Option<String>,
     // Seed 002 also names `index_prefix` (where its index files went); the index lives
     // in the vector store here, so it is accepted and ignored like any unknown field.
 }
@@ -74,6 +78,8 @@ pub struct TriggerResponse {
     responses(
         (status = 202, description = "A new job; the walk goes on in the background (see the job's `scan`)", body = TriggerResponse),
         (status = 200, description = "An active job scans this directory already: that job", body = TriggerResponse),
+        (status = 404, description = "`collection_not_found`", body = ErrorBody),
+        (status = 409, description = "`collection_model_mismatch`: the collection holds another model's vectors", body = ErrorBody),
         (status = 422, description = "`validation_error` (not absolute, a bad field), `path_not_allowed`, `not_a_directory` (missing, not a directory, unreadable), or `webhook_url_not_allowed`", body = ErrorBody),
     )
 )]
@@ -89,6 +95,7 @@ pub async fn trigger(
         Some(p) => parse_priority(p)?,
     };
     let webhooks = state.webhooks.for_request(request.webhook_url.as_deref()).await?;
+    let target = Target::resolve(&state.deps, request.collection.as_deref()).await?;
     let roots = state.roots.clone();
     let raw = request.image_dir.clone();
     let dir = tokio::task::spawn_blocking(move || checked_dir(&raw, &roots))
@@ -99,6 +106,7 @@ pub async fn trigger(
         recursive: request.recursive,
         force_reindex: request.force_reindex,
         prune_missing: request.prune_missing,
+        collection: Some(target.physical),
     };
     let job_id = new_job_id(Utc::now());
     let owner = Scanner::new_owner();

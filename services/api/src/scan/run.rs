@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use imgidx_shared::broker::BrokerError;
-use imgidx_shared::ids::point_id;
 use imgidx_shared::jobs::{JobRecord, JobStoreError, NewItem, ScanChunk, ScanCounts};
 use imgidx_shared::messages::ImageTask;
 use imgidx_shared::vectors::VectorStoreError;
@@ -18,6 +17,7 @@ use imgidx_shared::vectors::VectorStoreError;
 use super::walk::{self, Chunk, WalkOptions};
 use super::{Scanner, Walk};
 use crate::freshness::{indexed_stamps, is_current};
+use crate::target::{JobTargetError, Target};
 
 /// Images per chunk: one claim, one stamp lookup and one publish each.
 const CHUNK_IMAGES: usize = 500;
@@ -34,6 +34,8 @@ enum WalkError {
     Vectors(#[from] VectorStoreError),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Target(#[from] JobTargetError),
     #[error("{0}")]
     Task(String),
 }
@@ -66,6 +68,7 @@ pub(super) async fn run(scanner: &Scanner, walk: Walk) {
 }
 
 async fn drive(scanner: &Scanner, walk: &Walk) -> Result<Ended, WalkError> {
+    let target = Target::of_job(&scanner.deps, walk.spec.collection.as_deref()).await?;
     let (tx, mut rx) = mpsc::channel::<Chunk>(CHUNKS_AHEAD);
     let options = WalkOptions {
         recursive: walk.spec.recursive,
@@ -85,13 +88,13 @@ async fn drive(scanner: &Scanner, walk: &Walk) -> Result<Ended, WalkError> {
         };
         let Some(chunk) = chunk else { break };
         counts = chunk.counts;
-        if !queue(scanner, walk, chunk).await? {
+        if !queue(scanner, walk, &target, chunk).await? {
             return Ok(Ended::Stopped);
         }
     }
     // The channel also closes when the walk panicked: that walk is not finished.
     walker.await.map_err(|e| WalkError::Task(format!("the directory walk failed: {e}")))?;
-    if walk.spec.prune_missing && !prune(scanner, walk, &mut counts).await? {
+    if walk.spec.prune_missing && !prune(scanner, walk, &target, &mut counts).await? {
         return Ok(Ended::Stopped);
     }
     Ok(match scanner.deps.jobs.finish_scan(&walk.job_id, &walk.owner, &counts).await? {
@@ -115,16 +118,16 @@ async fn announce(scanner: &Scanner, job: &JobRecord) {
 
 /// Adds a chunk's new and changed images to the job and publishes them; false when the
 /// walk must stop.
-async fn queue(scanner: &Scanner, walk: &Walk, chunk: Chunk) -> Result<bool, WalkError> {
+async fn queue(scanner: &Scanner, walk: &Walk, target: &Target, chunk: Chunk) -> Result<bool, WalkError> {
     let deps = &scanner.deps;
     let mut candidates: Vec<NewItem> = chunk
         .images
         .into_iter()
-        .map(|i| NewItem { point_id: point_id(&i.path), path: i.path, stamp: Some(i.stamp) })
+        .map(|i| NewItem { point_id: target.point_id(&i.path), path: i.path, stamp: Some(i.stamp) })
         .collect();
     if !walk.spec.force_reindex && !candidates.is_empty() {
         let ids: Vec<Uuid> = candidates.iter().map(|c| c.point_id).collect();
-        let indexed = indexed_stamps(deps.vectors.as_ref(), &ids).await?;
+        let indexed = indexed_stamps(target.store.as_ref(), &ids).await?;
         candidates.retain(|c| !is_current(c.stamp, indexed.get(&c.point_id)));
     }
     let ScanChunk::Added { publish, .. } =
@@ -133,7 +136,8 @@ async fn queue(scanner: &Scanner, walk: &Walk, chunk: Chunk) -> Result<bool, Wal
         return Ok(false);
     };
     if !publish.is_empty() {
-        let tasks: Vec<ImageTask> = publish.iter().map(|i| i.task(&walk.job_id, walk.request_id.as_deref())).collect();
+        let tasks: Vec<ImageTask> =
+            publish.iter().map(|i| i.task(&walk.job_id, Some(&target.physical), walk.request_id.as_deref())).collect();
         deps.broker.publish_tasks(walk.priority, &tasks).await?;
     }
     Ok(true)
@@ -142,7 +146,7 @@ async fn queue(scanner: &Scanner, walk: &Walk, chunk: Chunk) -> Result<bool, Wal
 /// Deletes the points under the directory whose file is gone, counting them in
 /// `counts.removed`; false when the walk must stop. A walk that met no file at all
 /// prunes nothing: an empty mount point (a share not mounted) is not a deleted library.
-async fn prune(scanner: &Scanner, walk: &Walk, counts: &mut ScanCounts) -> Result<bool, WalkError> {
+async fn prune(scanner: &Scanner, walk: &Walk, target: &Target, counts: &mut ScanCounts) -> Result<bool, WalkError> {
     if counts.files_seen == 0 {
         tracing::warn!(job_id = walk.job_id, dir = walk.spec.dir, "scan: no file found, so nothing is pruned (is the share mounted?)");
         return Ok(true);
@@ -150,7 +154,7 @@ async fn prune(scanner: &Scanner, walk: &Walk, counts: &mut ScanCounts) -> Resul
     let deps = &scanner.deps;
     let mut from = None;
     loop {
-        let page = deps.vectors.paths_under(&walk.spec.dir, from, PRUNE_PAGE).await?;
+        let page = target.store.paths_under(&walk.spec.dir, from, PRUNE_PAGE).await?;
         let (dir, recursive) = (PathBuf::from(&walk.spec.dir), walk.spec.recursive);
         let gone = tokio::task::spawn_blocking(move || {
             page.points
@@ -162,7 +166,7 @@ async fn prune(scanner: &Scanner, walk: &Walk, counts: &mut ScanCounts) -> Resul
         })
         .await
         .map_err(|e| WalkError::Task(format!("checking files: {e}")))?;
-        deps.vectors.delete(&gone).await?;
+        target.store.delete(&gone).await?;
         counts.removed += gone.len() as u64;
         // Renews the lease and shows the count while pruning goes on.
         if deps.jobs.add_scan_items(&walk.job_id, &walk.owner, &[], counts).await? == ScanChunk::Stopped {

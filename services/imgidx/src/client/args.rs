@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 
 /// Options every client command takes.
 #[derive(Args, Debug, Clone)]
@@ -54,6 +54,9 @@ pub struct IndexArgs {
     /// Paths per request (each request creates at most one job).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub chunk: u64,
+    /// Collection to index into (`imgidx collections list`); the server's selected one when unset.
+    #[arg(long, value_name = "NAME")]
+    pub collection: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -70,6 +73,9 @@ pub struct QueryOptions {
     /// Only results scoring at least this much.
     #[arg(long, allow_negative_numbers = true)]
     pub min_score: Option<f64>,
+    /// Collection to search (`imgidx collections list`); the server's selected one when unset.
+    #[arg(long, value_name = "NAME")]
+    pub collection: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +134,9 @@ pub struct TriggerArgs {
     /// Wait until the job has finished, showing progress, then print a summary.
     #[arg(long)]
     pub wait: bool,
+    /// Collection to index into (`imgidx collections list`); the server's selected one when unset.
+    #[arg(long, value_name = "NAME")]
+    pub collection: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -197,6 +206,67 @@ pub struct CancelArgs {
 
 #[derive(Args, Debug)]
 pub struct StatsArgs {
+    /// Figures of this collection (`imgidx collections list`); the server's selected one when unset.
+    #[arg(long, value_name = "NAME")]
+    pub collection: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
+}
+
+/// How a new collection compares vectors. CLIP embeddings are unit vectors, so all
+/// three rank alike; the server reports every score as cosine similarity.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distance {
+    Cosine,
+    Dot,
+    #[value(alias = "euclidean")]
+    Euclid,
+}
+
+impl Distance {
+    /// The server's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Distance::Cosine => "Cosine",
+            Distance::Dot => "Dot",
+            Distance::Euclid => "Euclid",
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CollectionsCommand {
+    /// The collections, with their model, size and points; `*` marks the selected one.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Make a new, empty collection for the model the server embeds with.
+    Create {
+        /// 1 to 64 characters of a-z, 0-9, `-` and `_`, starting with a letter or digit.
+        name: String,
+        /// Vector size; must be the model's embedding size (checked by the server).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        vector_size: Option<u64>,
+        /// How vectors are compared (server default: cosine).
+        #[arg(long, value_enum, ignore_case = true)]
+        distance: Option<Distance>,
+        /// The model it is for; must be the one the server embeds with (checked by the server).
+        #[arg(long, value_name = "MODEL")]
+        model: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a collection and its points (not the selected one, nor one jobs still write into).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Make NAME the server's selected collection: the one every request without a collection uses.
+    Select {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }

@@ -86,6 +86,11 @@ impl Api {
         Ok(text)
     }
 
+    pub async fn delete(&self, segments: &[&str]) -> Result<Value> {
+        let (url, req) = self.request(Method::DELETE, segments);
+        self.send(&url, req).await
+    }
+
     pub async fn post_json(&self, segments: &[&str], body: &Value) -> Result<Value> {
         let (url, req) = self.request(Method::POST, segments);
         self.send(&url, req.json(body)).await

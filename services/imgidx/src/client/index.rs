@@ -69,7 +69,11 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
     let mut raw = Vec::new();
     let mut typed: Vec<AddImagesResponse> = Vec::new();
     for paths in expansion.paths.chunks(chunk) {
-        let body = json!({ "image_paths": paths, "priority": args.priority.as_str() });
+        let mut body = json!({ "image_paths": paths, "priority": args.priority.as_str() });
+        // Left out when unset, so a server from before collections takes the request.
+        if let Some(c) = &args.collection {
+            body["collection"] = json!(c);
+        }
         match api.post_json(&["api", "v1", "index", "add-images"], &body).await {
             Ok(answer) => {
                 typed.push(parse(&answer, "add-images answer")?);
@@ -193,16 +197,30 @@ fn submitted_text(s: &Submitted, responses: &[AddImagesResponse]) -> String {
     out
 }
 
+/// The collections the jobs went into, as the server reports them (None from a server
+/// before collections).
+fn collections_of(finals: &[Final]) -> Option<String> {
+    let mut names: Vec<&str> = finals.iter().filter_map(|f| f.status.collection.as_deref()).collect();
+    names.sort_unstable();
+    names.dedup();
+    (!names.is_empty()).then(|| names.join(", "))
+}
+
 fn result_text(s: &Submitted, finals: &[Final], failures: &FailureSummary, elapsed: f64) -> String {
     let t = totals(finals);
     let mut out = String::from("\n");
-    out.push_str(&fields(&[
+    let mut rows = Vec::new();
+    if let Some(c) = collections_of(finals) {
+        rows.push(("Collection", c));
+    }
+    rows.extend([
         ("Result", t.status.to_string()),
         ("Indexed", t.indexed.to_string()),
         ("Already indexed", s.already_indexed.to_string()),
         ("Failed", t.failed.to_string()),
         ("Elapsed", format!("{elapsed:.1} s")),
-    ]));
+    ]);
+    out.push_str(&fields(&rows));
     for f in finals.iter().filter(|f| f.status.status == "failed") {
         out.push_str(&format!("job {} failed: {}\n", f.status.job_id, or_dash(f.status.error_message.as_deref())));
     }

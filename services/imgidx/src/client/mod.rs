@@ -2,6 +2,7 @@
 //! Each command prints a table by default, the server's JSON with `--json`.
 
 mod args;
+mod collections;
 mod failures;
 mod http;
 mod index;
@@ -19,9 +20,10 @@ mod wait;
 mod watch;
 
 pub use args::{
-    CancelArgs, IndexArgs, JobsArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs, StatusArgs, TriggerArgs,
-    WatchArgs,
+    CancelArgs, CollectionsCommand, IndexArgs, JobsArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs, StatusArgs,
+    TriggerArgs, WatchArgs,
 };
+pub use collections::collections;
 pub use index::index;
 pub use jobs::{cancel, jobs};
 pub use query::{search, similar};

@@ -59,6 +59,9 @@ fn add_options(body: &mut Map<String, Value>, o: &QueryOptions) {
     if let Some(s) = o.min_score {
         body.insert("min_score".into(), json!(s));
     }
+    if let Some(c) = &o.collection {
+        body.insert("collection".into(), json!(c));
+    }
 }
 
 async fn upload_form(image: &Path, o: &QueryOptions) -> Result<Form> {
@@ -82,6 +85,9 @@ async fn upload_form(image: &Path, o: &QueryOptions) -> Result<Form> {
     }
     if let Some(s) = o.min_score {
         form = form.text("min_score", s.to_string());
+    }
+    if let Some(c) = &o.collection {
+        form = form.text("collection", c.clone());
     }
     Ok(form)
 }
@@ -120,14 +126,16 @@ pub fn results_text(r: &QueryResponse) -> String {
     let rows: Vec<Vec<String>> =
         r.results.iter().map(|h| vec![h.rank.to_string(), format!("{:.4}", h.score), h.image_path.clone()]).collect();
     let mut out = if rows.is_empty() { "No matching images.\n".to_string() } else { table(&["RANK", "SCORE", "PATH"], &rows) };
+    let s = &r.index_stats;
+    let collection = s.collection.as_deref().map(|c| format!(" in collection {c}")).unwrap_or_default();
     out.push_str(&format!(
-        "\n{} results for {} query {:?} in {:.3} s ({} images indexed, model {})\n",
+        "\n{} results for {} query {:?} in {:.3} s ({} images indexed{collection}, model {})\n",
         r.results.len(),
         r.query_type,
         r.query,
         r.query_time_seconds,
-        r.index_stats.total_images,
-        r.index_stats.model
+        s.total_images,
+        s.model
     ));
     out
 }
@@ -135,6 +143,7 @@ pub fn results_text(r: &QueryResponse) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use super::super::types::QueryIndexStats;
     use super::*;
 
     #[test]
@@ -142,9 +151,17 @@ mod tests {
         let mut body = Map::new();
         add_options(&mut body, &QueryOptions::default());
         assert!(body.is_empty());
-        let o = QueryOptions { top_k: Some(5), path_prefix: Some("/a".into()), min_score: Some(0.25) };
+        let o = QueryOptions {
+            top_k: Some(5),
+            path_prefix: Some("/a".into()),
+            min_score: Some(0.25),
+            collection: Some("cats".into()),
+        };
         add_options(&mut body, &o);
-        assert_eq!(Value::Object(body), json!({"top_k": 5, "path_prefix": "/a", "min_score": 0.25}));
+        assert_eq!(
+            Value::Object(body),
+            json!({"top_k": 5, "path_prefix": "/a", "min_score": 0.25, "collection": "cats"})
+        );
     }
 
     #[test]
@@ -158,6 +175,12 @@ mod tests {
         let text = results_text(&r);
         assert!(text.starts_with("RANK  SCORE   PATH\n1     0.8346  /abs/a.jpg\n"), "{text}");
         assert!(text.contains("1 results for text query \"a cat\" in 0.012 s (42 images indexed, model tiny-clip)"), "{text}");
+        let r = QueryResponse {
+            index_stats: QueryIndexStats { collection: Some("cats".into()), ..r.index_stats },
+            ..r
+        };
+        let text = results_text(&r);
+        assert!(text.contains("(42 images indexed in collection cats, model tiny-clip)"), "{text}");
     }
 
     #[test]

@@ -11,6 +11,8 @@ use super::http::Api;
 use super::output::{fields, or_dash, parse, print_json, table};
 use super::types::{IndexStats, JobStatus, OverallStatus};
 
+const STATS: [&str; 4] = ["api", "v1", "index", "stats"];
+
 pub async fn status(args: StatusArgs) -> Result<ExitCode> {
     let api = Api::new(&args.server)?;
     if let (true, Some(job_id)) = (args.failed, &args.job_id) {
@@ -45,7 +47,10 @@ async fn list_failed(api: &Api, job_id: &str, json: bool) -> Result<ExitCode> {
 
 pub async fn stats(args: StatsArgs) -> Result<ExitCode> {
     let api = Api::new(&args.server)?;
-    let body: Value = api.get(&["api", "v1", "index", "stats"]).await?;
+    let body: Value = match &args.collection {
+        Some(c) => api.get_with_query(&STATS, &[("collection", c)]).await?,
+        None => api.get(&STATS).await?,
+    };
     if args.server.json {
         print_json(&body);
     } else {
@@ -95,13 +100,18 @@ pub fn by_reason(counts: &std::collections::BTreeMap<String, u64>) -> String {
 }
 
 pub fn stats_text(s: &IndexStats) -> String {
-    fields(&[
+    let mut rows = Vec::new();
+    if let Some(c) = &s.collection {
+        rows.push(("Collection", c.clone()));
+    }
+    rows.extend([
         ("Model", format!("{} ({} dimensions)", s.model_name, s.embedding_dim)),
         ("Indexed images", s.total_images.to_string()),
         ("Failed images", s.num_failed.to_string()),
         ("Index size", format!("{:.1} MB", s.index_size_mb)),
         ("Last updated", or_dash(s.last_updated.as_deref())),
-    ])
+    ]);
+    fields(&rows)
 }
 
 fn overall_text(s: &OverallStatus) -> String {
@@ -189,5 +199,7 @@ mod tests {
         let text = stats_text(&s);
         assert!(text.contains("Model           tiny-clip (64 dimensions)\n"), "{text}");
         assert!(text.contains("Index size      0.0 MB\n"), "{text}");
+        let text = stats_text(&IndexStats { collection: Some("cats".into()), ..s });
+        assert!(text.starts_with("Collection      cats\nModel           tiny-clip"), "{text}");
     }
 }

@@ -29,7 +29,7 @@ pub async fn trigger(args: TriggerArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let api = Api::new(&args.server)?;
     let dir = absolute(&args.dir)?;
-    let body = json!({
+    let mut body = json!({
         "image_dir": dir,
         "recursive": !args.no_recursive,
         "force_reindex": args.force,
@@ -37,6 +37,10 @@ pub async fn trigger(args: TriggerArgs) -> Result<ExitCode> {
         "priority": args.priority.as_str(),
         "webhook_url": args.webhook,
     });
+    // Left out when unset, so a server from before collections takes the request.
+    if let Some(c) = &args.collection {
+        body["collection"] = json!(c);
+    }
     let raw = api.post_json(&["api", "v1", "index", "trigger"], &body).await?;
     let answer: TriggerAnswer = parse(&raw, "trigger answer")?;
     if !args.server.json {

@@ -51,6 +51,8 @@ pub struct JobStatus {
     pub throughput_images_per_sec: Option<f64>,
     pub estimated_completion: Option<String>,
     pub workers: Vec<JobWorker>,
+    /// The collection it indexes into (absent from servers before collections).
+    pub collection: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -77,6 +79,8 @@ pub struct IndexStats {
     pub num_failed: u64,
     pub last_updated: Option<String>,
     pub index_size_mb: f64,
+    /// The collection these figures are of (absent from servers before collections).
+    pub collection: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
@@ -122,6 +126,8 @@ pub struct QueryHit {
 pub struct QueryIndexStats {
     pub total_images: u64,
     pub model: String,
+    /// The collection searched (absent from servers before collections).
+    pub collection: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::server::{fixture_images, free_port, imgidx, Serve};
+use crate::server::{copy_images, fixture_images, free_port, imgidx, Serve};
 
 /// The sample TIFF holds 64-bit float samples no 8-bit pipeline decodes: it is always
 /// reported failed. Among other images that counts in the summary but the job
@@ -355,4 +355,81 @@ async fn watch_follows_a_job_to_its_end_with_the_exit_status_of_its_outcome() {
 
     let run = imgidx(&["watch", "idx_nope", "--server", url]).await;
     assert_eq!((run.code, run.stderr.as_str()), (1, "error: job idx_nope not found (HTTP 404, job_not_found)\n"));
+}
+
+/// `imgidx collections …` and `--collection`: a second collection is filled and searched
+/// on its own, the selected one cannot be deleted, and a bad name is the server's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collections_are_made_filled_searched_and_deleted() {
+    let server = Serve::fresh().await;
+    let url = server.url.as_str();
+    let tmp = tempfile::tempdir().unwrap();
+    let images: Vec<String> = copy_images(tmp.path(), 1).iter().map(|p| s(p)).collect();
+    let n = images.len() as u64;
+    let on_server = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--server".to_string(), url.to_string()]);
+        all
+    };
+
+    let run = imgidx(&on_server(&["collections", "create", "cats"])).await;
+    assert_eq!(run.code, 0, "{run:#?}\n{}", server.log_text());
+    assert_eq!(run.stdout, "Created collection cats (model tiny-clip, 64 dimensions, Cosine distance)\n");
+    let run = imgidx(&on_server(&["collections", "list", "--json"])).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    let out = run.json();
+    let collections = out["collections"].as_array().unwrap();
+    let mut listed: Vec<(&str, bool)> =
+        collections.iter().map(|c| (c["name"].as_str().unwrap(), c["is_selected"] == true)).collect();
+    listed.sort_unstable();
+    assert_eq!((listed, out["selected"].as_str()), (vec![("cats", false), ("images", true)], Some("images")), "{out}");
+    let run = imgidx(&on_server(&["collections", "list"])).await;
+    assert!(run.stdout.lines().any(|l| l.starts_with("images ") && l.ends_with(" *")), "{}", run.stdout);
+
+    // Into cats: the summary names it, its figures are its own, and images stays empty.
+    let mut args = on_server(&["index", "--collection", "cats", "--wait"]);
+    args.extend(images.iter().cloned());
+    let run = imgidx(&args).await;
+    assert_eq!(run.code, 0, "{run:#?}\n{}", server.log_text());
+    let summary = format!("\nCollection       cats\nResult           completed\nIndexed          {n}\n");
+    assert!(run.stdout.contains(&summary), "{}", run.stdout);
+    let run = imgidx(&on_server(&["stats", "--collection", "cats", "--json"])).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    let stats = run.json();
+    assert_eq!((stats["total_images"].as_u64(), stats["collection"].as_str()), (Some(n), Some("cats")), "{stats}");
+    let (_, stats) = server.get("/api/v1/index/stats").await;
+    assert_eq!((stats["total_images"].as_u64(), stats["collection"].as_str()), (Some(0), Some("images")), "{stats}");
+
+    let run = imgidx(&on_server(&["search", "--collection", "cats", "a photo", "--json"])).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    let out = run.json();
+    assert!(!out["results"].as_array().unwrap().is_empty(), "{out}");
+    assert_eq!(out["index_stats"]["collection"], "cats", "{out}");
+    // Both forms of similar: an upload (a multipart field) and a path on the server.
+    for extra in [&[][..], &["--server-path"][..]] {
+        let mut args = on_server(&["similar", &images[0], "--collection", "cats", "-k", "1", "--json"]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let run = imgidx(&args).await;
+        assert_eq!(run.code, 0, "{extra:?}: {run:#?}");
+        let out = run.json();
+        let got = (out["results"][0]["image_path"].as_str(), out["index_stats"]["collection"].as_str());
+        assert_eq!(got, (Some(images[0].as_str()), Some("cats")), "{extra:?}: {out}");
+    }
+
+    // The selected collection cannot be deleted; once another is selected, it can.
+    let run = imgidx(&on_server(&["collections", "select", "cats"])).await;
+    assert_eq!((run.code, run.stdout.as_str()), (0, "Collection cats selected\n"), "{run:#?}");
+    let run = imgidx(&on_server(&["collections", "delete", "cats"])).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.starts_with("error: collection cats is the selected collection"), "{}", run.stderr);
+    assert!(run.stderr.ends_with("(HTTP 409, collection_in_use)\n"), "{}", run.stderr);
+    let run = imgidx(&on_server(&["collections", "select", "images"])).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    let run = imgidx(&on_server(&["collections", "delete", "cats"])).await;
+    assert_eq!((run.code, run.stdout.as_str()), (0, "Collection cats deleted\n"), "{run:#?}");
+
+    let run = imgidx(&on_server(&["collections", "create", "Bad"])).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.starts_with("error: collection names are 1 to 64 characters"), "{}", run.stderr);
+    assert!(run.stderr.ends_with(": \"Bad\" is not one (HTTP 422, validation_error)\n"), "{}", run.stderr);
 }

@@ -70,6 +70,7 @@ async fn call(spec: &mut Spec, s: &Serve, method: &str, template: &str, path: &s
     let http = reqwest::Client::new();
     let request = match (method, body) {
         ("get", _) => http.get(url),
+        ("delete", _) => http.delete(url),
         (_, Some(body)) => http.post(url).json(&body),
         (_, None) => http.post(url),
     };
@@ -170,6 +171,35 @@ async fn every_operation_answers_as_the_document_says() {
     let (code, _) = call(&mut spec, &s, "post", "/api/v1/query", "/api/v1/query", Some(json!({ "text": "x", "top_k": 0 }))).await;
     assert_eq!(code, 422);
     upload(&mut spec, &s, &images[0]).await;
+
+    // Collections: made, listed, filled, selected and deleted, with refusals.
+    let col = "/api/v1/collections";
+    let (code, made) = call(&mut spec, &s, "post", col, col, Some(json!({ "collection_name": "cats", "distance": "Dot" }))).await;
+    assert_eq!(code, 201, "{made}");
+    let (code, _) = call(&mut spec, &s, "post", col, col, Some(json!({ "collection_name": "cats" }))).await;
+    assert_eq!(code, 409);
+    let (code, _) = call(&mut spec, &s, "post", col, col, Some(json!({ "collection_name": "Bad Name" }))).await;
+    assert_eq!(code, 422);
+    let (code, _) = call(&mut spec, &s, "post", "/api/v1/index/add-images", "/api/v1/index/add-images", Some(json!({ "image_paths": paths[..1], "collection": "nope" }))).await;
+    assert_eq!(code, 404);
+    let (code, list) = call(&mut spec, &s, "get", col, col, None).await;
+    assert_eq!((code, list["collections"].as_array().map(Vec::len)), (200, Some(2)), "{list}");
+    let select = "/api/v1/collections/select";
+    let (code, _) = call(&mut spec, &s, "post", select, select, Some(json!({ "collection_name": "cats" }))).await;
+    assert_eq!(code, 200);
+    let (code, _) = call(&mut spec, &s, "post", select, select, Some(json!({ "collection_name": "nope" }))).await;
+    assert_eq!(code, 404);
+    call(&mut spec, &s, "get", "/api/v1/index/stats", "/api/v1/index/stats?collection=cats", None).await;
+    let (code, _) = call(&mut spec, &s, "get", "/api/v1/index/stats", "/api/v1/index/stats?collection=nope", None).await;
+    assert_eq!(code, 404);
+    let one = "/api/v1/collections/{collection_name}";
+    let (code, _) = call(&mut spec, &s, "delete", one, "/api/v1/collections/cats", None).await;
+    assert_eq!(code, 409, "selected");
+    call(&mut spec, &s, "post", select, select, Some(json!({ "collection_name": "images" }))).await;
+    let (code, _) = call(&mut spec, &s, "delete", one, "/api/v1/collections/cats", None).await;
+    assert_eq!(code, 200);
+    let (code, _) = call(&mut spec, &s, "delete", one, "/api/v1/collections/cats", None).await;
+    assert_eq!(code, 404);
 
     // Unknown jobs, malformed bodies, a missing Content-Type.
     for (method, template) in [

@@ -71,11 +71,15 @@ enum Role {
 }
 
 fn command(role: Role, data_dir: &Path, port: u16, env: &[(&str, &str)], log: &Path) -> Command {
+    command_with_model(role, data_dir, &tiny_model_dir(), port, env, log)
+}
+
+fn command_with_model(role: Role, data_dir: &Path, model: &Path, port: u16, env: &[(&str, &str)], log: &Path) -> Command {
     let mut cmd = Command::new(bin());
     let listen = format!("127.0.0.1:{port}");
     match role {
         Role::Serve => {
-            cmd.arg("serve").arg("--listen").arg(listen).arg("--data-dir").arg(data_dir).arg("--model").arg(tiny_model_dir());
+            cmd.arg("serve").arg("--listen").arg(listen).arg("--data-dir").arg(data_dir).arg("--model").arg(model);
         }
         // `api` has no --data-dir and --model flags: the same settings by environment.
         Role::Api => {
@@ -89,7 +93,7 @@ fn command(role: Role, data_dir: &Path, port: u16, env: &[(&str, &str)], log: &P
         }
     }
     if let Role::Api = role {
-        cmd.env("IMGIDX__DATA_DIR", data_dir).env("IMGIDX__MODEL__DIR", tiny_model_dir());
+        cmd.env("IMGIDX__DATA_DIR", data_dir).env("IMGIDX__MODEL__DIR", model);
     }
     cmd.env("RUST_LOG", "info,lapin=warn").envs(env.iter().copied());
     let log = std::fs::File::create(log).unwrap();
@@ -117,10 +121,19 @@ impl Serve {
         Self::start_as(Role::Api, data_dir, env).await
     }
 
+    /// Serve with another model directory.
+    pub async fn start_with_model(data_dir: &Path, model: &Path, env: &[(&str, &str)]) -> Serve {
+        Self::start_full(Role::Serve, data_dir, model, env).await
+    }
+
     async fn start_as(role: Role, data_dir: &Path, env: &[(&str, &str)]) -> Serve {
+        Self::start_full(role, data_dir, &tiny_model_dir(), env).await
+    }
+
+    async fn start_full(role: Role, data_dir: &Path, model: &Path, env: &[(&str, &str)]) -> Serve {
         let port = free_port();
         let log = data_dir.join(format!("imgidx-{port}.log"));
-        let mut child = command(role, data_dir, port, env, &log).spawn().unwrap();
+        let mut child = command_with_model(role, data_dir, model, port, env, &log).spawn().unwrap();
         let url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -174,6 +187,10 @@ impl Serve {
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         Self::answer(self.http.post(format!("{}{path}", self.url)).json(body).send().await.unwrap()).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        Self::answer(self.http.delete(format!("{}{path}", self.url)).send().await.unwrap()).await
     }
 
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {

@@ -10,7 +10,7 @@ use crate::jobs::{JobStatus, ScanChunk, ScanCounts, ScanOpened, ScanSpec};
 use crate::messages::{FailureKind, Priority};
 
 fn spec(dir: &str) -> ScanSpec {
-    ScanSpec { dir: dir.into(), recursive: true, force_reindex: false, prune_missing: false }
+    ScanSpec { dir: dir.into(), recursive: true, force_reindex: false, prune_missing: false, collection: None }
 }
 
 fn counts(files_seen: u64, images_found: u64) -> ScanCounts {

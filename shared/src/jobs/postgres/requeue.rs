@@ -20,7 +20,7 @@ const TAKE_STALE: &str = "
         UPDATE job_items i
         SET queued_at = greatest(now(), $1::timestamptz + interval '1 microsecond')
         FROM (
-            SELECT p.job_id, p.point_id, j.created_at, j.priority
+            SELECT p.job_id, p.point_id, j.created_at, j.priority, j.collection
             FROM job_items p JOIN jobs j ON j.job_id = p.job_id
             WHERE p.state = 'pending' AND p.queued_at <= $1::timestamptz
               AND j.status IN ('queued', 'running')
@@ -29,9 +29,9 @@ const TAKE_STALE: &str = "
             FOR UPDATE OF p SKIP LOCKED
         ) s
         WHERE i.job_id = s.job_id AND i.point_id = s.point_id
-        RETURNING i.job_id, s.priority, i.point_id, i.path, i.size, i.mtime_ns, s.created_at
+        RETURNING i.job_id, s.priority, i.point_id, i.path, i.size, i.mtime_ns, s.created_at, s.collection
     )
-    SELECT job_id, priority, point_id, path, size, mtime_ns FROM taken
+    SELECT job_id, priority, point_id, path, size, mtime_ns, collection FROM taken
     ORDER BY created_at, job_id, point_id";
 
 pub(super) async fn take_stale(
@@ -48,7 +48,7 @@ pub(super) async fn take_stale(
 
 /// Keyset over `(job_id, point_id)`; `('', nil)` sorts before every real item.
 const UNPUBLISHED: &str = "
-    SELECT i.job_id, j.priority, i.point_id, i.path, i.size, i.mtime_ns
+    SELECT i.job_id, j.priority, i.point_id, i.path, i.size, i.mtime_ns, j.collection
     FROM jobs j JOIN job_items i ON i.job_id = j.job_id
     WHERE j.published_at IS NULL AND j.status IN ('queued', 'running') AND j.created_at <= $1
       AND i.state = 'pending' AND (i.job_id, i.point_id) > ($2::text, $3::uuid)
@@ -90,5 +90,6 @@ fn requeue_item(row: &Row) -> Result<RequeueItem, JobStoreError> {
         priority: Priority::parse(priority)
             .ok_or_else(|| JobStoreError::Other(format!("unknown job priority {priority:?} in the job store")))?,
         item: NewItem { point_id, path: row.try_get("path").ctx(CONTEXT)?, stamp: stamp(size, mtime_ns)? },
+        collection: row.try_get("collection").ctx(CONTEXT)?,
     })
 }

@@ -18,7 +18,7 @@ use crate::jobs::{
 use crate::messages::Priority;
 
 const SCAN_COLUMNS: &str = "s.job_id, s.dir, s.recursive, s.force_reindex, s.prune_missing, s.files_seen, \
-     s.images_found, s.not_images, s.unreadable, s.removed, s.done, s.heartbeat_at";
+     s.images_found, s.not_images, s.unreadable, s.removed, s.done, s.heartbeat_at, j.collection";
 
 /// Namespace of the advisory locks taken on directories (the migration lock uses another key).
 const DIR_LOCK_SEED: i64 = 0x0069_6d67_7363_616e;
@@ -38,8 +38,9 @@ pub(super) async fn open(
     let running = tx
         .query_opt(
             "SELECT s.job_id FROM job_scans s JOIN jobs j ON j.job_id = s.job_id
-             WHERE s.dir = $1 AND j.status IN ('queued', 'running') ORDER BY j.created_at LIMIT 1",
-            &[&spec.dir],
+             WHERE s.dir = $1 AND j.collection IS NOT DISTINCT FROM $2 AND j.status IN ('queued', 'running')
+             ORDER BY j.created_at LIMIT 1",
+            &[&spec.dir, &spec.collection],
         )
         .await
         .ctx(CONTEXT)?;
@@ -49,8 +50,9 @@ pub(super) async fn open(
         return Ok(ScanOpened::Running { job_id });
     }
     tx.execute(
-        "INSERT INTO jobs (job_id, status, priority, total, published_at, scanning) VALUES ($1, 'queued', $2, 0, now(), true)",
-        &[&job_id, &priority.as_str()],
+        "INSERT INTO jobs (job_id, status, priority, total, published_at, scanning, collection)
+         VALUES ($1, 'queued', $2, 0, now(), true, $3)",
+        &[&job_id, &priority.as_str(), &spec.collection],
     )
     .await
     .ctx(CONTEXT)?;
@@ -259,10 +261,10 @@ pub(super) async fn claim_stale(
         .iter()
         .map(|row| {
             let scan = scan_from_row(row)?;
-            let priority: &str = row.try_get(12).ctx(CONTEXT)?;
+            let priority: &str = row.try_get(13).ctx(CONTEXT)?;
             let priority = Priority::parse(priority)
                 .ok_or_else(|| JobStoreError::Other(format!("unknown job priority {priority:?}")))?;
-            let created: chrono::DateTime<chrono::Utc> = row.try_get(13).ctx(CONTEXT)?;
+            let created: chrono::DateTime<chrono::Utc> = row.try_get(14).ctx(CONTEXT)?;
             Ok((created, ScanLease { job_id: scan.job_id, priority, spec: scan.spec }))
         })
         .collect::<Result<Vec<_>, JobStoreError>>()?;
@@ -273,7 +275,7 @@ pub(super) async fn claim_stale(
 
 pub(super) async fn get(client: &deadpool_postgres::Client, job_id: &str) -> Result<Option<ScanRecord>, JobStoreError> {
     let stmt =
-        client.prepare_cached(&format!("SELECT {SCAN_COLUMNS} FROM job_scans s WHERE s.job_id = $1")).await.ctx("job_scan")?;
+        client.prepare_cached(&format!("SELECT {SCAN_COLUMNS} FROM job_scans s JOIN jobs j ON j.job_id = s.job_id WHERE s.job_id = $1")).await.ctx("job_scan")?;
     client.query_opt(&stmt, &[&job_id]).await.ctx("job_scan")?.as_ref().map(scan_from_row).transpose()
 }
 
@@ -290,6 +292,7 @@ fn scan_from_row(row: &Row) -> Result<ScanRecord, JobStoreError> {
             recursive: row.try_get(2).ctx(CONTEXT)?,
             force_reindex: row.try_get(3).ctx(CONTEXT)?,
             prune_missing: row.try_get(4).ctx(CONTEXT)?,
+            collection: row.try_get(12).ctx(CONTEXT)?,
         },
         counts: ScanCounts {
             files_seen: n(5)?,

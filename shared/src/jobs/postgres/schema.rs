@@ -40,6 +40,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 7, name: "0007_job_workers", sql: include_str!("../../../migrations/0007_job_workers.sql") },
     Migration { version: 8, name: "0008_job_scans", sql: include_str!("../../../migrations/0008_job_scans.sql") },
     Migration { version: 9, name: "0009_webhooks", sql: include_str!("../../../migrations/0009_webhooks.sql") },
+    Migration { version: 10, name: "0010_collections", sql: include_str!("../../../migrations/0010_collections.sql") },
 ];
 
 /// Advisory lock held while migrating ("imgidx" in ASCII, then 1), so concurrent

@@ -27,7 +27,7 @@ pub(super) fn take_stale(
     let items = {
         let mut pick = tx
             .prepare_cached(
-                "SELECT i.job_id, j.priority, i.point_id, i.path, i.size, i.mtime_ns
+                "SELECT i.job_id, j.priority, i.point_id, i.path, i.size, i.mtime_ns, j.collection
                  FROM job_items i JOIN jobs j ON j.job_id = i.job_id
                  WHERE i.state = 'pending' AND i.queued_at <= ?1 AND j.status IN ('queued', 'running')
                  ORDER BY j.created_at, j.job_id, i.point_id
@@ -43,9 +43,9 @@ pub(super) fn take_stale(
             .prepare_cached("UPDATE job_items SET queued_at = ?3 WHERE job_id = ?1 AND point_id = ?2")
             .ctx(CONTEXT)?;
         let mut items = Vec::with_capacity(rows.len());
-        for (job_id, priority, point, path, size, mtime_ns) in rows {
-            mark.execute(params![job_id, point, stamp_at]).ctx(CONTEXT)?;
-            items.push(item(job_id, &priority, &point, path, size, mtime_ns)?);
+        for row in rows {
+            mark.execute(params![row.0, row.2, stamp_at]).ctx(CONTEXT)?;
+            items.push(item(row)?);
         }
         items
     };
@@ -66,7 +66,7 @@ pub(super) fn unpublished(
     let (after_job, after_point): (&str, &[u8]) = after.map_or(("", &[]), |k| (k.job_id.as_str(), point_bytes(&k.point_id)));
     let mut stmt = conn
         .prepare_cached(
-            "SELECT i.job_id, j.priority, i.point_id, i.path, i.size, i.mtime_ns
+            "SELECT i.job_id, j.priority, i.point_id, i.path, i.size, i.mtime_ns, j.collection
              FROM jobs j JOIN job_items i ON i.job_id = j.job_id
              WHERE j.published_at IS NULL AND j.status IN ('queued', 'running') AND j.created_at <= ?1
                AND i.state = 'pending' AND (i.job_id, i.point_id) > (?2, ?3)
@@ -79,7 +79,7 @@ pub(super) fn unpublished(
         .ctx(CONTEXT)?
         .collect::<Result<Vec<_>, _>>()
         .ctx(CONTEXT)?;
-    rows.into_iter().map(|(job_id, priority, point, path, size, mtime_ns)| item(job_id, &priority, &point, path, size, mtime_ns)).collect()
+    rows.into_iter().map(item).collect()
 }
 
 pub(super) fn mark_published(conn: &mut Connection, now: i64, job_ids: &[String]) -> Result<(), JobStoreError> {
@@ -96,22 +96,17 @@ pub(super) fn mark_published(conn: &mut Connection, now: i64, job_ids: &[String]
     tx.commit().ctx(CONTEXT)
 }
 
-/// `job_id, priority, point_id, path, size, mtime_ns` of a pending item, as both picks select them.
-type PendingRow = (String, String, Vec<u8>, String, Option<i64>, Option<i64>);
+/// `job_id, priority, point_id, path, size, mtime_ns, collection` of a pending item, as
+/// both picks select them.
+type PendingRow = (String, String, Vec<u8>, String, Option<i64>, Option<i64>, Option<String>);
 
 fn pending_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingRow> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?))
 }
 
-fn item(
-    job_id: String,
-    priority: &str,
-    point: &[u8],
-    path: String,
-    size: Option<i64>,
-    mtime_ns: Option<i64>,
-) -> Result<RequeueItem, JobStoreError> {
-    let priority = Priority::parse(priority)
+fn item((job_id, priority, point, path, size, mtime_ns, collection): PendingRow) -> Result<RequeueItem, JobStoreError> {
+    let priority = Priority::parse(&priority)
         .ok_or_else(|| JobStoreError::Other(format!("unknown job priority {priority:?} in the job store")))?;
-    Ok(RequeueItem { job_id, priority, item: NewItem { point_id: point_id(point)?, path, stamp: stamp(size, mtime_ns)? } })
+    let item = NewItem { point_id: point_id(&point)?, path, stamp: stamp(size, mtime_ns)? };
+    Ok(RequeueItem { job_id, priority, item, collection })
 }

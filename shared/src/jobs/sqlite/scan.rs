@@ -17,7 +17,7 @@ use crate::jobs::{
 use crate::messages::Priority;
 
 const SCAN_COLUMNS: &str = "s.job_id, s.dir, s.recursive, s.force_reindex, s.prune_missing, s.files_seen, \
-     s.images_found, s.not_images, s.unreadable, s.removed, s.done, s.heartbeat_at";
+     s.images_found, s.not_images, s.unreadable, s.removed, s.done, s.heartbeat_at, j.collection";
 
 pub(super) fn open(
     conn: &mut rusqlite::Connection,
@@ -32,8 +32,9 @@ pub(super) fn open(
     let running: Option<String> = tx
         .query_row(
             "SELECT s.job_id FROM job_scans s JOIN jobs j ON j.job_id = s.job_id
-             WHERE s.dir = ?1 AND j.status IN ('queued', 'running') ORDER BY j.created_at LIMIT 1",
-            params![spec.dir],
+             WHERE s.dir = ?1 AND j.collection IS ?2 AND j.status IN ('queued', 'running')
+             ORDER BY j.created_at LIMIT 1",
+            params![spec.dir, spec.collection],
             |row| row.get(0),
         )
         .optional()
@@ -43,9 +44,9 @@ pub(super) fn open(
         return Ok(ScanOpened::Running { job_id });
     }
     tx.execute(
-        "INSERT INTO jobs (job_id, status, priority, total, created_at, published_at, scanning)
-         VALUES (?1, 'queued', ?2, 0, ?3, ?3, 1)",
-        params![job_id, priority.as_str(), now],
+        "INSERT INTO jobs (job_id, status, priority, total, created_at, published_at, scanning, collection)
+         VALUES (?1, 'queued', ?2, 0, ?3, ?3, 1, ?4)",
+        params![job_id, priority.as_str(), now, spec.collection],
     )
     .ctx(CONTEXT)?;
     tx.execute(
@@ -232,7 +233,7 @@ pub(super) fn claim_stale(
         let rows = stmt
             .query_map(params![stale_before, i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
                 Ok(scan_from_row(row).and_then(|scan| {
-                    let priority: String = row.get(12).ctx(CONTEXT)?;
+                    let priority: String = row.get(13).ctx(CONTEXT)?;
                     let priority = Priority::parse(&priority)
                         .ok_or_else(|| JobStoreError::Other(format!("unknown job priority {priority:?}")))?;
                     Ok(ScanLease { job_id: scan.job_id, priority, spec: scan.spec })
@@ -254,7 +255,7 @@ pub(super) fn claim_stale(
 
 pub(super) fn get(conn: &rusqlite::Connection, job_id: &str) -> Result<Option<ScanRecord>, JobStoreError> {
     let mut stmt =
-        conn.prepare_cached(&format!("SELECT {SCAN_COLUMNS} FROM job_scans s WHERE s.job_id = ?1")).ctx("job_scan")?;
+        conn.prepare_cached(&format!("SELECT {SCAN_COLUMNS} FROM job_scans s JOIN jobs j ON j.job_id = s.job_id WHERE s.job_id = ?1")).ctx("job_scan")?;
     stmt.query_row(params![job_id], |row| Ok(scan_from_row(row))).optional().ctx("job_scan")?.transpose()
 }
 
@@ -268,6 +269,7 @@ fn scan_from_row(row: &Row<'_>) -> Result<ScanRecord, JobStoreError> {
             recursive: row.get(2).ctx(CONTEXT)?,
             force_reindex: row.get(3).ctx(CONTEXT)?,
             prune_missing: row.get(4).ctx(CONTEXT)?,
+            collection: row.get(12).ctx(CONTEXT)?,
         },
         counts: ScanCounts {
             files_seen: n(5)?,

@@ -38,6 +38,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 6, name: "0006_job_workers", sql: include_str!("../../../migrations/sqlite/0006_job_workers.sql") },
     Migration { version: 7, name: "0007_job_scans", sql: include_str!("../../../migrations/sqlite/0007_job_scans.sql") },
     Migration { version: 8, name: "0008_webhooks", sql: include_str!("../../../migrations/sqlite/0008_webhooks.sql") },
+    Migration {
+        version: 9,
+        name: "0009_collections",
+        sql: include_str!("../../../migrations/sqlite/0009_collections.sql"),
+    },
 ];
 
 /// How long a write waits for another connection (another process on the same file)

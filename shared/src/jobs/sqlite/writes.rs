@@ -25,6 +25,7 @@ pub(super) fn create_job(
     now: i64,
     job_id: &str,
     priority: Priority,
+    collection: Option<&str>,
     candidates: &[NewItem],
 ) -> Result<Vec<NewItem>, JobStoreError> {
     let unique = unique_by_point(candidates);
@@ -34,8 +35,8 @@ pub(super) fn create_job(
     let tx = begin(conn, "create_job: begin")?;
     // The job row goes first because claims reference it; its total is set once known.
     tx.execute(
-        "INSERT INTO jobs (job_id, status, priority, total, created_at) VALUES (?1, 'queued', ?2, 0, ?3)",
-        params![job_id, priority.as_str(), now],
+        "INSERT INTO jobs (job_id, status, priority, total, created_at, collection) VALUES (?1, 'queued', ?2, 0, ?3, ?4)",
+        params![job_id, priority.as_str(), now, collection],
     )
     .ctx("create_job: insert job")?;
     let claimed = claim_points(&tx, job_id, &unique)?;

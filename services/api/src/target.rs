@@ -1,0 +1,84 @@
+//! Which collection a request works on: the one it names, else the selected one; checked
+//! to hold this server's model's vectors, with its store opened.
+
+use std::sync::Arc;
+
+use imgidx_shared::collections::{name_of, CollectionRecord};
+use imgidx_shared::jobs::JobStoreError;
+use imgidx_shared::vectors::{VectorStore, VectorStoreError};
+
+use crate::error::ApiError;
+use crate::state::ApiDeps;
+
+/// A collection a request may index into and search.
+#[derive(Clone)]
+pub struct Target {
+    pub record: CollectionRecord,
+    /// The physical collection written and read: the record's current one, or for a job
+    /// the one it was created for.
+    pub physical: String,
+    pub store: Arc<dyn VectorStore>,
+}
+
+/// Why a job's collection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum JobTargetError {
+    #[error(transparent)]
+    Jobs(#[from] JobStoreError),
+    #[error(transparent)]
+    Vectors(#[from] VectorStoreError),
+    #[error("collection {0} is no longer in the catalog")]
+    Gone(String),
+}
+
+impl Target {
+    /// The request's collection (`requested`, else the selected one), which must hold
+    /// vectors of the model this server embeds with.
+    pub async fn resolve(deps: &ApiDeps, requested: Option<&str>) -> Result<Self, ApiError> {
+        let target = Self::open(deps, requested).await?;
+        if target.record.model != deps.model_name {
+            return Err(ApiError::CollectionModelMismatch {
+                collection: target.record.name,
+                bound: target.record.model,
+                served: deps.model_name.clone(),
+            });
+        }
+        Ok(target)
+    }
+
+    /// The request's collection whatever its model (for reading its figures).
+    pub async fn open(deps: &ApiDeps, requested: Option<&str>) -> Result<Self, ApiError> {
+        let record = record(deps, requested).await?;
+        let store = deps.collections.open(&record.physical, record.dim, None).await?;
+        Ok(Self { physical: record.physical.clone(), record, store })
+    }
+
+    /// The collection a job writes into, from the physical name it was created with
+    /// (None: the initial collection, as for jobs from before collections).
+    pub async fn of_job(deps: &ApiDeps, physical: Option<&str>) -> Result<Self, JobTargetError> {
+        let physical = physical.unwrap_or(&deps.initial_collection);
+        let name = name_of(physical);
+        let record = deps.jobs.collection(name).await?.ok_or_else(|| JobTargetError::Gone(name.to_owned()))?;
+        let store = deps.collections.open(physical, record.dim, None).await?;
+        Ok(Self { physical: physical.to_owned(), record, store })
+    }
+
+    /// The point of the image at `canonical_path` in this collection.
+    pub fn point_id(&self, canonical_path: &str) -> uuid::Uuid {
+        self.record.point_id(canonical_path)
+    }
+}
+
+/// The catalog record of the request's collection (`requested`, else the selected one).
+pub async fn record(deps: &ApiDeps, requested: Option<&str>) -> Result<CollectionRecord, ApiError> {
+    let name = match requested.filter(|n| !n.is_empty()) {
+        Some(name) => name.to_owned(),
+        None => selected(deps).await?,
+    };
+    deps.jobs.collection(&name).await?.ok_or(ApiError::CollectionNotFound(name))
+}
+
+/// The selected collection's name; the initial one until another is selected.
+pub async fn selected(deps: &ApiDeps) -> Result<String, ApiError> {
+    Ok(deps.jobs.selected_collection().await?.unwrap_or_else(|| deps.initial_collection.clone()))
+}

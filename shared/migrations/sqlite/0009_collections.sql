@@ -1,0 +1,21 @@
+-- Collections, as ../0010_collections.sql does for PostgreSQL.
+
+CREATE TABLE collections (
+    name        TEXT    PRIMARY KEY,
+    physical    TEXT    NOT NULL UNIQUE,
+    previous    TEXT,
+    model       TEXT    NOT NULL,
+    dim         INTEGER NOT NULL CHECK (dim > 0),
+    distance    TEXT    NOT NULL CHECK (distance IN ('Cosine', 'Dot', 'Euclid')),
+    scoped_ids  INTEGER NOT NULL CHECK (scoped_ids IN (0, 1)),
+    created_at  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE server_settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+ALTER TABLE jobs ADD COLUMN collection TEXT;
+
+CREATE INDEX jobs_active_collection ON jobs (collection) WHERE status IN ('queued', 'running');
