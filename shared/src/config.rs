@@ -310,6 +310,9 @@ pub struct WorkerSettings {
     /// its directory missing as under an unmounted share) is tried again before it is
     /// reported failed; 0 reports it at once.
     pub file_retry_secs: u64,
+    /// Index an image whose bytes an indexed point of its collection and model has already
+    /// with that point's vector, without decode or inference (see README, "Reuse").
+    pub reuse_vectors: bool,
     /// Address (`host:port`) of this worker's Prometheus `/metrics`; off when unset.
     /// `imgidx serve` has none of its own: the API's `/metrics` shows every role.
     pub metrics_listen: Option<String>,
@@ -327,6 +330,7 @@ impl Default for WorkerSettings {
             name: None,
             max_attempts: 5,
             file_retry_secs: 60,
+            reuse_vectors: true,
             metrics_listen: None,
         }
     }

@@ -134,6 +134,9 @@ pub struct CompletionEvent {
     /// When the worker finished the image (ms since the Unix epoch), for the event lag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at_ms: Option<i64>,
+    /// Indexed with the vector of a point with the same content (no decode, no inference).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_cache: bool,
 }
 
 /// A completion event the aggregator could not apply, however often it tried while the
@@ -187,6 +190,7 @@ mod tests {
             worker: "w".into(),
             request_id: None,
             finished_at_ms: None,
+            from_cache: false,
         };
         let v = serde_json::to_value(&ev).unwrap();
         assert_eq!(v["type"], "completion");

@@ -240,6 +240,7 @@ mod tests {
             worker: "w".into(),
             request_id: None,
             finished_at_ms: None,
+            from_cache: false,
         };
         broker.publish_events(&[event]).await.unwrap();
         let shutdown = Shutdown::new();

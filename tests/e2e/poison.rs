@@ -34,6 +34,7 @@ async fn a_poison_event_is_set_aside_and_the_jobs_complete() {
         worker: "poisoner".into(),
         request_id: None,
         finished_at_ms: None,
+        from_cache: false,
     };
     let broker = RabbitBroker::connect(&cluster.settings.broker, "test-poisoner").await.unwrap();
     broker.publish_events(&[poison]).await.unwrap();

@@ -114,6 +114,12 @@ impl VectorStore for FaultyStore {
     async fn attach(&self, dim: usize) -> Result<(), VectorStoreError> {
         self.inner.attach(dim).await
     }
+    async fn reusable(&self, sha256: &str, model: &str) -> Result<Option<imgidx_shared::vectors::Reusable>, VectorStoreError> {
+        self.inner.reusable(sha256, model).await
+    }
+    async fn forget_hashes(&self) -> Result<(), VectorStoreError> {
+        self.inner.forget_hashes().await
+    }
     async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorStoreError> {
         self.writes_begun.fetch_add(1, Ordering::SeqCst);
         match self.fault {

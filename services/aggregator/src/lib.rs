@@ -87,6 +87,7 @@ fn retries_exhausted(task: ImageTask) -> CompletionEvent {
         worker: "dead-letter".into(),
         request_id: task.request_id,
         finished_at_ms: None,
+        from_cache: false,
     }
 }
 

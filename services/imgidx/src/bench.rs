@@ -199,7 +199,9 @@ async fn pipeline_rate(
         metrics: stages.clone(),
     };
     let shutdown = Shutdown::new();
-    let (s, w, p) = (shutdown.clone(), settings.worker.clone(), settings.broker.prefetch);
+    let (s, mut w, p) = (shutdown.clone(), settings.worker.clone(), settings.broker.prefetch);
+    // The tasks cycle through the files: reusing their vectors would time the cache, not the pipeline.
+    w.reuse_vectors = false;
     let start = Instant::now();
     let worker = tokio::spawn(async move { imgidx_worker::serve(&w, p, deps, "bench", s).await });
     let mut seen = 0;

@@ -21,7 +21,7 @@ use imgidx_shared::vectors::{Collections, ImagePayload, Point, VectorStore, Vect
 use crate::hold::Hold;
 use crate::isolate::{isolate, Leaf};
 use crate::metrics::{Stage, WorkerMetrics};
-use crate::prepare::{Decoded, Failure, Prepared};
+use crate::prepare::{Content, Decoded, Failure, Prepared};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -54,20 +54,31 @@ impl Finisher {
                 }
             }
         }
-        let decoded: Vec<(usize, &Decoded)> = batch
+        let ready: Vec<(usize, &Decoded)> = batch
             .iter()
             .enumerate()
             .filter(|(i, _)| outcomes[*i].is_ok())
             .filter_map(|(i, p)| p.result.as_ref().ok().map(|d| (i, d)))
             .collect();
+        let indexed_at = rfc3339(Utc::now());
+        let model = self.encoder.manifest().name.clone();
         let mut points: HashMap<&str, Vec<Point>> = HashMap::new();
+        let mut from_cache = vec![false; batch.len()];
+        // Images whose bytes are indexed already take that vector: no inference.
+        for (i, d) in &ready {
+            if let Content::Reused(r) = &d.content {
+                let task = &batch[*i].task.message;
+                let point = Point { id: task.point_id, vector: r.vector.clone(), payload: payload(task, d, &model, &indexed_at) };
+                points.entry(self.collection_of(&batch[*i])).or_default().push(point);
+                from_cache[*i] = true;
+            }
+        }
+        let decoded: Vec<(usize, &Decoded)> = ready.into_iter().filter(|(_, d)| d.pixels().is_some()).collect();
         if !decoded.is_empty() {
             let images: Vec<&Decoded> = decoded.iter().map(|(_, d)| *d).collect();
             let started = Instant::now();
             let vectors = self.hold.until_ok("inference", || self.embed(&images)).await?;
             self.metrics.observe(Stage::Inference, started.elapsed());
-            let indexed_at = rfc3339(Utc::now());
-            let model = self.encoder.manifest().name.clone();
             for ((i, d), vector) in decoded.iter().zip(vectors) {
                 match vector {
                     Ok(vector) => {
@@ -92,7 +103,8 @@ impl Finisher {
             self.metrics.observe(Stage::Upsert, started.elapsed());
         }
         let started = Instant::now();
-        let events: Vec<CompletionEvent> = batch.iter().zip(outcomes).map(|(p, o)| self.event(p, o)).collect();
+        let events: Vec<CompletionEvent> =
+            batch.iter().zip(outcomes).zip(from_cache).map(|((p, o), cached)| self.event(p, o, cached)).collect();
         self.hold.until_ok("publishing completion events", || self.broker.publish_events(&events)).await?;
         for item in batch {
             // An ack lost here only means a redelivery, which is idempotent.
@@ -145,11 +157,11 @@ impl Finisher {
     /// One vector or one image's failure per image. Err only when the runtime fails
     /// as a whole (it fails even on a blank image): then nothing is any image's fault.
     async fn embed(&self, images: &[&Decoded]) -> Result<Vec<Result<Vec<f32>, Failure>>, EmbedError> {
-        let per_image = images.first().map(|d| d.image.tensor.len()).unwrap_or(0);
+        let per_image = images.first().and_then(|d| d.pixels()).map(|p| p.tensor.len()).unwrap_or(0);
         let results = isolate(images.len(), |range| {
             let mut pixels = Vec::with_capacity(per_image * range.len());
-            for d in &images[range.clone()] {
-                pixels.extend_from_slice(&d.image.tensor);
+            for p in images[range.clone()].iter().filter_map(|d| d.pixels()) {
+                pixels.extend_from_slice(&p.tensor);
             }
             self.run(pixels, range.len())
         })
@@ -179,10 +191,10 @@ impl Finisher {
             .map_err(|e| EmbedError::Runtime(format!("inference task failed: {e}")))?
     }
 
-    fn event(&self, p: &Prepared, outcome: Result<(), Failure>) -> CompletionEvent {
-        let outcome = match outcome {
-            Ok(()) => Outcome::Indexed,
-            Err(f) => Outcome::Failed { kind: f.kind, reason: f.reason },
+    fn event(&self, p: &Prepared, outcome: Result<(), Failure>, from_cache: bool) -> CompletionEvent {
+        let (outcome, from_cache) = match outcome {
+            Ok(()) => (Outcome::Indexed, from_cache),
+            Err(f) => (Outcome::Failed { kind: f.kind, reason: f.reason }, false),
         };
         let task = &p.task.message;
         tracing::debug!(
@@ -201,22 +213,25 @@ impl Finisher {
             worker: self.hold.worker.clone(),
             request_id: task.request_id.clone(),
             finished_at_ms: Some(Utc::now().timestamp_millis()),
+            from_cache,
         }
     }
 }
 
 fn payload(task: &imgidx_shared::messages::ImageTask, d: &Decoded, model: &str, indexed_at: &str) -> ImagePayload {
+    let (width, height, format) = d.facts();
     ImagePayload {
         file_name: Path::new(&task.path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         path: task.path.clone(),
         size: d.stamp.size,
         mtime: rfc3339(from_unix_nanos(d.stamp.mtime_ns)),
         mtime_ns: d.stamp.mtime_ns,
-        width: d.image.width,
-        height: d.image.height,
-        format: d.image.format.to_string(),
+        width,
+        height,
+        format,
         model: model.to_string(),
         indexed_at: indexed_at.to_string(),
         job_id: task.job_id.clone(),
+        sha256: d.sha256.clone(),
     }
 }

@@ -13,6 +13,7 @@ mod inbox;
 mod isolate;
 pub mod metrics;
 mod prepare;
+mod reuse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,7 @@ use hold::Hold;
 use inbox::Inbox;
 use metrics::{Stage, WorkerMetrics};
 use prepare::{prepare_batch, Prepared};
+use reuse::Reuser;
 
 #[derive(Clone)]
 pub struct WorkerDeps {
@@ -135,8 +137,15 @@ pub async fn serve(
     let hold = Hold { worker: tag.to_string(), health: deps.health.clone(), shutdown: shutdown.clone() };
     // Capacity 1: at most one prepared batch waits while another is in inference.
     let (tx, mut rx) = mpsc::channel(1);
+    let reuser = settings.reuse_vectors.then(|| Reuser {
+        collections: deps.collections.clone(),
+        initial_collection: deps.initial_collection.clone(),
+        model: manifest.name.clone(),
+        dim: manifest.embedding_dim,
+    });
     let stage1 = tokio::spawn(stage1(Stage1 {
         inbox,
+        reuser,
         settings: settings.clone(),
         jobs: deps.jobs.clone(),
         isolation: deps.isolation.clone(),
@@ -178,6 +187,8 @@ pub async fn serve(
 /// What stage 1 works with.
 struct Stage1 {
     inbox: Inbox,
+    /// None with `worker.reuse_vectors` off: every image is embedded.
+    reuser: Option<Reuser>,
     settings: WorkerSettings,
     jobs: Arc<dyn JobStore>,
     isolation: Isolation,
@@ -200,7 +211,7 @@ async fn stage1(mut s: Stage1) {
         let guard = s.isolation.shared().await;
         let Some(sorted) = attempts::sort(&*s.jobs, &s.hold, tasks, max_attempts).await else { return };
         attempts::ack_withdrawn(&s.hold.worker, sorted.withdrawn).await;
-        let Some(mut batch) = prepare_batch(sorted.fresh, s.preprocessor.clone(), s.pool.clone(), &s.retry, &s.metrics).await else {
+        let Some(mut batch) = prepare_batch(sorted.fresh, s.preprocessor.clone(), s.pool.clone(), &s.retry, s.reuser.as_ref(), &s.metrics).await else {
             return;
         };
         batch.extend(sorted.exhausted.into_iter().map(|(task, n)| Prepared::exhausted(task, n)));
@@ -216,7 +227,7 @@ async fn stage1(mut s: Stage1) {
             let batch = match counted {
                 Alone::Try(attempt) => {
                     tracing::info!(worker = %s.hold.worker, path = %task.message.path, attempt, "trying alone an image whose last attempt did not finish");
-                    match prepare_batch(vec![task], s.preprocessor.clone(), s.pool.clone(), &s.retry, &s.metrics).await {
+                    match prepare_batch(vec![task], s.preprocessor.clone(), s.pool.clone(), &s.retry, s.reuser.as_ref(), &s.metrics).await {
                         Some(batch) => batch,
                         None => return,
                     }

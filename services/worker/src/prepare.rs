@@ -1,4 +1,5 @@
-//! Stage 1: read, decode and preprocess a batch on a bounded CPU pool.
+//! Stage 1: read, decode and preprocess a batch on a bounded CPU pool; an image whose
+//! bytes are indexed already takes that vector instead (`reuse.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,15 +9,43 @@ use tokio::sync::Semaphore;
 use imgidx_shared::embed::{DecodeError, Preprocessed, Preprocessor};
 use imgidx_shared::files::ReadRefusal;
 use imgidx_shared::messages::{FailureKind, FileStamp};
+use imgidx_shared::vectors::Reusable;
 
 use crate::file_retry::FileRetry;
 use crate::metrics::{Stage, WorkerMetrics};
 use crate::inbox::Task;
+use crate::reuse::{content_hash, Reuse, Reuser};
 
-/// A decoded image ready for the encoder, with what its payload needs.
+/// An image read and ready for its vector, with what its payload needs.
 pub struct Decoded {
-    pub image: Preprocessed,
+    pub content: Content,
     pub stamp: FileStamp,
+    /// SHA-256 of the bytes read (hex).
+    pub sha256: String,
+}
+
+pub enum Content {
+    /// Pixels for the encoder.
+    Pixels(Preprocessed),
+    /// The vector of an indexed point with the same bytes and model.
+    Reused(Reusable),
+}
+
+impl Decoded {
+    pub fn pixels(&self) -> Option<&Preprocessed> {
+        match &self.content {
+            Content::Pixels(p) => Some(p),
+            Content::Reused(_) => None,
+        }
+    }
+
+    /// Width, height and format, as the payload records them.
+    pub fn facts(&self) -> (u32, u32, String) {
+        match &self.content {
+            Content::Pixels(p) => (p.width, p.height, p.format.to_string()),
+            Content::Reused(r) => (r.width, r.height, r.format.clone()),
+        }
+    }
 }
 
 /// Why an image gets no vector: reported in its completion event.
@@ -69,16 +98,20 @@ pub async fn prepare_batch(
     preprocessor: Arc<Preprocessor>,
     pool: Arc<Semaphore>,
     retry: &FileRetry,
+    reuser: Option<&Reuser>,
     metrics: &WorkerMetrics,
 ) -> Option<Vec<Prepared>> {
-    let handles: Vec<_> = tasks
-        .iter()
-        .map(|task| {
-            let attempt = Attempt::new(preprocessor.clone(), pool.clone(), task.message.path.clone())
-                .measured(metrics.clone());
-            tokio::spawn(retry.clone().read_patiently(attempt))
-        })
-        .collect();
+    let mut handles = Vec::with_capacity(tasks.len());
+    for task in &tasks {
+        let reuse = match reuser {
+            Some(r) => r.for_task(task).await,
+            None => None,
+        };
+        let attempt = Attempt::new(preprocessor.clone(), pool.clone(), task.message.path.clone())
+            .measured(metrics.clone())
+            .reusing(reuse);
+        handles.push(tokio::spawn(retry.clone().read_patiently(attempt)));
+    }
     let mut out = Vec::with_capacity(tasks.len());
     let mut stopped = false;
     for (task, handle) in tasks.into_iter().zip(handles) {
@@ -102,6 +135,7 @@ pub struct Attempt {
     pool: Arc<Semaphore>,
     path: String,
     metrics: WorkerMetrics,
+    reuse: Option<Reuse>,
 }
 
 /// What one try gave.
@@ -113,12 +147,17 @@ pub enum Tried {
 
 impl Attempt {
     pub fn new(preprocessor: Arc<Preprocessor>, pool: Arc<Semaphore>, path: String) -> Self {
-        Self { preprocessor, pool, path, metrics: WorkerMetrics::default() }
+        Self { preprocessor, pool, path, metrics: WorkerMetrics::default(), reuse: None }
     }
 
     /// Counts its read and decode times in `metrics`.
     pub fn measured(self, metrics: WorkerMetrics) -> Self {
         Self { metrics, ..self }
+    }
+
+    /// Looks for an indexed point with the same bytes before decoding.
+    pub fn reusing(self, reuse: Option<Reuse>) -> Self {
+        Self { reuse, ..self }
     }
 
     pub fn path(&self) -> &str {
@@ -129,22 +168,53 @@ impl Attempt {
         // Held until the blocking decode finishes; the semaphore is never closed.
         let _permit = self.pool.clone().acquire_owned().await.ok();
         let (preprocessor, path, metrics) = (self.preprocessor.clone(), self.path.clone(), self.metrics.clone());
-        match tokio::task::spawn_blocking(move || decode(&preprocessor, Path::new(&path), &metrics)).await {
+        let read = match tokio::task::spawn_blocking(move || read(&preprocessor, Path::new(&path), &metrics)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(tried)) => return tried,
+            Err(_) => return Tried::Done(Err(Failure::decoder_panicked())),
+        };
+        if let Some(reuse) = &self.reuse {
+            if let Some(found) = reuse.lookup(&read.sha256).await {
+                return Tried::Done(Ok(Decoded { content: Content::Reused(found), stamp: read.stamp, sha256: read.sha256 }));
+            }
+        }
+        let (preprocessor, metrics) = (self.preprocessor.clone(), self.metrics.clone());
+        match tokio::task::spawn_blocking(move || decode(&preprocessor, read, &metrics)).await {
             Ok(tried) => tried,
             Err(_) => Tried::Done(Err(Failure::decoder_panicked())),
         }
     }
 }
 
+/// A file's bytes, their stamp and hash.
+struct Read {
+    bytes: Vec<u8>,
+    stamp: FileStamp,
+    sha256: String,
+}
+
 /// The stamp comes from the `fstat` of the opened file, so it describes the bytes read.
 /// Only regular files are read (`imgidx_shared::files`): a FIFO or device is reported
 /// `not_an_image` at once instead of blocking a decode thread.
-fn decode(preprocessor: &Preprocessor, path: &Path, metrics: &WorkerMetrics) -> Tried {
-    let file = match metrics.time(Stage::Read, || preprocessor.read_file(path)) {
-        Ok(file) => file,
-        Err(why) if why.is_transient() => return Tried::Again(why),
-        Err(why) => return Tried::Done(Err(Failure::from(DecodeError::from(why)))),
-    };
-    let decoded = metrics.time(Stage::Decode, || preprocessor.load_bytes(&file.bytes)).map(|image| Decoded { image, stamp: FileStamp::from_metadata(&file.meta) });
+fn read(preprocessor: &Preprocessor, path: &Path, metrics: &WorkerMetrics) -> Result<Read, Tried> {
+    // Hashing is part of reading: the bytes are hot in the cache.
+    let read = metrics.time(Stage::Read, || {
+        preprocessor.read_file(path).map(|file| {
+            let sha256 = content_hash(&file.bytes);
+            Read { stamp: FileStamp::from_metadata(&file.meta), sha256, bytes: file.bytes }
+        })
+    });
+    match read {
+        Ok(read) => Ok(read),
+        Err(why) if why.is_transient() => Err(Tried::Again(why)),
+        Err(why) => Err(Tried::Done(Err(Failure::from(DecodeError::from(why))))),
+    }
+}
+
+fn decode(preprocessor: &Preprocessor, read: Read, metrics: &WorkerMetrics) -> Tried {
+    let Read { bytes, stamp, sha256 } = read;
+    let decoded = metrics
+        .time(Stage::Decode, || preprocessor.load_bytes(&bytes))
+        .map(|image| Decoded { content: Content::Pixels(image), stamp, sha256 });
     Tried::Done(decoded.map_err(Failure::from))
 }

@@ -83,7 +83,20 @@ conformance_tests!(
     collections_are_added_listed_selected_and_removed,
     a_collection_with_active_jobs_is_not_removed,
     requeued_items_and_scans_carry_their_collection,
+    reused_vectors_are_counted_once_per_job,
 );
+
+async fn reused_vectors_are_counted_once_per_job(h: &Harness) {
+    let s = h.store();
+    s.create_job("j", Priority::Normal, &items(0..4)).await.unwrap();
+    let cached = |n| CompletionEvent { from_cache: true, ..indexed("j", n) };
+    s.apply_events(&[cached(0), cached(1), indexed("j", 2)]).await.unwrap();
+    // A redelivered event counts once; a failure is never from the cache.
+    let again = s.apply_events(&[cached(0), CompletionEvent { from_cache: true, ..failed("j", 3, FailureKind::NotFound, "gone") }]).await.unwrap();
+    let job = again.jobs.into_iter().next().unwrap();
+    assert_eq!((job.status, job.processed_images, job.failed_images, job.from_cache), (JobStatus::Completed, 3, 1, 2));
+    assert_eq!(s.job("j").await.unwrap().unwrap().from_cache, 2);
+}
 
 pub(super) fn item(n: u128) -> NewItem {
     NewItem {
@@ -106,6 +119,7 @@ pub(super) fn indexed(job_id: &str, n: u128) -> CompletionEvent {
         worker: "test".into(),
         request_id: None,
         finished_at_ms: None,
+        from_cache: false,
     }
 }
 

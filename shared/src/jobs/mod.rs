@@ -150,6 +150,9 @@ pub struct JobRecord {
     pub scanning: bool,
     /// The physical collection it writes into (None: the one the deployment started with).
     pub collection: Option<String>,
+    /// Of `processed_images`, those indexed with the vector of a point with the same
+    /// content (no decode, no inference).
+    pub from_cache: u64,
 }
 
 impl JobRecord {

@@ -61,7 +61,7 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 const JOB_COLUMNS: &str =
-    "job_id, status, priority, total, processed, failed, created_at, started_at, completed_at, error_message, scanning, collection";
+    "job_id, status, priority, total, processed, failed, created_at, started_at, completed_at, error_message, scanning, collection, from_cache";
 
 #[derive(Clone)]
 pub struct PostgresJobStore {
@@ -493,13 +493,14 @@ async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Resu
     let kinds: Vec<Option<&str>> = events.iter().map(|e| failure(&e.outcome).map(|(k, _)| k.as_str())).collect();
     let reasons: Vec<Option<String>> = events.iter().map(|e| stored_reason(&e.outcome)).collect();
     let workers: Vec<&str> = events.iter().map(|e| e.worker.as_str()).collect();
+    let cached: Vec<bool> = events.iter().map(|e| e.from_cache).collect();
     // The final SELECT sees the items as they were before the UPDATE, which tells a
     // duplicate event (item known, not updated) from one for an unknown item.
     let stmt = tx
         .prepare_cached(
             "WITH e AS (
-                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
-                     AS e(job_id, point_id, state, failure_kind, reason, worker)
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[])
+                     AS e(job_id, point_id, state, failure_kind, reason, worker, from_cache)
              ), done AS (
                  UPDATE job_items i
                  SET state = e.state, failure_kind = e.failure_kind, reason = e.reason, finished_at = now()
@@ -507,7 +508,7 @@ async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Resu
                  WHERE i.job_id = e.job_id AND i.point_id = e.point_id AND i.state = 'pending'
                  RETURNING i.job_id, i.point_id
              )
-             SELECT e.job_id, e.point_id, e.state, done.point_id IS NOT NULL, known.point_id IS NOT NULL, e.worker
+             SELECT e.job_id, e.point_id, e.state, done.point_id IS NOT NULL, known.point_id IS NOT NULL, e.worker, e.from_cache
              FROM e
              LEFT JOIN done ON done.job_id = e.job_id AND done.point_id = e.point_id
              LEFT JOIN job_items known ON known.job_id = e.job_id AND known.point_id = e.point_id",
@@ -515,7 +516,9 @@ async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Resu
         .await
         .ctx("apply_events: finish items")?;
     let rows =
-        tx.query(&stmt, &[&job_ids, &point_ids, &states, &kinds, &reasons, &workers]).await.ctx("apply_events: finish items")?;
+        tx.query(&stmt, &[&job_ids, &point_ids, &states, &kinds, &reasons, &workers, &cached])
+            .await
+            .ctx("apply_events: finish items")?;
     let mut finished = Vec::with_capacity(rows.len());
     for row in &rows {
         let job_id: String = row.try_get(0).ctx("apply_events: finish items")?;
@@ -526,7 +529,9 @@ async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Resu
         match (applied, known) {
             (true, _) => {
                 let worker: String = row.try_get(5).ctx("apply_events: finish items")?;
-                finished.push(Finished { job_id, point_id, indexed: state == "indexed", worker });
+                let indexed = state == "indexed";
+                let from_cache = indexed && row.try_get::<_, bool>(6).ctx("apply_events: finish items")?;
+                finished.push(Finished { job_id, point_id, indexed, from_cache, worker });
             }
             (false, true) => tracing::debug!(job_id, %point_id, "duplicate completion event ignored"),
             (false, false) => tracing::warn!(job_id, %point_id, "completion event for an unknown job or item ignored"),
@@ -653,21 +658,23 @@ async fn write_jobs(tx: &Transaction<'_>, updates: &[JobUpdate]) -> Result<Vec<J
     let statuses: Vec<&str> = updates.iter().map(|u| u.advance.status.as_str()).collect();
     let finished: Vec<bool> = updates.iter().map(|u| u.advance.finished).collect();
     let messages: Vec<Option<&str>> = updates.iter().map(|u| u.error_message.as_deref()).collect();
+    let cached: Vec<i32> = updates.iter().map(|u| to_i32(u.from_cache, "from_cache")).collect::<Result<_, _>>()?;
     let sql = format!(
         "UPDATE jobs j SET
              processed = u.processed, failed = u.failed, status = u.status,
              started_at = coalesce(j.started_at, now()),
              completed_at = CASE WHEN u.finished THEN now() ELSE j.completed_at END,
-             error_message = coalesce(u.error_message, j.error_message)
-         FROM unnest($1::text[], $2::int4[], $3::int4[], $4::text[], $5::bool[], $6::text[])
-             AS u(job_id, processed, failed, status, finished, error_message)
+             error_message = coalesce(u.error_message, j.error_message),
+             from_cache = j.from_cache + u.from_cache
+         FROM unnest($1::text[], $2::int4[], $3::int4[], $4::text[], $5::bool[], $6::text[], $7::int4[])
+             AS u(job_id, processed, failed, status, finished, error_message, from_cache)
          WHERE j.job_id = u.job_id
          RETURNING {}",
         JOB_COLUMNS.split(", ").map(|c| format!("j.{c}")).collect::<Vec<_>>().join(", ")
     );
     let stmt = tx.prepare_cached(&sql).await.ctx("apply_events: update jobs")?;
     let rows = tx
-        .query(&stmt, &[&job_ids, &processed, &failed, &statuses, &finished, &messages])
+        .query(&stmt, &[&job_ids, &processed, &failed, &statuses, &finished, &messages, &cached])
         .await
         .ctx("apply_events: update jobs")?;
     rows.iter().map(job_from_row).collect()
@@ -700,6 +707,7 @@ fn job_from_row(row: &Row) -> Result<JobRecord, JobStoreError> {
         error_message: row.try_get("error_message").ctx(CONTEXT)?,
         scanning: row.try_get("scanning").ctx(CONTEXT)?,
         collection: row.try_get("collection").ctx(CONTEXT)?,
+        from_cache: to_u64(row.try_get("from_cache").ctx(CONTEXT)?, "from_cache")?,
     })
 }
 

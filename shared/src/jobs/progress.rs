@@ -56,6 +56,8 @@ pub(super) struct Finished {
     pub job_id: String,
     pub point_id: Uuid,
     pub indexed: bool,
+    /// Indexed with a reused vector (the event's `from_cache`).
+    pub from_cache: bool,
     /// Who finished it (the event's `worker`).
     pub worker: String,
 }
@@ -94,6 +96,8 @@ pub(super) fn worker_tallies(finished: &[Finished]) -> Vec<WorkerTally> {
 pub(super) struct JobUpdate {
     pub job_id: String,
     pub advance: Advance,
+    /// Newly indexed items that reused a vector, added to the job's `from_cache`.
+    pub from_cache: u64,
     /// Set by the backend for jobs this batch fails (see [`all_failed_message`]).
     pub error_message: Option<String>,
 }
@@ -103,17 +107,18 @@ pub(super) struct JobUpdate {
 /// the cancel already, so its counters match the index, and stays cancelled; completed
 /// and failed jobs keep their counters and status.
 pub(super) fn plan_updates(jobs: &HashMap<String, JobRecord>, finished: &[Finished]) -> Vec<JobUpdate> {
-    let mut tally: HashMap<&str, (u64, u64)> = HashMap::new();
+    let mut tally: HashMap<&str, (u64, u64, u64)> = HashMap::new();
     for f in finished {
         let entry = tally.entry(f.job_id.as_str()).or_default();
         if f.indexed {
             entry.0 += 1;
+            entry.2 += u64::from(f.from_cache);
         } else {
             entry.1 += 1;
         }
     }
     let mut updates = Vec::with_capacity(tally.len());
-    for (job_id, (indexed, failed)) in tally {
+    for (job_id, (indexed, failed, from_cache)) in tally {
         let Some(job) = jobs.get(job_id).filter(|j| j.status.is_active() || j.status == JobStatus::Cancelled) else {
             tracing::debug!(job_id, "items of a finished job recorded; its counters stay as they are");
             continue;
@@ -131,7 +136,9 @@ pub(super) fn plan_updates(jobs: &HashMap<String, JobRecord>, finished: &[Finish
         if advance.dropped > 0 {
             tracing::warn!(job_id, dropped = advance.dropped, "finished items beyond the job's total were not counted");
         }
-        updates.push(JobUpdate { job_id: job_id.to_owned(), advance, error_message: None });
+        // Counted as indexed items are (none beyond the total): dropped ones are not cached ones.
+        let from_cache = from_cache.min(advance.processed - before.processed);
+        updates.push(JobUpdate { job_id: job_id.to_owned(), advance, from_cache, error_message: None });
     }
     updates.sort_by(|a, b| a.job_id.cmp(&b.job_id));
     updates
@@ -148,7 +155,7 @@ pub(super) fn completion(job: &JobRecord) -> Option<JobUpdate> {
     if job.total_images == 0 {
         advance.status = JobStatus::Completed; // nothing new to index is a success
     }
-    Some(JobUpdate { job_id: job.job_id.clone(), advance, error_message: None })
+    Some(JobUpdate { job_id: job.job_id.clone(), advance, from_cache: 0, error_message: None })
 }
 
 /// Each finished point once, in `point_id` order, with whether its latest attempt
@@ -233,14 +240,14 @@ mod tests {
 
     #[test]
     fn a_success_wins_a_tie_within_a_batch() {
-        let f = |job: &str, n, indexed| Finished { job_id: job.into(), point_id: Uuid::from_u128(n), indexed, worker: "w".into() };
+        let f = |job: &str, n, indexed| Finished { job_id: job.into(), point_id: Uuid::from_u128(n), indexed, from_cache: false, worker: "w".into() };
         let outcomes = latest_outcomes(&[f("a", 2, false), f("b", 1, false), f("c", 2, true)]);
         assert_eq!(outcomes, vec![(Uuid::from_u128(1), false), (Uuid::from_u128(2), true)]);
     }
 
     #[test]
     fn workers_are_tallied_per_job_in_key_order() {
-        let f = |job: &str, worker: &str, indexed| Finished { job_id: job.into(), point_id: Uuid::nil(), indexed, worker: worker.into() };
+        let f = |job: &str, worker: &str, indexed| Finished { job_id: job.into(), point_id: Uuid::nil(), indexed, from_cache: false, worker: worker.into() };
         let tallies = worker_tallies(&[f("b", "w2", true), f("a", "w2", false), f("b", "w1", true), f("b", "w2", false)]);
         let got: Vec<(&str, &str, u64, u64)> =
             tallies.iter().map(|t| (t.job_id.as_str(), t.worker.as_str(), t.indexed, t.failed)).collect();

@@ -43,6 +43,7 @@ pub fn payload(path: &str, size: u64, mtime_ns: i64) -> ImagePayload {
         model: "test-clip".into(),
         indexed_at: "2024-05-02T12:00:00Z".into(),
         job_id: "job-1".into(),
+        sha256: String::new(),
     }
 }
 
@@ -269,4 +270,27 @@ pub async fn paths_under_and_delete(store: &dyn VectorStore, dim: usize) {
     assert!(store.stamps(&gone).await.expect("stamps").is_empty());
     assert!(all_pages("/photos/a/deep").await.is_empty());
     assert_eq!(all_pages("/photos/a").await.len(), 10);
+}
+
+/// A point is found by its content hash and model, and no more once hashes are forgotten.
+pub async fn reuse_by_content_hash(store: &dyn VectorStore, dim: usize) {
+    let hash = |c: char| c.to_string().repeat(64);
+    let mut points: Vec<Point> = (0..3).map(|i| point(dim, i)).collect();
+    points[0].payload.sha256 = hash('a');
+    points[1].payload.sha256 = hash('b');
+    points[1].payload.model = "other-model".into();
+    store.upsert(points.clone()).await.unwrap();
+
+    let found = store.reusable(&hash('a'), "test-clip").await.unwrap().expect("same content, same model");
+    let close = found.vector.iter().zip(&points[0].vector).all(|(a, b)| (a - b).abs() < 1e-6);
+    assert!(close, "the stored vector");
+    assert_eq!((found.width, found.height, found.format.as_str()), (640, 480, "jpeg"));
+    assert_eq!(store.reusable(&hash('b'), "test-clip").await.unwrap(), None, "another model's vector is not reused");
+    assert_eq!(store.reusable(&hash('c'), "test-clip").await.unwrap(), None);
+
+    store.forget_hashes().await.unwrap();
+    assert_eq!(store.reusable(&hash('a'), "test-clip").await.unwrap(), None, "forgotten");
+    assert_eq!(store.count().await.unwrap(), 3, "points stay");
+    let hits = store.search(&points[0].vector, 1, &SearchFilter::default()).await.unwrap();
+    assert_eq!((hits[0].payload.path.as_str(), hits[0].payload.sha256.as_str()), (points[0].payload.path.as_str(), ""));
 }

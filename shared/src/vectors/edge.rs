@@ -16,14 +16,14 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeShard, EdgeVectorParams,
+    Condition, CountRequest, CreateIndex, DeletePayloadOp, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, PayloadOps,
     FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, NamedQuery, OperationError,
     Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
     PointOperations, PointStructPersisted, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation,
     VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector, DEFAULT_VECTOR_NAME,
 };
 
-use super::payload::{self, DIRS_KEY, PATH_KEY, STAMP_KEYS};
+use super::payload::{self, DIRS_KEY, HASH_KEY, MODEL_KEY, PATH_KEY, REUSE_KEYS, STAMP_KEYS};
 use super::*;
 use crate::collections::Distance as Metric;
 
@@ -104,7 +104,8 @@ impl Inner {
         fs::create_dir_all(&self.path)
             .map_err(|e| VectorStoreError::Other(format!("create {}: {e}", self.path.display())))?;
         let shard = EdgeShard::new(&self.path, new_config(dim, distance)).map_err(edge_err)?;
-        shard.update(dirs_index_operation()?).map_err(edge_err)?;
+        shard.update(keyword_index_operation(DIRS_KEY)?).map_err(edge_err)?;
+        shard.update(keyword_index_operation(HASH_KEY)?).map_err(edge_err)?;
         shard.flush();
         let _ = self.shard.set(shard);
         Ok(())
@@ -159,16 +160,37 @@ impl Inner {
         let Some(record) = records.into_iter().next() else {
             return Ok(None);
         };
-        // The unnamed vector comes back as `Single`, or as `Named` under the default name.
-        let dense = match record.vector {
-            Some(VectorStructInternal::Single(v)) => Some(v),
-            Some(VectorStructInternal::Named(mut named)) => match named.remove(DEFAULT_VECTOR_NAME) {
-                Some(VectorInternal::Dense(v)) => Some(v),
-                _ => None,
-            },
-            _ => None,
+        dense(record.vector, record.id).map(Some)
+    }
+
+    fn reusable(&self, sha256: &str, model: &str) -> Result<Option<Reusable>, VectorStoreError> {
+        let both = [(HASH_KEY, sha256), (MODEL_KEY, model)]
+            .into_iter()
+            .map(|(k, v)| Ok(Condition::Field(FieldCondition::new_match(json_path(k)?, Match::from(v.to_owned())))))
+            .collect::<Result<Vec<_>, VectorStoreError>>()?;
+        let request = ScrollRequest {
+            offset: None,
+            limit: Some(1),
+            filter: Some(Filter { must: Some(both), ..Default::default() }),
+            with_payload: Some(WithPayloadInterface::Fields(
+                REUSE_KEYS.iter().map(|k| json_path(k)).collect::<Result<_, _>>()?,
+            )),
+            with_vector: WithVector::Bool(true),
+            order_by: None,
         };
-        dense.map(Some).ok_or_else(|| VectorStoreError::Mismatch(format!("point {id} has no unnamed dense vector")))
+        let (records, _) = self.shard()?.scroll(request).map_err(edge_err)?;
+        let Some(record) = records.into_iter().next() else {
+            return Ok(None);
+        };
+        let (width, height, format) = payload::reuse_facts(&record.payload.unwrap_or_default().0)?;
+        Ok(Some(Reusable { vector: dense(record.vector, record.id)?, width, height, format }))
+    }
+
+    fn forget_hashes(&self) -> Result<(), VectorStoreError> {
+        let shard = self.shard()?;
+        // The empty filter matches every point.
+        let op = DeletePayloadOp { keys: vec![json_path(HASH_KEY)?], points: None, filter: Some(Filter::default()) };
+        self.apply_durably(shard, UpdateOperation::PayloadOperation(PayloadOps::DeletePayload(op)))
     }
 
     fn search(&self, vector: Vec<f32>, top_k: usize, filter: SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
@@ -259,6 +281,15 @@ impl VectorStore for EdgeStore {
 
     async fn vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, VectorStoreError> {
         self.blocking(move |inner| inner.vector(id)).await
+    }
+
+    async fn reusable(&self, sha256: &str, model: &str) -> Result<Option<Reusable>, VectorStoreError> {
+        let (sha256, model) = (sha256.to_owned(), model.to_owned());
+        self.blocking(move |inner| inner.reusable(&sha256, &model)).await
+    }
+
+    async fn forget_hashes(&self) -> Result<(), VectorStoreError> {
+        self.blocking(|inner| inner.forget_hashes()).await
     }
 
     async fn search(
@@ -360,10 +391,23 @@ fn check_query_dim(got: usize, dim: usize) -> Result<(), VectorStoreError> {
     Ok(())
 }
 
-/// Keyword index on `dirs` so path-prefix searches use the index instead of a payload scan.
-fn dirs_index_operation() -> Result<UpdateOperation, VectorStoreError> {
+/// The unnamed dense vector of a record: `Single`, or `Named` under the default name.
+fn dense(vector: Option<VectorStructInternal>, id: PointId) -> Result<Vec<f32>, VectorStoreError> {
+    match vector {
+        Some(VectorStructInternal::Single(v)) => Ok(v),
+        Some(VectorStructInternal::Named(mut named)) => match named.remove(DEFAULT_VECTOR_NAME) {
+            Some(VectorInternal::Dense(v)) => Ok(v),
+            _ => Err(VectorStoreError::Mismatch(format!("point {id:?} has no unnamed dense vector"))),
+        },
+        _ => Err(VectorStoreError::Mismatch(format!("point {id:?} has no unnamed dense vector"))),
+    }
+}
+
+/// Keyword index on `key`: path-prefix searches (`dirs`) and reuse lookups (`sha256`) use
+/// the index instead of a payload scan.
+fn keyword_index_operation(key: &str) -> Result<UpdateOperation, VectorStoreError> {
     Ok(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
-        field_name: json_path(DIRS_KEY)?,
+        field_name: json_path(key)?,
         field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
     })))
 }
@@ -459,6 +503,12 @@ mod tests {
     async fn upsert_count_and_stamps() {
         let dir = tempfile::tempdir().expect("tempdir");
         suite::upsert_count_and_stamps(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test]
+    async fn reuse_by_content_hash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        suite::reuse_by_content_hash(&new_store(&dir).await, DIM).await;
     }
 
     fn collections(dir: &tempfile::TempDir) -> Collections {

@@ -55,6 +55,10 @@ pub struct ImagePayload {
     /// RFC 3339.
     pub indexed_at: String,
     pub job_id: String,
+    /// SHA-256 of the file's bytes (hex): another file with the same bytes reuses this
+    /// point's vector. Empty on points from before content hashes, and after a cache clear.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
 }
 
 impl ImagePayload {
@@ -88,6 +92,16 @@ pub struct SearchFilter {
     pub min_score: Option<f32>,
 }
 
+/// What a new point can take from an indexed one with the same content and model: no
+/// decode, no inference (see [`VectorStore::reusable`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reusable {
+    pub vector: Vec<f32>,
+    pub width: u32,
+    pub height: u32,
+    pub format: String,
+}
+
 /// A page of indexed paths (see [`VectorStore::paths_under`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PathPage {
@@ -115,6 +129,12 @@ pub trait VectorStore: Send + Sync {
     /// The stored vector of one point, if it exists (a query by an indexed image's path
     /// searches with it instead of reading the file again).
     async fn vector(&self, id: Uuid) -> Result<Option<Vec<f32>>, VectorStoreError>;
+    /// The vector (and image facts) of some point whose content hash is `sha256` and
+    /// whose vector was made by `model`; None when there is none.
+    async fn reusable(&self, sha256: &str, model: &str) -> Result<Option<Reusable>, VectorStoreError>;
+    /// Removes every point's content hash, so nothing is reused until images are embedded
+    /// again (a cache clear). Points and vectors stay.
+    async fn forget_hashes(&self) -> Result<(), VectorStoreError>;
     /// Nearest images, best first, scored by cosine similarity whatever the distance.
     async fn search(
         &self,

@@ -17,6 +17,13 @@ use crate::messages::FileStamp;
 pub(crate) const DIRS_KEY: &str = "dirs";
 /// Payload key holding the image's path.
 pub(crate) const PATH_KEY: &str = "path";
+/// Payload key holding the content hash, indexed (keyword) for reuse lookups.
+pub(crate) const HASH_KEY: &str = "sha256";
+/// Payload key holding the model that made the vector.
+pub(crate) const MODEL_KEY: &str = "model";
+/// Keys read back for a reuse; fetching only these keeps `reusable` cheap.
+pub(crate) const REUSE_KEYS: [&str; 3] = ["width", "height", "format"];
+
 /// Keys read back for change detection; fetching only these keeps `stamps` cheap.
 pub(crate) const STAMP_KEYS: [&str; 2] = ["size", "mtime_ns"];
 
@@ -46,6 +53,15 @@ pub(crate) fn score_threshold(distance: Distance, min_score: f32) -> f32 {
     match distance {
         Distance::Cosine | Distance::Dot => min_score.next_down(),
         Distance::Euclid => distance.from_cosine(min_score).next_up(),
+    }
+}
+
+/// Width, height and format from a stored object holding at least `REUSE_KEYS`.
+pub(crate) fn reuse_facts(map: &Map<String, Value>) -> Result<(u32, u32, String), VectorStoreError> {
+    let dim = |k: &str| map.get(k).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok());
+    match (dim("width"), dim("height"), map.get("format").and_then(Value::as_str)) {
+        (Some(w), Some(h), Some(f)) => Ok((w, h, f.to_owned())),
+        _ => Err(VectorStoreError::Other("stored payload lacks width/height/format".into())),
     }
 }
 
@@ -107,6 +123,7 @@ mod tests {
             model: "clip".into(),
             indexed_at: "2024-01-02T00:00:00Z".into(),
             job_id: "job".into(),
+            sha256: "ab".repeat(32),
         }
     }
 
@@ -129,7 +146,7 @@ mod tests {
     fn round_trip_ignores_dirs() -> Result<(), VectorStoreError> {
         let json = to_json(&sample())?;
         assert_eq!(json.get(DIRS_KEY), Some(&serde_json::json!(["/a", "/a/b"])));
-        assert_eq!(json.len(), 12, "the 11 payload fields plus dirs");
+        assert_eq!(json.len(), 13, "the 12 payload fields plus dirs");
         assert_eq!(stamp_from_json(&json)?, sample().stamp());
         assert_eq!(from_json(json)?, sample());
         Ok(())

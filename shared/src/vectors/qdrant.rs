@@ -10,14 +10,15 @@ use qdrant_client::qdrant::point_id::PointIdOptions;
 use qdrant_client::qdrant::vector_output::Vector as VectorKind;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfigKind;
 use qdrant_client::qdrant::{
-    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePointsBuilder,
+    Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePayloadPointsBuilder,
+    DeletePointsBuilder,
     Distance, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, Query,
     QueryPointsBuilder,
     ScrollPointsBuilder, UpsertPointsBuilder, Value, VectorParams, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 
-use super::payload::{self, DIRS_KEY, PATH_KEY, STAMP_KEYS};
+use super::payload::{self, DIRS_KEY, HASH_KEY, MODEL_KEY, PATH_KEY, REUSE_KEYS, STAMP_KEYS};
 use super::*;
 use crate::collections::Distance as Metric;
 
@@ -104,10 +105,13 @@ impl QdrantStore {
         }
     }
 
-    /// Keyword index on `dirs` for `path_prefix` filters; creating an existing index is a no-op.
-    async fn ensure_dirs_index(&self) -> Result<(), VectorStoreError> {
-        let request = CreateFieldIndexCollectionBuilder::new(&self.collection, DIRS_KEY, FieldType::Keyword).wait(true);
-        self.client.create_field_index(request).await.map_err(map_err)?;
+    /// Keyword indexes on `dirs` (`path_prefix` filters) and `sha256` (reuse lookups);
+    /// creating an existing index is a no-op.
+    async fn ensure_keyword_indexes(&self) -> Result<(), VectorStoreError> {
+        for key in [DIRS_KEY, HASH_KEY] {
+            let request = CreateFieldIndexCollectionBuilder::new(&self.collection, key, FieldType::Keyword).wait(true);
+            self.client.create_field_index(request).await.map_err(map_err)?;
+        }
         Ok(())
     }
 
@@ -161,7 +165,7 @@ impl VectorStore for QdrantStore {
                 }
             }
         }
-        self.ensure_dirs_index().await?;
+        self.ensure_keyword_indexes().await?;
         let _ = self.dim.set(dim);
         let _ = self.distance.set(distance);
         Ok(())
@@ -230,6 +234,35 @@ impl VectorStore for QdrantStore {
             Some(VectorKind::Dense(dense)) => Ok(Some(dense.data)),
             _ => Err(VectorStoreError::Mismatch(format!("point {id} has no unnamed dense vector"))),
         }
+    }
+
+    async fn reusable(&self, sha256: &str, model: &str) -> Result<Option<Reusable>, VectorStoreError> {
+        let filter = Filter::must([
+            Condition::matches(HASH_KEY, sha256.to_string()),
+            Condition::matches(MODEL_KEY, model.to_string()),
+        ]);
+        let request = ScrollPointsBuilder::new(&self.collection)
+            .filter(filter)
+            .limit(1)
+            .with_payload(PayloadIncludeSelector::new(REUSE_KEYS.map(String::from).to_vec()))
+            .with_vectors(true);
+        let Some(point) = self.client.scroll(request).await.map_err(map_err)?.result.into_iter().next() else {
+            return Ok(None);
+        };
+        let Some(VectorKind::Dense(dense)) = point.vectors.and_then(|v| v.get_vector()) else {
+            return Err(VectorStoreError::Mismatch(format!("a point of {} has no unnamed dense vector", self.collection)));
+        };
+        let (width, height, format) = payload::reuse_facts(&json_map(point.payload))?;
+        Ok(Some(Reusable { vector: dense.data, width, height, format }))
+    }
+
+    async fn forget_hashes(&self) -> Result<(), VectorStoreError> {
+        // The empty filter selects every point.
+        let request = DeletePayloadPointsBuilder::new(&self.collection, vec![HASH_KEY.to_string()])
+            .points_selector(Filter::default())
+            .wait(true);
+        self.client.delete_payload(request).await.map_err(map_err)?;
+        Ok(())
     }
 
     async fn search(
@@ -493,6 +526,14 @@ mod tests {
             let Some((url, key)) = server() else { return };
             let through_alias = connect(&url, key.as_deref(), &alias);
             assert_eq!(through_alias.count().await.expect("count through the alias"), 1);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn reuse_by_content_hash() {
+        with_collection("reuse_by_content_hash", true, |s| async move {
+            suite::reuse_by_content_hash(s.as_ref(), DIM).await;
         })
         .await;
     }

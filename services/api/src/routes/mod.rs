@@ -3,6 +3,7 @@
 
 pub(crate) mod add_images;
 mod add_images_request;
+mod cache;
 mod collections;
 mod copy_results;
 mod enqueue;
@@ -71,7 +72,9 @@ fn described(guard: Guard) -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel_job).map(|r| r.route_layer(json())))
         .routes(routes!(collections::create_collection).map(|r| r.route_layer(json())))
         .routes(routes!(collections::delete_collection))
-        .routes(routes!(collections::select_collection).map(|r| r.route_layer(json())));
+        .routes(routes!(collections::select_collection).map(|r| r.route_layer(json())))
+        // No JSON layer: seed 003 posts it with no body and no Content-Type.
+        .routes(routes!(cache::clear_cache));
     let needs = |scope| from_fn_with_state(Required { guard: guard.clone(), scope }, auth::require);
     OpenApiRouter::with_openapi(openapi::skeleton())
         .merge(read.route_layer(needs(Scope::Read)))

@@ -102,6 +102,7 @@ mod tests {
             error_message: None,
             scanning: false,
             collection: None,
+            from_cache: 0,
         }
     }
 

@@ -22,6 +22,9 @@ pub struct Progress {
     processed_images: u64,
     failed_images: u64,
     percent_complete: f64,
+    /// Of `processed_images`, those indexed with the vector of an indexed image with the
+    /// same bytes (seed 003's `total_from_cache`): no decode, no inference.
+    from_cache: u64,
 }
 
 /// A job as listings show it.
@@ -54,6 +57,7 @@ impl From<JobRecord> for JobSummary {
                 processed_images: j.processed_images,
                 failed_images: j.failed_images,
                 percent_complete: j.percent_complete(),
+                from_cache: j.from_cache,
             },
             status: j.status.as_str(),
             priority: j.priority.as_str(),

@@ -9,6 +9,7 @@ mod crashes;
 mod exposure;
 mod openapi;
 mod reads;
+mod reuse;
 mod outcomes;
 mod serve;
 mod server;

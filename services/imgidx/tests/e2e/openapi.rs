@@ -200,6 +200,11 @@ async fn every_operation_answers_as_the_document_says() {
     assert_eq!(code, 200);
     let (code, _) = call(&mut spec, &s, "delete", one, "/api/v1/collections/cats", None).await;
     assert_eq!(code, 404);
+    let clear = "/api/v1/collections/cache/clear";
+    let (code, _) = call(&mut spec, &s, "post", clear, clear, Some(json!({}))).await;
+    assert_eq!(code, 200);
+    let (code, _) = call(&mut spec, &s, "post", clear, &format!("{clear}?collection_name=nope"), Some(json!({}))).await;
+    assert_eq!(code, 404);
 
     // Unknown jobs, malformed bodies, a missing Content-Type.
     for (method, template) in [

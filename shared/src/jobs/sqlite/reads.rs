@@ -8,7 +8,7 @@ use crate::jobs::{JobRecord, JobStatus, JobStoreError};
 use crate::messages::Priority;
 
 pub(super) const JOB_COLUMNS: &str =
-    "job_id, status, priority, total, processed, failed, created_at, started_at, completed_at, error_message, scanning, collection";
+    "job_id, status, priority, total, processed, failed, created_at, started_at, completed_at, error_message, scanning, collection, from_cache";
 
 pub(super) fn job(conn: &Connection, job_id: &str) -> Result<Option<JobRecord>, JobStoreError> {
     let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?1")).ctx("job")?;
@@ -89,5 +89,6 @@ pub(super) fn job_from_row(row: &Row<'_>) -> Result<JobRecord, JobStoreError> {
         error_message: row.get("error_message").ctx(CONTEXT)?,
         scanning: row.get("scanning").ctx(CONTEXT)?,
         collection: row.get("collection").ctx(CONTEXT)?,
+        from_cache: count(row.get("from_cache").ctx(CONTEXT)?, "from_cache")?,
     })
 }

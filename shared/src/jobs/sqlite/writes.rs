@@ -176,7 +176,9 @@ fn finish_items(tx: &Transaction<'_>, now: i64, events: &[&CompletionEvent]) -> 
             .ctx(CONTEXT)?;
         let (job_id, point_id) = (e.job_id.as_str(), e.point_id);
         if changed == 1 {
-            finished.push(Finished { job_id: job_id.to_owned(), point_id, indexed: state == "indexed", worker: e.worker.clone() });
+            let indexed = state == "indexed";
+            let from_cache = indexed && e.from_cache;
+            finished.push(Finished { job_id: job_id.to_owned(), point_id, indexed, from_cache, worker: e.worker.clone() });
         } else if known.exists(params![e.job_id, point_bytes(&e.point_id)]).ctx(CONTEXT)? {
             tracing::debug!(job_id, %point_id, "duplicate completion event ignored");
         } else {
@@ -256,7 +258,8 @@ fn write_jobs(tx: &Transaction<'_>, now: i64, updates: &[JobUpdate]) -> Result<V
                  processed = ?2, failed = ?3, status = ?4,
                  started_at = coalesce(started_at, ?6),
                  completed_at = CASE WHEN ?5 THEN ?6 ELSE completed_at END,
-                 error_message = coalesce(?7, error_message)
+                 error_message = coalesce(?7, error_message),
+                 from_cache = from_cache + ?8
              WHERE job_id = ?1
              RETURNING {JOB_COLUMNS}"
         ))
@@ -275,7 +278,8 @@ fn write_jobs(tx: &Transaction<'_>, now: i64, updates: &[JobUpdate]) -> Result<V
                     u.advance.status.as_str(),
                     u.advance.finished,
                     now,
-                    u.error_message
+                    u.error_message,
+                    counter(u.from_cache)?
                 ],
                 |row| Ok(job_from_row(row)),
             )
