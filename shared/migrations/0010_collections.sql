@@ -23,5 +23,6 @@ ALTER TABLE jobs ADD COLUMN collection text;
 
 -- Images indexed with the vector of a point with the same content (seed 003's cache).
 ALTER TABLE jobs ADD COLUMN from_cache integer NOT NULL DEFAULT 0 CHECK (from_cache >= 0);
+ALTER TABLE job_items ADD COLUMN from_cache boolean NOT NULL DEFAULT false;
 
 CREATE INDEX jobs_active_collection ON jobs (collection) WHERE status IN ('queued', 'running');

@@ -20,5 +20,6 @@ ALTER TABLE jobs ADD COLUMN collection TEXT;
 
 -- Images indexed with the vector of a point with the same content (seed 003's cache).
 ALTER TABLE jobs ADD COLUMN from_cache INTEGER NOT NULL DEFAULT 0 CHECK (from_cache >= 0);
+ALTER TABLE job_items ADD COLUMN from_cache INTEGER NOT NULL DEFAULT 0 CHECK (from_cache IN (0, 1));
 
 CREATE INDEX jobs_active_collection ON jobs (collection) WHERE status IN ('queued', 'running');

@@ -96,6 +96,9 @@ async fn reused_vectors_are_counted_once_per_job(h: &Harness) {
     let job = again.jobs.into_iter().next().unwrap();
     assert_eq!((job.status, job.processed_images, job.failed_images, job.from_cache), (JobStatus::Completed, 3, 1, 2));
     assert_eq!(s.job("j").await.unwrap().unwrap().from_cache, 2);
+    let items = s.job_items("j", None, None, 10).await.unwrap().items;
+    let flags: Vec<(ItemState, bool)> = items.iter().map(|i| (i.state, i.from_cache)).collect();
+    assert_eq!(flags, [(ItemState::Indexed, true), (ItemState::Indexed, true), (ItemState::Indexed, false), (ItemState::Failed, false)]);
 }
 
 pub(super) fn item(n: u128) -> NewItem {

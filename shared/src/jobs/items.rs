@@ -48,6 +48,8 @@ pub struct ItemRecord {
     pub attempts: u32,
     /// When the item's outcome was recorded; None while pending.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Indexed with the vector of a point with the same bytes (no decode, no inference).
+    pub from_cache: bool,
 }
 
 /// One page of a job's items, in `point_id` order.

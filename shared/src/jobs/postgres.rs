@@ -503,7 +503,8 @@ async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Resu
                      AS e(job_id, point_id, state, failure_kind, reason, worker, from_cache)
              ), done AS (
                  UPDATE job_items i
-                 SET state = e.state, failure_kind = e.failure_kind, reason = e.reason, finished_at = now()
+                 SET state = e.state, failure_kind = e.failure_kind, reason = e.reason, finished_at = now(),
+                     from_cache = e.from_cache AND e.state = 'indexed'
                  FROM e
                  WHERE i.job_id = e.job_id AND i.point_id = e.point_id AND i.state = 'pending'
                  RETURNING i.job_id, i.point_id

@@ -51,6 +51,8 @@ pub struct ItemBody {
     /// How many times a worker started on it.
     attempts: u32,
     finished_at: Option<String>,
+    /// Indexed with the vector of an indexed image with the same bytes (no inference).
+    from_cache: bool,
 }
 
 impl From<ItemRecord> for ItemBody {
@@ -62,6 +64,7 @@ impl From<ItemRecord> for ItemBody {
             message: i.reason,
             attempts: i.attempts,
             finished_at: i.finished_at.map(rfc3339),
+            from_cache: i.from_cache,
         }
     }
 }

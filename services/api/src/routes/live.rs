@@ -62,8 +62,7 @@ async fn serve_socket(mut socket: WebSocket, mut messages: mpsc::Receiver<LiveMe
         tokio::select! {
             message = messages.recv() => {
                 let Some(message) = message else {
-                    let close = CloseFrame { code: CLOSE_NORMAL, reason: "end of updates".into() };
-                    let _ = socket.send(Message::Close(Some(close))).await;
+                    close(socket, CloseFrame { code: CLOSE_NORMAL, reason: "end of updates".into() }).await;
                     return;
                 };
                 let Ok(text) = serde_json::to_string(&message) else { return };
@@ -77,8 +76,7 @@ async fn serve_socket(mut socket: WebSocket, mut messages: mpsc::Receiver<LiveMe
             },
             _ = ping.tick() => {
                 if heard.elapsed() >= IDLE_TIMEOUT {
-                    let close = CloseFrame { code: CLOSE_GOING_AWAY, reason: "idle".into() };
-                    let _ = socket.send(Message::Close(Some(close))).await;
+                    close(socket, CloseFrame { code: CLOSE_GOING_AWAY, reason: "idle".into() }).await;
                     return;
                 }
                 if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
@@ -87,6 +85,26 @@ async fn serve_socket(mut socket: WebSocket, mut messages: mpsc::Receiver<LiveMe
             }
         }
     }
+}
+
+/// How long a closing socket waits for the client's Close.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+/// Sends Close and reads until the client's Close (or `CLOSE_WAIT`): dropping a socket
+/// with a frame of the client's unread (a pong in flight) makes the kernel reset the
+/// connection, and the client may lose the messages before the Close.
+async fn close(mut socket: WebSocket, frame: CloseFrame) {
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let drain = async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
 }
 
 /// A job's progress live, as Server-Sent Events.

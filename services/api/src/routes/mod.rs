@@ -8,6 +8,7 @@ mod collections;
 mod copy_results;
 mod enqueue;
 mod health;
+mod ingest;
 mod items;
 mod jobs;
 mod json_body;
@@ -63,11 +64,13 @@ fn described(guard: Guard) -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(webhooks::job_webhooks))
         .routes(routes!(collections::list_collections))
+        .routes(routes!(ingest::ingest_status))
         .routes(routes!(query::query).map(|r| r.route_layer(from_fn(content_type::json_or_multipart))));
     let write = OpenApiRouter::new()
         .routes(routes!(add_images::add_images).map(|r| r.route_layer(json())))
         .routes(routes!(notify::notify).map(|r| r.route_layer(json())))
         .routes(routes!(trigger::trigger).map(|r| r.route_layer(json())))
+        .routes(routes!(ingest::ingest_scan).map(|r| r.route_layer(json())))
         .routes(routes!(retry::retry_job).map(|r| r.route_layer(json())))
         .routes(routes!(jobs::cancel_job).map(|r| r.route_layer(json())))
         .routes(routes!(collections::create_collection).map(|r| r.route_layer(json())))

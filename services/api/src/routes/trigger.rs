@@ -28,7 +28,9 @@ use crate::target::Target;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct TriggerRequest {
-    /// Absolute path of a directory inside `api.allowed_roots`.
+    /// Absolute path of a directory inside `api.allowed_roots` (seed 003's `directory_path`
+    /// is the same field).
+    #[serde(alias = "directory_path")]
     image_dir: String,
     /// Walk subdirectories too.
     #[serde(default = "yes")]

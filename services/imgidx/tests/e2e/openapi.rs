@@ -161,6 +161,15 @@ async fn every_operation_answers_as_the_document_says() {
     }
     let scan_done = wait_finished(&mut spec, &s, scan["job_id"].as_str().unwrap()).await;
     assert!(scan_done["scan"]["done"].as_bool().unwrap(), "{scan_done}");
+    // Seed 003's names for the same.
+    let (code, again) = call(&mut spec, &s, "post", "/api/v1/ingest/scan", "/api/v1/ingest/scan", Some(json!({ "directory_path": root }))).await;
+    assert!(code == 202 || code == 200, "{again}");
+    let (code, _) = call(&mut spec, &s, "post", "/api/v1/ingest/scan", "/api/v1/ingest/scan", Some(json!({ "directory_path": "relative" }))).await;
+    assert_eq!(code, 422);
+    wait_finished(&mut spec, &s, again["job_id"].as_str().unwrap()).await;
+    let status = format!("/api/v1/ingest/status/{job_id}");
+    let (code, report) = call(&mut spec, &s, "get", "/api/v1/ingest/status/{job_id}", &status, None).await;
+    assert_eq!((code, report["result"]["total_failed"].as_u64()), (200, Some(1)), "{report}");
 
     // Search: by text, by indexed path, by upload (multipart), with refusals.
     let (code, r) = call(&mut spec, &s, "post", "/api/v1/query", "/api/v1/query", Some(json!({ "text": "a cat", "top_k": 3 }))).await;
@@ -214,6 +223,7 @@ async fn every_operation_answers_as_the_document_says() {
         ("post", "/api/v1/index/status/{job_id}/retry"),
         ("post", "/api/v1/index/jobs/{job_id}/cancel"),
         ("get", "/api/v1/index/jobs/{job_id}/webhooks"),
+        ("get", "/api/v1/ingest/status/{job_id}"),
     ] {
         let path = template.replace("{job_id}", "no-such-job");
         let body = (method == "post").then(|| json!({}));

@@ -49,6 +49,13 @@ async fn copies_and_renames_reuse_the_vector_and_a_cache_clear_embeds_again() {
     let second = index(&s, &[&copy, &renamed]).await;
     assert_eq!((second["progress"]["processed_images"].as_u64(), second["progress"]["from_cache"].as_u64()), (Some(2), Some(2)), "{second}");
     assert_eq!(work_done(&s).await, before, "nothing decoded, no inference");
+    // Seed 003's report names where each vector came from.
+    let (code, report) = s.get(&format!("/api/v1/ingest/status/{}", second["job_id"].as_str().unwrap())).await;
+    assert_eq!(code, 200, "{report}");
+    let result = &report["result"];
+    assert_eq!((result["total_processed"].as_u64(), result["total_from_cache"].as_u64()), (Some(2), Some(2)), "{report}");
+    let sources: Vec<&str> = result["processed_files"].as_array().unwrap().iter().map(|f| f["source"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["cache", "cache"], "{report}");
 
     // The copy has its own point, with the original's vector.
     let (code, r) = s.post_json("/api/v1/query", &json!({ "image_path": copy, "top_k": 2 })).await;
@@ -75,5 +82,28 @@ async fn copies_and_renames_reuse_the_vector_and_a_cache_clear_embeds_again() {
     assert_eq!(third["progress"]["from_cache"], 0, "cleared: embedded again: {third}");
     let after = work_done(&s).await;
     assert_eq!((after.0, after.1 > before.1), (before.0 + 1, true), "{before:?} -> {after:?}");
+
+    // Seed 003's scan: a known image (its hash recorded again just now) and a broken one.
+    let dir = imgs.path().join("scan");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(&images[2], dir.join("again.jpg")).unwrap();
+    std::fs::write(dir.join("broken.jpg"), [0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1]).unwrap();
+    let (code, scan) = s.post_json("/api/v1/ingest/scan", &json!({ "directory_path": dir })).await;
+    assert_eq!(code, 202, "{scan}");
+    let job_id = scan["job_id"].as_str().unwrap();
+    let done = wait_done(&s, job_id, Duration::from_secs(120)).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let (_, report) = s.get(&format!("/api/v1/ingest/status/{job_id}")).await;
+    let result = &report["result"];
+    assert_eq!(
+        (result["total_processed"].as_u64(), result["total_failed"].as_u64(), result["total_from_cache"].as_u64()),
+        (Some(1), Some(1), Some(1)),
+        "{report}"
+    );
+    assert_eq!(result["processed_files"][0]["details"]["full_path"], dir.join("again.jpg").display().to_string(), "{report}");
+    let broken = &result["failed_files"][0];
+    assert_eq!(broken["file"], dir.join("broken.jpg").display().to_string(), "{report}");
+    assert!(broken["error"].as_str().is_some_and(|e| !e.is_empty() && e != "unknown") && broken["details"] != "", "{report}");
+    assert_eq!(s.get("/api/v1/ingest/status/no-such-job").await.0, 404);
     s.stop().await;
 }

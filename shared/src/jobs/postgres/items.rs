@@ -11,7 +11,7 @@ use super::PgResultExt;
 use crate::jobs::batch::stamp;
 use crate::jobs::{ItemPage, ItemRecord, ItemState, JobStoreError, NewItem, RetryCandidates};
 
-const ITEM_COLUMNS: &str = "point_id, path, state, failure_kind, reason, attempts, finished_at";
+const ITEM_COLUMNS: &str = "point_id, path, state, failure_kind, reason, attempts, finished_at, from_cache";
 
 /// One statement per filter combination, so each gets a plan that uses its index
 /// (a generic `$2 IS NULL OR …` plan would not).
@@ -120,6 +120,7 @@ fn item_from_row(row: &Row) -> Result<ItemRecord, JobStoreError> {
         reason: row.try_get("reason").ctx(CONTEXT)?,
         attempts: u32::try_from(row.try_get::<_, i32>("attempts").ctx(CONTEXT)?).unwrap_or(0),
         finished_at: row.try_get("finished_at").ctx(CONTEXT)?,
+        from_cache: row.try_get("from_cache").ctx(CONTEXT)?,
     })
 }
 

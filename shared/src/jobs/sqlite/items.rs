@@ -13,7 +13,7 @@ use crate::jobs::{ItemPage, ItemRecord, ItemState, JobStoreError, NewItem, Retry
 
 fn page_sql(by_state: bool, after: bool) -> String {
     let mut sql =
-        String::from("SELECT point_id, path, state, failure_kind, reason, attempts, finished_at FROM job_items WHERE job_id = ?");
+        String::from("SELECT point_id, path, state, failure_kind, reason, attempts, finished_at, from_cache FROM job_items WHERE job_id = ?");
     if by_state {
         sql.push_str(" AND state = ?");
     }
@@ -111,5 +111,6 @@ fn item_from_row(row: &Row<'_>) -> Result<ItemRecord, JobStoreError> {
         reason: row.get("reason").ctx(CONTEXT)?,
         attempts: u32::try_from(row.get::<_, i64>("attempts").ctx(CONTEXT)?).unwrap_or(0),
         finished_at: opt_time(row.get("finished_at").ctx(CONTEXT)?)?,
+        from_cache: row.get("from_cache").ctx(CONTEXT)?,
     })
 }

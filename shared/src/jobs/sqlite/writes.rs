@@ -161,7 +161,7 @@ fn finish_items(tx: &Transaction<'_>, now: i64, events: &[&CompletionEvent]) -> 
     const CONTEXT: &str = "apply_events: finish items";
     let mut finish = tx
         .prepare_cached(
-            "UPDATE job_items SET state = ?3, failure_kind = ?4, reason = ?5, finished_at = ?6
+            "UPDATE job_items SET state = ?3, failure_kind = ?4, reason = ?5, finished_at = ?6, from_cache = ?7
              WHERE job_id = ?1 AND point_id = ?2 AND state = 'pending'",
         )
         .ctx(CONTEXT)?;
@@ -171,14 +171,14 @@ fn finish_items(tx: &Transaction<'_>, now: i64, events: &[&CompletionEvent]) -> 
     for e in events {
         let state = outcome_state(&e.outcome);
         let kind = failure(&e.outcome).map(|(k, _)| k.as_str());
+        let cached = state == "indexed" && e.from_cache;
         let changed = finish
-            .execute(params![e.job_id, point_bytes(&e.point_id), state, kind, stored_reason(&e.outcome), now])
+            .execute(params![e.job_id, point_bytes(&e.point_id), state, kind, stored_reason(&e.outcome), now, cached])
             .ctx(CONTEXT)?;
         let (job_id, point_id) = (e.job_id.as_str(), e.point_id);
         if changed == 1 {
             let indexed = state == "indexed";
-            let from_cache = indexed && e.from_cache;
-            finished.push(Finished { job_id: job_id.to_owned(), point_id, indexed, from_cache, worker: e.worker.clone() });
+            finished.push(Finished { job_id: job_id.to_owned(), point_id, indexed, from_cache: cached, worker: e.worker.clone() });
         } else if known.exists(params![e.job_id, point_bytes(&e.point_id)]).ctx(CONTEXT)? {
             tracing::debug!(job_id, %point_id, "duplicate completion event ignored");
         } else {
