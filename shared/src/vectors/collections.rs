@@ -2,8 +2,9 @@
 //! the Qdrant aliases that give a collection's current generation its plain name.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 
 use super::*;
 
@@ -28,17 +29,26 @@ pub trait CollectionBackend: Send + Sync {
 /// An opened store, with the vector size it was checked for.
 type Opened = (usize, Arc<dyn VectorStore>);
 
+/// Where one collection's store is opened once: callers of one collection wait for each
+/// other, never for another collection's (a slow server, a large shard loading).
+type Slot = Arc<OnceCell<Opened>>;
+
 /// The stores of the collections in use, opened once each and shared by the API and workers.
 pub struct Collections {
     backend: Box<dyn CollectionBackend>,
-    /// With the vector size each was checked for; the number of collections is bounded by
-    /// the catalog (`api.max_collections`).
-    open: Mutex<HashMap<String, Opened>>,
+    /// The number of collections is bounded by the catalog (`api.max_collections`); a slot
+    /// whose opening failed is removed again.
+    open: Mutex<HashMap<String, Slot>>,
 }
 
 impl Collections {
     pub fn new(backend: Box<dyn CollectionBackend>) -> Self {
         Self { backend, open: Mutex::new(HashMap::new()) }
+    }
+
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        // Held only to look up or change the map, never across an await.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Only the collection `name`, held by `store` (benchmarks, and tests that put a
@@ -56,16 +66,28 @@ impl Collections {
         dim: usize,
         create: Option<Distance>,
     ) -> Result<Arc<dyn VectorStore>, VectorStoreError> {
-        // Held across the opening so two callers never load one shard twice.
-        let mut open = self.open.lock().await;
-        if let Some((checked, store)) = open.get(physical) {
-            if *checked != dim {
-                return Err(VectorStoreError::Mismatch(format!(
-                    "collection {physical} holds {checked}-dim vectors, expected {dim}"
-                )));
+        let slot = Arc::clone(self.slots().entry(physical.to_owned()).or_default());
+        // One opening per collection: an Edge shard must not be loaded twice.
+        let opened = slot.get_or_try_init(|| self.load(physical, dim, create)).await;
+        let (checked, store) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                let mut slots = self.slots();
+                if slots.get(physical).is_some_and(|s| Arc::ptr_eq(s, &slot) && s.get().is_none()) {
+                    slots.remove(physical);
+                }
+                return Err(e);
             }
-            return Ok(Arc::clone(store));
+        };
+        if *checked != dim {
+            return Err(VectorStoreError::Mismatch(format!(
+                "collection {physical} holds {checked}-dim vectors, expected {dim}"
+            )));
         }
+        Ok(Arc::clone(store))
+    }
+
+    async fn load(&self, physical: &str, dim: usize, create: Option<Distance>) -> Result<Opened, VectorStoreError> {
         let store = self.backend.connect(physical).await?;
         match create {
             Some(distance) => store.ensure_shape(dim, distance).await?,
@@ -74,14 +96,15 @@ impl Collections {
             }
             None => store.attach(dim).await?,
         }
-        open.insert(physical.to_owned(), (dim, Arc::clone(&store)));
-        Ok(store)
+        Ok((dim, store))
     }
 
     /// Deletes a physical collection (and forgets its store).
     pub async fn drop_collection(&self, physical: &str) -> Result<(), VectorStoreError> {
-        // Not held while dropping, which may wait for the requests still using it.
-        let store = self.open.lock().await.remove(physical).map(|(_, store)| store);
+        // Out of the map first: no new handle is given out while dropping waits for the
+        // requests still using it.
+        let slot = self.slots().remove(physical);
+        let store = slot.and_then(|slot| slot.get().map(|(_, store)| Arc::clone(store)));
         self.backend.drop_collection(physical, store).await
     }
 

@@ -269,4 +269,11 @@ pub enum CollectionsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Forget a collection's content hashes (the selected one without NAME), so images met
+    /// again are embedded instead of taking the vector of an indexed copy.
+    ClearCache {
+        name: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }

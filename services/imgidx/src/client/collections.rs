@@ -1,5 +1,5 @@
-//! `imgidx collections list|create|delete|select`: the server's named collections
-//! (`/api/v1/collections`).
+//! `imgidx collections list|create|delete|select|clear-cache`: the server's named
+//! collections (`/api/v1/collections`).
 
 use std::process::ExitCode;
 
@@ -68,6 +68,14 @@ pub async fn collections(cmd: CollectionsCommand) -> Result<ExitCode> {
         CollectionsCommand::Select { name, server } => {
             let body = json!({ "collection_name": name });
             let answer = Api::new(&server)?.post_json(&["api", "v1", "collections", "select"], &body).await?;
+            show(&answer, server.json, message_text)
+        }
+        CollectionsCommand::ClearCache { name, server } => {
+            let body = match name {
+                Some(name) => json!({ "collection_name": name }),
+                None => json!({}),
+            };
+            let answer = Api::new(&server)?.post_json(&["api", "v1", "collections", "cache", "clear"], &body).await?;
             show(&answer, server.json, message_text)
         }
     }

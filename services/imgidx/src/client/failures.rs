@@ -126,6 +126,7 @@ mod tests {
             message: Some(message.into()),
             attempts: 1,
             finished_at: None,
+            from_cache: None,
         }
     }
 

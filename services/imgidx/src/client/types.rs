@@ -150,6 +150,9 @@ pub struct JobItem {
     pub message: Option<String>,
     pub attempts: u32,
     pub finished_at: Option<String>,
+    /// Indexed with the vector of an indexed copy (absent from servers before reuse).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_cache: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]

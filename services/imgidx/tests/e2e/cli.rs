@@ -416,6 +416,10 @@ async fn collections_are_made_filled_searched_and_deleted() {
         assert_eq!(got, (Some(images[0].as_str()), Some("cats")), "{extra:?}: {out}");
     }
 
+    let run = imgidx(&on_server(&["collections", "clear-cache", "cats"])).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.starts_with("Cache of collection cats cleared"), "{}", run.stdout);
+
     // The selected collection cannot be deleted; once another is selected, it can.
     let run = imgidx(&on_server(&["collections", "select", "cats"])).await;
     assert_eq!((run.code, run.stdout.as_str()), (0, "Collection cats selected\n"), "{run:#?}");
