@@ -37,6 +37,14 @@ pub struct BenchReport {
     pub bound_shared_cpu: f64,
     pub pipeline_vs_overlapped: f64,
     pub pipeline_vs_shared_cpu: f64,
+    /// The pipeline again over the same files, every one now a copy of an indexed image
+    /// (content-hash reuse: read and hash, no decode, no inference).
+    pub reuse_images_per_s: f64,
+    pub reuse_vs_pipeline: f64,
+    /// One reuse lookup of bytes nothing indexed has (what every new image pays), in µs,
+    /// and as a share of the pipeline's time per image.
+    pub reuse_miss_lookup_us: f64,
+    pub reuse_miss_vs_pipeline_per_image: f64,
     /// Where the pipeline's time went, per worker stage (the `imgidx_worker_stage_seconds`
     /// histogram's sums): per image for read and decode, per batch for the rest.
     pub stages: Vec<StageBreakdown>,
@@ -76,8 +84,17 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<BenchRe
     let model_rate = model_rate(&encoder, &pre, &files, w.batch_size, count)?;
     eprintln!("bench: model {model_rate:.1} images/s");
     let stage_metrics = WorkerMetrics::default();
-    let pipeline = pipeline_rate(settings, encoder.clone(), &files, count, &stage_metrics).await?;
+    let dir = tempfile::tempdir()?;
+    let vectors: Arc<dyn VectorStore> = Arc::new(EdgeStore::open(&dir.path().join("vectors"))?);
+    vectors.ensure_collection(m.embedding_dim).await?;
+    let run = Pipeline { settings, encoder: encoder.clone(), files: &files, count, vectors: vectors.clone(), dir: dir.path() };
+    let pipeline = run.rate(&stage_metrics, false).await?;
     eprintln!("bench: pipeline {pipeline:.1} images/s");
+    // The same files again: each is now a copy of an indexed image.
+    let reuse = run.rate(&WorkerMetrics::default(), true).await?;
+    eprintln!("bench: pipeline over copies of indexed images {reuse:.1} images/s");
+    let miss_us = miss_lookup_us(vectors.as_ref(), &m.name, MISS_LOOKUPS).await?;
+    eprintln!("bench: reuse lookup of new bytes {miss_us:.1} µs");
 
     let bound_overlapped = decode.min(model_rate);
     let bound_shared_cpu = 1.0 / (1.0 / decode + 1.0 / model_rate);
@@ -94,6 +111,10 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<BenchRe
         bound_shared_cpu,
         pipeline_vs_overlapped: pipeline / bound_overlapped,
         pipeline_vs_shared_cpu: pipeline / bound_shared_cpu,
+        reuse_images_per_s: reuse,
+        reuse_vs_pipeline: reuse / pipeline,
+        reuse_miss_lookup_us: miss_us,
+        reuse_miss_vs_pipeline_per_image: miss_us / 1e6 * pipeline,
         stages: stage_metrics
             .totals()
             .into_iter()
@@ -164,16 +185,51 @@ fn model_rate(encoder: &VisionEncoder, pre: &Preprocessor, files: &[PathBuf], ba
 }
 
 /// The real worker, fed `count` tasks, timed until the last completion event.
+/// Lookups timed for the cost of a reuse miss.
+const MISS_LOOKUPS: usize = 1000;
+
+/// Mean time of one reuse lookup for bytes no point has.
+async fn miss_lookup_us(vectors: &dyn VectorStore, model: &str, n: usize) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    for i in 0..n {
+        // Not a SHA-256 any file has: the all-hex index, padded.
+        if vectors.reusable(&format!("{i:064x}"), model).await?.is_some() {
+            bail!("a made-up content hash was found");
+        }
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / n as f64)
+}
+
+/// The worker pipeline over `count` tasks cycling through `files`, into `vectors`.
+struct Pipeline<'a> {
+    settings: &'a Settings,
+    encoder: Arc<VisionEncoder>,
+    files: &'a [PathBuf],
+    count: usize,
+    vectors: Arc<dyn VectorStore>,
+    /// Where its job store goes.
+    dir: &'a Path,
+}
+
+impl Pipeline<'_> {
+    /// Images per second, with content-hash reuse on or off.
+    async fn rate(&self, stages: &WorkerMetrics, reuse: bool) -> anyhow::Result<f64> {
+        let (settings, files, count) = (self.settings, self.files, self.count);
+        pipeline_rate(settings, self.encoder.clone(), files, count, stages, self.vectors.clone(), self.dir, reuse).await
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one call site, `Pipeline::rate`
 async fn pipeline_rate(
     settings: &Settings,
     encoder: Arc<VisionEncoder>,
     files: &[PathBuf],
     count: usize,
     stages: &WorkerMetrics,
+    vectors: Arc<dyn VectorStore>,
+    dir: &Path,
+    reuse: bool,
 ) -> anyhow::Result<f64> {
-    let dir = tempfile::tempdir()?;
-    let vectors: Arc<dyn VectorStore> = Arc::new(EdgeStore::open(dir.path())?);
-    vectors.ensure_collection(encoder.manifest().embedding_dim).await?;
     let limit = u32::MAX;
     let broker = MemoryBroker::new(count * 2 + 16, settings.broker.prefetch, settings.broker.event_prefetch, limit);
     let tasks: Vec<ImageTask> = (0..count)
@@ -186,7 +242,7 @@ async fn pipeline_rate(
     let mut events = broker.consume_events("bench").await?;
     let budget = DecodeBudget::from_settings(&settings.worker);
     // The tasks belong to no job, so the job store only answers that (as it would in use, one round trip a batch).
-    let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&dir.path().join("jobs.sqlite3"))?);
+    let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&dir.join("jobs.sqlite3"))?);
     let deps = WorkerDeps {
         broker: Arc::new(broker.clone()),
         collections: Arc::new(Collections::single("bench", vectors)),
@@ -200,8 +256,8 @@ async fn pipeline_rate(
     };
     let shutdown = Shutdown::new();
     let (s, mut w, p) = (shutdown.clone(), settings.worker.clone(), settings.broker.prefetch);
-    // The tasks cycle through the files: reusing their vectors would time the cache, not the pipeline.
-    w.reuse_vectors = false;
+    // The tasks cycle through the files: with reuse on, repeats would time the cache.
+    w.reuse_vectors = reuse;
     let start = Instant::now();
     let worker = tokio::spawn(async move { imgidx_worker::serve(&w, p, deps, "bench", s).await });
     let mut seen = 0;
@@ -229,6 +285,13 @@ pub fn print(r: &BenchReport) {
     println!("{:<28}{:>12}", "pipeline (end to end)", format!("{:.1}/s", r.pipeline_images_per_s));
     println!("pipeline / min(decode, model)        = {:.2}", r.pipeline_vs_overlapped);
     println!("pipeline / shared-CPU bound 1/(1/d+1/m) = {:.2}", r.pipeline_vs_shared_cpu);
+    println!("{:<28}{:>12}   = {:.2} x pipeline", "pipeline, all copies", format!("{:.1}/s", r.reuse_images_per_s), r.reuse_vs_pipeline);
+    println!(
+        "{:<28}{:>12}   = {:.4} of the pipeline's time per image",
+        "reuse lookup, new bytes",
+        format!("{:.1} µs", r.reuse_miss_lookup_us),
+        r.reuse_miss_vs_pipeline_per_image
+    );
     println!("pipeline time by worker stage (read, decode: per image on the decode pool; the rest per batch):");
     for s in &r.stages {
         println!("  {:<16}{:>8} x {:>9.2} ms = {:>8.2} s", s.stage, s.count, s.mean_ms, s.seconds);
