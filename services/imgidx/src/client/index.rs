@@ -213,9 +213,13 @@ fn result_text(s: &Submitted, finals: &[Final], failures: &FailureSummary, elaps
     if let Some(c) = collections_of(finals) {
         rows.push(("Collection", c));
     }
+    rows.extend([("Result", t.status.to_string()), ("Indexed", t.indexed.to_string())]);
+    // Only when some were: a copy, rename or move of an indexed image takes its vector.
+    let reused: u64 = finals.iter().filter_map(|f| f.status.progress.from_cache).sum();
+    if reused > 0 {
+        rows.push(("Of those reused", format!("{reused} (same bytes as an indexed image: not embedded again)")));
+    }
     rows.extend([
-        ("Result", t.status.to_string()),
-        ("Indexed", t.indexed.to_string()),
         ("Already indexed", s.already_indexed.to_string()),
         ("Failed", t.failed.to_string()),
         ("Elapsed", format!("{elapsed:.1} s")),
@@ -279,5 +283,15 @@ mod tests {
         let r = result_json(&s, &bad, &none, 1.0);
         assert_eq!((r["status"].as_str(), r["indexed"].as_u64(), r["failed"].as_u64()), (Some("failed"), Some(7), Some(4)));
         assert!(result_text(&s, &bad, &none, 1.0).contains("job idx_failed failed: broker gone\n"));
+        assert!(!result_text(&s, &ok, &none, 1.0).contains("reused"), "nothing reused, nothing said");
+    }
+
+    #[test]
+    fn reused_images_are_named_in_the_result() {
+        let body = json!({"job_id": "idx_a", "status": "completed",
+            "progress": {"total_images": 3, "processed_images": 3, "failed_images": 0, "from_cache": 2}});
+        let done = [Final { status: parse(&body, "job").unwrap(), body }];
+        let text = result_text(&Submitted::default(), &done, &FailureSummary::default(), 1.0);
+        assert!(text.contains("Indexed          3\nOf those reused  2 (same bytes"), "{text}");
     }
 }

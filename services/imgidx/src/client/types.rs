@@ -32,6 +32,8 @@ pub struct Progress {
     pub processed_images: u64,
     pub failed_images: u64,
     pub percent_complete: f64,
+    /// Of those processed, indexed with the vector of an indexed copy (absent from older servers).
+    pub from_cache: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default, Clone)]
