@@ -56,7 +56,8 @@ pub async fn job_ws(
 }
 
 async fn serve_socket(mut socket: WebSocket, mut messages: mpsc::Receiver<LiveMessage>) {
-    let mut ping = tokio::time::interval(PING_EVERY);
+    // The first ping after PING_EVERY, not at once: the current state is the first frame.
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let mut heard = Instant::now();
     loop {
         tokio::select! {
