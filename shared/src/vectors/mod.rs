@@ -169,8 +169,3 @@ pub fn collections(settings: &Settings) -> Result<Arc<Collections>, VectorStoreE
     };
     Ok(Arc::new(Collections::new(backend)))
 }
-
-/// The store of the collection a deployment starts with (`vectors.collection`), made if missing.
-pub async fn open(settings: &Settings, dim: usize) -> Result<Arc<dyn VectorStore>, VectorStoreError> {
-    collections(settings)?.open(&settings.vectors.collection, dim, Some(Distance::Cosine)).await
-}
