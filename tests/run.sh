@@ -54,6 +54,14 @@ if ! "$REPO/.venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHE
 fi
 export IMGIDX_SCHEMATHESIS=$REPO/.venv/bin/schemathesis
 
+# --- moto: a real S3-protocol server on loopback for the object-store tests (services/imgidx/tests/e2e/moto.rs)
+MOTO_VERSION=5.2.5
+if ! "$REPO/.venv/bin/python" -m pip show moto 2>/dev/null | grep -qx "Version: $MOTO_VERSION" || [[ ! -x $REPO/.venv/bin/moto_server ]]; then
+    say "pip install moto[server]==$MOTO_VERSION (into .venv)"
+    "$REPO/.venv/bin/python" -m pip install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+export IMGIDX_MOTO_SERVER=$REPO/.venv/bin/moto_server
+
 # --- RabbitMQ + PostgreSQL ------------------------------------------------------------
 # shellcheck disable=SC2317  # invoked via trap
 finish() {

@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod ingest;
+
+pub use ingest::{IngestSettings, ObjectSettings};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -34,6 +38,8 @@ pub struct Settings {
     pub aggregator: AggregatorSettings,
     pub serve: ServeSettings,
     pub log: LogSettings,
+    pub ingest: IngestSettings,
+    pub objects: ObjectSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -397,6 +403,8 @@ impl Default for Settings {
             aggregator: AggregatorSettings::default(),
             serve: ServeSettings::default(),
             log: LogSettings::default(),
+            ingest: IngestSettings::default(),
+            objects: ObjectSettings::default(),
         }
     }
 }
@@ -469,6 +477,14 @@ impl Settings {
         if self.api.max_paths_per_request == 0 {
             return bad("api.max_paths_per_request must be at least 1");
         }
+        if self.ingest.max_files == 0 || self.ingest.max_image_bytes == 0 {
+            return bad("ingest.max_files and ingest.max_image_bytes must be at least 1");
+        }
+        if let Some(url) = &self.objects.url {
+            if !url.starts_with("s3://") {
+                return bad("objects.url must be s3://bucket or s3://bucket/prefix (or unset: a local directory)");
+            }
+        }
         if self.serve.workers == 0 {
             return bad("serve.workers must be at least 1");
         }
@@ -534,6 +550,11 @@ impl Settings {
 
     pub fn edge_path(&self) -> PathBuf {
         self.vectors.edge_path.clone().unwrap_or_else(|| self.data_dir.join("vectors"))
+    }
+
+    /// Directory of the local object store.
+    pub fn objects_dir(&self) -> PathBuf {
+        self.objects.local_dir.clone().unwrap_or_else(|| self.data_dir.join("objects"))
     }
 
     pub fn edge_collections_dir(&self) -> PathBuf {

@@ -18,6 +18,7 @@ use imgidx_shared::config::Settings;
 use imgidx_shared::embed::VisionEncoder;
 use imgidx_shared::jobs::{JobStore, PostgresJobStore};
 use imgidx_shared::metrics::MetricsRegistry;
+use imgidx_shared::objects::Objects;
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors::{Collections, VectorStore};
 use imgidx_worker::metrics::WorkerMetrics;
@@ -149,6 +150,8 @@ pub struct Cluster {
     /// Every role's metrics, as `imgidx serve` has them: the API's `/metrics` shows it.
     pub registry: MetricsRegistry,
     worker_metrics: WorkerMetrics,
+    /// Where uploads go (the API's and the workers').
+    pub objects: Objects,
 }
 
 pub struct Worker {
@@ -208,6 +211,7 @@ impl Cluster {
         let (model_name, dim) = (encoder.manifest().name.clone(), encoder.manifest().embedding_dim);
         let collections = imgidx_api::open_collections(&settings, jobs.as_ref(), &model_name, dim).await.unwrap();
         let vectors = collections.open(&settings.vectors.collection, dim, None).await.unwrap();
+        let objects = Objects::open(&settings).unwrap();
         let shutdown = Shutdown::new();
         let registry = MetricsRegistry::default();
         let worker_metrics = WorkerMetrics::new(&registry);
@@ -225,6 +229,7 @@ impl Cluster {
             query: Some(query_engine(&settings, &encoder).await),
             health: Default::default(),
             metrics: registry.clone(),
+            uploads: imgidx_api::Uploads { objects: objects.clone(), limits: settings.ingest.clone() },
         };
         let api_settings = settings.api.clone();
         let s = shutdown.clone();
@@ -257,6 +262,7 @@ impl Cluster {
             brokers: vec![api_broker, agg_broker],
             registry,
             worker_metrics,
+            objects,
         };
         for i in 0..workers {
             let w = cluster.spawn_worker(&format!("test-host.w{i}"), cluster.settings.worker.clone()).await;
@@ -299,6 +305,7 @@ impl Cluster {
             isolation: Default::default(),
             health: Default::default(),
             metrics: self.worker_metrics.clone(),
+            objects: self.objects.clone(),
         };
         let shutdown = Shutdown::new();
         let s = shutdown.clone();

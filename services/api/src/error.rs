@@ -88,6 +88,12 @@ pub enum ApiError {
     CollectionInUse(String),
     #[error("the server holds its most collections ({0}, vectors.max_collections); delete one first")]
     CollectionLimit(usize),
+    /// One uploaded file passed `ingest.max_image_bytes`.
+    #[error("file {name:?} is larger than {limit} bytes (ingest.max_image_bytes)")]
+    FileTooLarge { name: String, limit: u64 },
+    /// The object store did not take (or give) an upload's bytes.
+    #[error("the object store is unavailable: {0}")]
+    Objects(String),
 }
 
 fn retry_after_secs(d: &Duration) -> u64 {
@@ -149,6 +155,8 @@ pub const ERROR_CODES: &[&str] = &[
     "collection_in_use",
     "collection_limit",
     "payload_too_large",
+    "file_too_large",
+    "object_store_unavailable",
     "unsupported_media_type",
     "host_not_allowed",
     "rate_limited",
@@ -213,6 +221,12 @@ impl ApiError {
             ),
             ApiError::CollectionInUse(m) => (StatusCode::CONFLICT, "collection_in_use", m.clone()),
             ApiError::CollectionLimit(_) => (StatusCode::CONFLICT, "collection_limit", self.to_string()),
+            ApiError::FileTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", self.to_string()),
+            ApiError::Objects(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "object_store_unavailable",
+                "the object store is unavailable; nothing was queued, try again".into(),
+            ),
             ApiError::Vectors(VectorStoreError::Unavailable(_)) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "index_unavailable",
@@ -302,6 +316,8 @@ mod tests {
             ApiError::CollectionModelMismatch { collection: String::new(), bound: String::new(), served: String::new() },
             ApiError::CollectionInUse(String::new()),
             ApiError::CollectionLimit(1),
+            ApiError::FileTooLarge { name: String::new(), limit: 1 },
+            ApiError::Objects(String::new()),
         ];
         for code in ["image_too_large", "not_an_image", "unreadable_image"] {
             errors.push(ApiError::QueryImage { code, message: String::new() });

@@ -26,7 +26,7 @@ pub use error::ApiError;
 pub use query_engine::QueryEngine;
 pub use routes::document as openapi_document;
 pub use routes::add_images::AddImagesResponse;
-pub use state::ApiDeps;
+pub use state::{ApiDeps, Uploads};
 
 use imgidx_shared::config::{ApiSettings, Settings};
 use imgidx_shared::service::{self, ServiceError};
@@ -58,6 +58,7 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Shutdown) 
     let manifest = engine.manifest().clone();
     let jobs = service::job_store(&settings).await?;
     let collections = open_collections(&settings, jobs.as_ref(), &manifest.name, manifest.embedding_dim).await?;
+    let uploads = Uploads::from_settings(&settings)?;
     let broker = service::broker(&settings, "api").await?;
     let deps = ApiDeps {
         jobs,
@@ -69,6 +70,7 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Shutdown) 
         query: Some(Arc::new(engine)),
         health: Default::default(),
         metrics: Default::default(),
+        uploads,
     };
     let result = serve(&settings.api, deps, listener, shutdown).await;
     broker.close().await;

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use imgidx_shared::broker::Broker;
-use imgidx_shared::config::ApiSettings;
+use imgidx_shared::config::{ApiSettings, IngestSettings};
 use imgidx_shared::jobs::JobStore;
 use imgidx_shared::metrics::MetricsRegistry;
+use imgidx_shared::objects::Objects;
 use imgidx_shared::vectors::Collections;
 
 use crate::query_engine::QueryEngine;
@@ -36,6 +37,24 @@ pub struct ApiDeps {
     pub health: HealthBoard,
     /// This process's metrics registry; `/metrics` shows it whole.
     pub metrics: MetricsRegistry,
+    /// Where uploaded images go, and how large they may be.
+    pub uploads: Uploads,
+}
+
+/// The object store uploads are kept in (workers read them from it) and the limits
+/// on what one request may send.
+#[derive(Clone, Debug)]
+pub struct Uploads {
+    pub objects: Objects,
+    pub limits: IngestSettings,
+}
+
+impl Uploads {
+    /// The store the settings name.
+    pub fn from_settings(settings: &imgidx_shared::config::Settings) -> Result<Self, imgidx_shared::service::ServiceError> {
+        let objects = Objects::open(settings).map_err(|e| imgidx_shared::service::ServiceError::Other(e.to_string()))?;
+        Ok(Self { objects, limits: settings.ingest.clone() })
+    }
 }
 
 #[derive(Clone)]

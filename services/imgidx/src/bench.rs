@@ -15,6 +15,7 @@ use imgidx_shared::broker::{Broker, MemoryBroker};
 use imgidx_shared::config::Settings;
 use imgidx_shared::embed::{DecodeBudget, Preprocessor, VisionEncoder};
 use imgidx_shared::jobs::{JobStore, SqliteJobStore};
+use imgidx_shared::objects::Objects;
 use imgidx_shared::messages::{ImageTask, Priority};
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors::{Collections, EdgeStore, VectorStore};
@@ -253,6 +254,7 @@ async fn pipeline_rate(
         isolation: Default::default(),
         health: Default::default(),
         metrics: stages.clone(),
+        objects: Objects::local(&dir.join("objects")).map_err(|e| anyhow::anyhow!(e.to_string()))?,
     };
     let shutdown = Shutdown::new();
     let (s, mut w, p) = (shutdown.clone(), settings.worker.clone(), settings.broker.prefetch);

@@ -66,6 +66,10 @@ pub enum Command {
     /// Client: submit image files and directories to a running server for indexing.
     #[command(after_help = crate::client::INDEX_EXIT_CODES)]
     Index(client::IndexArgs),
+    /// Client: upload image files from this machine to the server, which stores and
+    /// indexes them (for a server that cannot read this machine's disk).
+    #[command(after_help = crate::client::INDEX_EXIT_CODES)]
+    Upload(client::UploadArgs),
     /// Client: have the server index a directory of its own (new and changed images;
     /// `--prune` drops those whose file is gone).
     #[command(after_help = crate::client::INDEX_EXIT_CODES)]
@@ -108,6 +112,7 @@ impl Command {
         matches!(
             self,
             Command::Index(_)
+                | Command::Upload(_)
                 | Command::Trigger(_)
                 | Command::Search(_)
                 | Command::Similar(_)

@@ -20,6 +20,7 @@ use imgidx_shared::embed::{DecodeBudget, VisionEncoder};
 use imgidx_shared::health::HealthBoard;
 use imgidx_shared::jobs::JobStore;
 use imgidx_shared::metrics::MetricsRegistry;
+use imgidx_shared::objects::Objects;
 use imgidx_shared::{reconcile, retention};
 use imgidx_shared::service;
 use imgidx_shared::shutdown::Shutdown;
@@ -64,6 +65,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let jobs = service::job_store(&settings).await?;
     let collections =
         imgidx_api::open_collections(&settings, jobs.as_ref(), &manifest.name, manifest.embedding_dim).await?;
+    let objects = Objects::open(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
     let node = settings.node_name();
     let queue = match settings.broker.url.as_deref().filter(|u| !u.is_empty()) {
         None => {
@@ -104,6 +106,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
             isolation: isolation.clone(),
             health: health.clone(),
             metrics: worker_metrics.clone(),
+            objects: objects.clone(),
         };
         let (w, prefetch, s) = (settings.worker.clone(), settings.broker.prefetch, shutdown.clone());
         let tag = format!("{node}.worker-{}-{i}", std::process::id());
@@ -141,6 +144,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         query: Some(engine),
         health,
         metrics: registry,
+        uploads: imgidx_api::Uploads { objects, limits: settings.ingest.clone() },
     };
     let (api, s) = (settings.api.clone(), shutdown.clone());
     tasks.spawn(async move { imgidx_api::serve(&api, deps, listener, s).await.map_err(anyhow::Error::from) });

@@ -76,9 +76,11 @@ mod tests {
     use imgidx_shared::embed::Preprocessor;
     use imgidx_shared::health::HealthBoard;
     use imgidx_shared::messages::FailureKind;
+    use imgidx_shared::objects::Objects;
     use imgidx_shared::shutdown::Shutdown;
 
     use super::*;
+    use crate::read::Reader;
 
     fn retry(budget: Duration) -> FileRetry {
         FileRetry { budget, hold: Hold { worker: "w".into(), health: HealthBoard::default(), shutdown: Shutdown::new() } }
@@ -86,7 +88,8 @@ mod tests {
 
     fn attempt(path: &Path) -> Attempt {
         let preprocessor = Arc::new(Preprocessor::new(32, [0.5; 3], [0.5; 3], 100_000_000, 1 << 30));
-        Attempt::new(preprocessor, Arc::new(Semaphore::new(1)), path.to_str().unwrap().to_string())
+        let objects = Objects::local(&std::env::temp_dir().join("imgidx-file-retry-objects")).unwrap();
+        Attempt::new(Reader { preprocessor, objects }, Arc::new(Semaphore::new(1)), path.to_str().unwrap().to_string())
     }
 
     fn sample() -> PathBuf {

@@ -16,6 +16,7 @@ use imgidx_shared::broker::Broker;
 use imgidx_shared::embed::{EmbedError, VisionEncoder};
 use imgidx_shared::messages::{CompletionEvent, FailureKind, Outcome};
 use imgidx_shared::time::{from_unix_nanos, rfc3339};
+use imgidx_shared::sources::ImageSource;
 use imgidx_shared::vectors::{Collections, ImagePayload, Point, VectorStore, VectorStoreError};
 
 use crate::hold::Hold;
@@ -233,5 +234,9 @@ fn payload(task: &imgidx_shared::messages::ImageTask, d: &Decoded, model: &str, 
         indexed_at: indexed_at.to_string(),
         job_id: task.job_id.clone(),
         sha256: d.sha256.clone(),
+        object_key: match ImageSource::parse(&task.path) {
+            Some(ImageSource::Object { key, .. }) => key.to_string(),
+            _ => String::new(),
+        },
     }
 }

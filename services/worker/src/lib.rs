@@ -13,6 +13,7 @@ mod inbox;
 mod isolate;
 pub mod metrics;
 mod prepare;
+mod read;
 mod reuse;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use imgidx_shared::embed::{DecodeBudget, Preprocessor, VisionEncoder};
 use imgidx_shared::health::HealthBoard;
 use imgidx_shared::jobs::JobStore;
 use imgidx_shared::metrics::MetricsRegistry;
+use imgidx_shared::objects::Objects;
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::collections::Distance;
@@ -39,6 +41,7 @@ use hold::Hold;
 use inbox::Inbox;
 use metrics::{Stage, WorkerMetrics};
 use prepare::{prepare_batch, Prepared};
+use read::Reader;
 use reuse::Reuser;
 
 #[derive(Clone)]
@@ -59,6 +62,8 @@ pub struct WorkerDeps {
     pub health: HealthBoard,
     /// Stage timings, shared by every pipeline of the process.
     pub metrics: WorkerMetrics,
+    /// Where uploaded images are.
+    pub objects: Objects,
 }
 
 /// What a worker did before it stopped.
@@ -79,6 +84,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
     // As before collections: a worker started first still finds the initial collection.
     collections.open(&settings.vectors.collection, encoder.manifest().embedding_dim, Some(Distance::Cosine)).await?;
     let jobs = service::job_store(&settings).await?;
+    let objects = Objects::open(&settings).map_err(|e| ServiceError::Other(e.to_string()))?;
     let broker = service::broker(&settings, "worker").await?;
     let tag = format!("{}.worker-{}", settings.node_name(), std::process::id());
     let budget = DecodeBudget::from_settings(&settings.worker);
@@ -93,6 +99,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
         isolation: Isolation::default(),
         health: HealthBoard::default(),
         metrics: WorkerMetrics::new(&registry),
+        objects,
     };
     let endpoint = match &settings.worker.metrics_listen {
         Some(addr) => Some(service::metrics_endpoint(addr, registry, shutdown.clone()).await?),
@@ -151,7 +158,7 @@ pub async fn serve(
         isolation: deps.isolation.clone(),
         hold: hold.clone(),
         retry: FileRetry { budget: Duration::from_secs(settings.file_retry_secs), hold: hold.clone() },
-        preprocessor,
+        reader: Reader { preprocessor, objects: deps.objects.clone() },
         pool,
         metrics: deps.metrics.clone(),
         tx,
@@ -194,7 +201,7 @@ struct Stage1 {
     isolation: Isolation,
     hold: Hold,
     retry: FileRetry,
-    preprocessor: Arc<Preprocessor>,
+    reader: Reader,
     pool: Arc<Semaphore>,
     metrics: WorkerMetrics,
     tx: mpsc::Sender<(Vec<Prepared>, Guard)>,
@@ -211,7 +218,7 @@ async fn stage1(mut s: Stage1) {
         let guard = s.isolation.shared().await;
         let Some(sorted) = attempts::sort(&*s.jobs, &s.hold, tasks, max_attempts).await else { return };
         attempts::ack_withdrawn(&s.hold.worker, sorted.withdrawn).await;
-        let Some(mut batch) = prepare_batch(sorted.fresh, s.preprocessor.clone(), s.pool.clone(), &s.retry, s.reuser.as_ref(), &s.metrics).await else {
+        let Some(mut batch) = prepare_batch(sorted.fresh, &s.reader, s.pool.clone(), &s.retry, s.reuser.as_ref(), &s.metrics).await else {
             return;
         };
         batch.extend(sorted.exhausted.into_iter().map(|(task, n)| Prepared::exhausted(task, n)));
@@ -227,7 +234,7 @@ async fn stage1(mut s: Stage1) {
             let batch = match counted {
                 Alone::Try(attempt) => {
                     tracing::info!(worker = %s.hold.worker, path = %task.message.path, attempt, "trying alone an image whose last attempt did not finish");
-                    match prepare_batch(vec![task], s.preprocessor.clone(), s.pool.clone(), &s.retry, s.reuser.as_ref(), &s.metrics).await {
+                    match prepare_batch(vec![task], &s.reader, s.pool.clone(), &s.retry, s.reuser.as_ref(), &s.metrics).await {
                         Some(batch) => batch,
                         None => return,
                     }

@@ -1,7 +1,6 @@
 //! Stage 1: read, decode and preprocess a batch on a bounded CPU pool; an image whose
 //! bytes are indexed already takes that vector instead (`reuse.rs`).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
@@ -12,9 +11,10 @@ use imgidx_shared::messages::{FailureKind, FileStamp};
 use imgidx_shared::vectors::Reusable;
 
 use crate::file_retry::FileRetry;
-use crate::metrics::{Stage, WorkerMetrics};
 use crate::inbox::Task;
-use crate::reuse::{content_hash, Reuse, Reuser};
+use crate::metrics::{Stage, WorkerMetrics};
+use crate::read::{Read, Reader};
+use crate::reuse::{Reuse, Reuser};
 
 /// An image read and ready for its vector, with what its payload needs.
 pub struct Decoded {
@@ -95,7 +95,7 @@ impl Prepared {
 /// worker shuts down meanwhile (the batch is then left to the broker, unsettled).
 pub async fn prepare_batch(
     tasks: Vec<Task>,
-    preprocessor: Arc<Preprocessor>,
+    reader: &Reader,
     pool: Arc<Semaphore>,
     retry: &FileRetry,
     reuser: Option<&Reuser>,
@@ -107,7 +107,7 @@ pub async fn prepare_batch(
             Some(r) => r.for_task(task).await,
             None => None,
         };
-        let attempt = Attempt::new(preprocessor.clone(), pool.clone(), task.message.path.clone())
+        let attempt = Attempt::new(reader.clone(), pool.clone(), task.message.path.clone())
             .measured(metrics.clone())
             .reusing(reuse);
         handles.push(tokio::spawn(retry.clone().read_patiently(attempt)));
@@ -131,7 +131,7 @@ pub async fn prepare_batch(
 
 /// One try at reading and decoding one file.
 pub struct Attempt {
-    preprocessor: Arc<Preprocessor>,
+    reader: Reader,
     pool: Arc<Semaphore>,
     path: String,
     metrics: WorkerMetrics,
@@ -146,8 +146,8 @@ pub enum Tried {
 }
 
 impl Attempt {
-    pub fn new(preprocessor: Arc<Preprocessor>, pool: Arc<Semaphore>, path: String) -> Self {
-        Self { preprocessor, pool, path, metrics: WorkerMetrics::default(), reuse: None }
+    pub fn new(reader: Reader, pool: Arc<Semaphore>, path: String) -> Self {
+        Self { reader, pool, path, metrics: WorkerMetrics::default(), reuse: None }
     }
 
     /// Counts its read and decode times in `metrics`.
@@ -167,47 +167,20 @@ impl Attempt {
     pub async fn run(&self) -> Tried {
         // Held until the blocking decode finishes; the semaphore is never closed.
         let _permit = self.pool.clone().acquire_owned().await.ok();
-        let (preprocessor, path, metrics) = (self.preprocessor.clone(), self.path.clone(), self.metrics.clone());
-        let read = match tokio::task::spawn_blocking(move || read(&preprocessor, Path::new(&path), &metrics)).await {
-            Ok(Ok(read)) => read,
-            Ok(Err(tried)) => return tried,
-            Err(_) => return Tried::Done(Err(Failure::decoder_panicked())),
+        let read = match self.reader.read(&self.path, &self.metrics).await {
+            Ok(read) => read,
+            Err(tried) => return tried,
         };
         if let Some(reuse) = &self.reuse {
             if let Some(found) = reuse.lookup(&read.sha256).await {
                 return Tried::Done(Ok(Decoded { content: Content::Reused(found), stamp: read.stamp, sha256: read.sha256 }));
             }
         }
-        let (preprocessor, metrics) = (self.preprocessor.clone(), self.metrics.clone());
+        let (preprocessor, metrics) = (self.reader.preprocessor.clone(), self.metrics.clone());
         match tokio::task::spawn_blocking(move || decode(&preprocessor, read, &metrics)).await {
             Ok(tried) => tried,
             Err(_) => Tried::Done(Err(Failure::decoder_panicked())),
         }
-    }
-}
-
-/// A file's bytes, their stamp and hash.
-struct Read {
-    bytes: Vec<u8>,
-    stamp: FileStamp,
-    sha256: String,
-}
-
-/// The stamp comes from the `fstat` of the opened file, so it describes the bytes read.
-/// Only regular files are read (`imgidx_shared::files`): a FIFO or device is reported
-/// `not_an_image` at once instead of blocking a decode thread.
-fn read(preprocessor: &Preprocessor, path: &Path, metrics: &WorkerMetrics) -> Result<Read, Tried> {
-    // Hashing is part of reading: the bytes are hot in the cache.
-    let read = metrics.time(Stage::Read, || {
-        preprocessor.read_file(path).map(|file| {
-            let sha256 = content_hash(&file.bytes);
-            Read { stamp: FileStamp::from_metadata(&file.meta), sha256, bytes: file.bytes }
-        })
-    });
-    match read {
-        Ok(read) => Ok(read),
-        Err(why) if why.is_transient() => Err(Tried::Again(why)),
-        Err(why) => Err(Tried::Done(Err(Failure::from(DecodeError::from(why))))),
     }
 }
 

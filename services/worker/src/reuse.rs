@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
-
 use imgidx_shared::vectors::{Collections, Reusable, VectorStore};
 
 use crate::inbox::Task;
@@ -49,20 +47,5 @@ impl Reuse {
                 None
             }
         }
-    }
-}
-
-/// SHA-256 of a file's bytes, lowercase hex, as payloads store it.
-pub fn content_hash(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_hash_is_sha256_hex() {
-        assert_eq!(content_hash(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -44,6 +44,7 @@ pub fn payload(path: &str, size: u64, mtime_ns: i64) -> ImagePayload {
         indexed_at: "2024-05-02T12:00:00Z".into(),
         job_id: "job-1".into(),
         sha256: String::new(),
+        object_key: String::new(),
     }
 }
 

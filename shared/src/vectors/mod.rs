@@ -59,6 +59,10 @@ pub struct ImagePayload {
     /// point's vector. Empty on points from before content hashes, and after a cache clear.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256: String,
+    /// Where an uploaded image's bytes are in the object store (`ab/ab12…`); empty for
+    /// files on the server's disk.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub object_key: String,
 }
 
 impl ImagePayload {

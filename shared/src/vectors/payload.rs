@@ -124,6 +124,7 @@ mod tests {
             indexed_at: "2024-01-02T00:00:00Z".into(),
             job_id: "job".into(),
             sha256: "ab".repeat(32),
+            object_key: String::new(),
         }
     }
 

@@ -179,6 +179,12 @@ pub fn check(text: &str, dockerfile: &Dockerfile, repo: &Repo, problems: &mut Ve
         for (target, condition) in depends_on(svc) {
             match services.get(target.as_str()).and_then(Value::as_mapping) {
                 None => problems.push(format!("{at}: depends_on {target}, which is no service")),
+                // A one-shot (the bucket maker): done when it exited 0, so it must not restart.
+                Some(dep) if condition.as_deref() == Some("service_completed_successfully") => {
+                    if dep.get("restart").and_then(Value::as_str).is_some_and(|r| r != "no" && r != "on-failure") {
+                        problems.push(format!("{at}: depends_on {target} to complete, but {target} restarts"));
+                    }
+                }
                 Some(dep) if !has_healthcheck(dep) => {
                     problems.push(format!("{at}: depends_on {target}, which has no healthcheck"))
                 }

@@ -19,6 +19,12 @@ pub async fn json(request: Request, next: Next) -> Result<Response, ApiError> {
     Ok(next.run(request).await)
 }
 
+/// For endpoints that take an upload only.
+pub async fn multipart(request: Request, next: Next) -> Result<Response, ApiError> {
+    require(&request, &[MULTIPART])?;
+    Ok(next.run(request).await)
+}
+
 /// For endpoints that take JSON, or an upload.
 pub async fn json_or_multipart(request: Request, next: Next) -> Result<Response, ApiError> {
     require(&request, &[JSON, MULTIPART])?;

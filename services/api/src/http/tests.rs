@@ -54,6 +54,7 @@ async fn start(configure: impl FnOnce(&mut ApiSettings, &std::path::Path)) -> Te
         query: None,
         health: HealthBoard::default(),
         metrics: Default::default(),
+        uploads: crate::Uploads::from_settings(&all).unwrap(),
     };
     let health = deps.health.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -8,6 +8,9 @@ use imgidx_shared::time::rfc3339;
 
 use crate::state::AppState;
 
+/// How long the object store may take to answer before it counts as unavailable.
+const OBJECT_STORE_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// healthy or unhealthy.
@@ -17,6 +20,10 @@ pub struct Health {
     index_available: bool,
     queue_available: bool,
     job_store_available: bool,
+    /// Whether the object store of uploads answers. Not part of `status`: only uploads
+    /// need it, and a load balancer should not drop a server that still indexes paths
+    /// and searches.
+    object_store_available: bool,
     /// Parts of this process that are waiting out a failing dependency (`serve`'s
     /// workers holding a batch), with what fails and since when; empty when all is well.
     troubles: Vec<TroubleBody>,
@@ -44,7 +51,11 @@ pub struct TroubleBody {
 )]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let d = &state.deps;
-    let (index, queue, jobs) = tokio::join!(d.collections.healthy(), d.broker.healthy(), d.jobs.healthy());
+    let objects = async {
+        tokio::time::timeout(OBJECT_STORE_PROBE, d.uploads.objects.healthy()).await.unwrap_or(false)
+    };
+    let (index, queue, jobs, objects) =
+        tokio::join!(d.collections.healthy(), d.broker.healthy(), d.jobs.healthy(), objects);
     let ok = index && queue && jobs;
     let body = Health {
         status: if ok { "healthy" } else { "unhealthy" },
@@ -52,6 +63,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         index_available: index,
         queue_available: queue,
         job_store_available: jobs,
+        object_store_available: objects,
         troubles: d
             .health
             .troubles()

@@ -22,10 +22,12 @@ mod retry;
 mod stats;
 mod status;
 mod trigger;
+mod upload;
 mod webhooks;
 
 pub(crate) use status::JobSummary;
 
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
@@ -41,18 +43,20 @@ use crate::state::AppState;
 /// The routes, and the OpenAPI document describing exactly them (each handler's
 /// `#[utoipa::path]` gives the path it is served at).
 pub fn router(state: AppState, guard: Guard) -> Router {
-    let (app, document) = described(guard).split_for_parts();
+    let upload_limit = state.deps.uploads.limits.max_upload_request_bytes();
+    let (app, document) = described(guard, upload_limit).split_for_parts();
     app.merge(openapi::routes(openapi::finish(document))).fallback(|| async { ApiError::NoRoute }).with_state(state)
 }
 
 /// The OpenAPI document alone, as `/openapi.json` serves it.
 pub fn document() -> serde_json::Value {
     let guard = Guard { keys: Default::default(), limiter: None };
-    let (_, document) = described(guard).split_for_parts();
+    let (_, document) = described(guard, 0).split_for_parts();
     openapi::finish(document)
 }
 
-fn described(guard: Guard) -> OpenApiRouter<AppState> {
+/// `upload_limit`: the body limit of uploads, which carry many images.
+fn described(guard: Guard, upload_limit: usize) -> OpenApiRouter<AppState> {
     let json = || from_fn(content_type::json);
     let read = OpenApiRouter::new()
         .routes(routes!(status::job_status))
@@ -71,6 +75,9 @@ fn described(guard: Guard) -> OpenApiRouter<AppState> {
         .routes(routes!(notify::notify).map(|r| r.route_layer(json())))
         .routes(routes!(trigger::trigger).map(|r| r.route_layer(json())))
         .routes(routes!(ingest::ingest_scan).map(|r| r.route_layer(json())))
+        .routes(routes!(upload::upload).map(|r| {
+            r.route_layer(from_fn(content_type::multipart)).route_layer(DefaultBodyLimit::max(upload_limit))
+        }))
         .routes(routes!(retry::retry_job).map(|r| r.route_layer(json())))
         .routes(routes!(jobs::cancel_job).map(|r| r.route_layer(json())))
         .routes(routes!(collections::create_collection).map(|r| r.route_layer(json())))

@@ -61,6 +61,30 @@ pub struct IndexArgs {
     pub server: ServerArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct UploadArgs {
+    /// Image files and directories on this machine (a directory contributes its image files).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Descend into subdirectories.
+    #[arg(long, short = 'r')]
+    pub recursive: bool,
+    #[arg(long, value_enum, default_value_t = Priority::Normal)]
+    pub priority: Priority,
+    /// Wait until every job has finished, showing progress, then print a summary.
+    #[arg(long)]
+    pub wait: bool,
+    /// Files per request (each request creates at most one job; the server takes at most
+    /// `ingest.max_files`). The client holds one request's files in memory.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub chunk: u64,
+    /// Collection to index into (`imgidx collections list`); the server's selected one when unset.
+    #[arg(long, value_name = "NAME")]
+    pub collection: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
 /// Options shared by the two query commands.
 #[derive(Args, Debug, Clone, Default)]
 pub struct QueryOptions {

@@ -83,19 +83,31 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
             Err(e) => return Err(partial_failure(e, &typed, expansion.paths.len())),
         }
     }
-    let submitted = Submitted::from_responses(&typed);
-    if !args.server.json {
-        // Before waiting: the job ids are worth having even if the wait is interrupted.
-        print!("{}", submitted_text(&submitted, &typed));
-    }
+    conclude(&api, &typed, raw, args.wait, started, args.server.json).await
+}
 
-    let finals = if args.wait {
+/// After the requests (`typed`, and as answered: `raw`): what they queued, then with
+/// `wait` the wait for their jobs, and the summary.
+pub(super) async fn conclude(
+    api: &Api,
+    typed: &[AddImagesResponse],
+    raw: Vec<Value>,
+    wait: bool,
+    started: Instant,
+    json: bool,
+) -> Result<ExitCode> {
+    let submitted = Submitted::from_responses(typed);
+    if !json {
+        // Before waiting: the job ids are worth having even if the wait is interrupted.
+        print!("{}", submitted_text(&submitted, typed));
+    }
+    let finals = if wait {
         let jobs: Vec<String> = typed.iter().filter(|r| r.has_job()).map(|r| r.job_id.clone()).collect();
-        Some(wait_jobs(&api, &jobs, submitted.queued).await?)
+        Some(wait_jobs(api, &jobs, submitted.queued).await?)
     } else {
         None
     };
-    finish(&api, &submitted, raw, finals, started, args.server.json).await
+    finish(api, &submitted, raw, finals, started, json).await
 }
 
 /// Prints what was submitted (JSON) and, after a wait, the result with why images

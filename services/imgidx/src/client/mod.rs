@@ -16,12 +16,13 @@ mod stages;
 mod status;
 mod trigger;
 mod types;
+mod upload;
 mod wait;
 mod watch;
 
 pub use args::{
     CancelArgs, CollectionsCommand, IndexArgs, JobsArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs, StatusArgs,
-    TriggerArgs, WatchArgs,
+    TriggerArgs, UploadArgs, WatchArgs,
 };
 pub use collections::collections;
 pub use index::index;
@@ -30,6 +31,7 @@ pub use query::{search, similar};
 pub use retry::retry;
 pub use status::{stats, status};
 pub use trigger::trigger;
+pub use upload::upload;
 pub use watch::watch;
 
 /// Exit status of `index --wait` when at least one job ended `failed`.

@@ -240,6 +240,7 @@ async fn every_operation_answers_as_the_document_says() {
     let (code, _) = call(&mut spec, &s, "post", "/api/v1/index/add-images", "/api/v1/index/add-images", Some(json!({ "image_paths": ["/etc/passwd"] }))).await;
     assert_eq!(code, 422);
 
+    ingest_upload(&mut spec, &s, &images[0]).await;
     live(&mut spec, &s, &job_id).await;
 
     let missing: Vec<_> = spec.operations().difference(&spec.checked).cloned().collect();
@@ -271,6 +272,21 @@ async fn upload(spec: &mut Spec, s: &Serve, image: &Path) {
     let body: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
     spec.check("post", "/api/v1/query", status, "application/json", &body);
+}
+
+/// Seed 003's upload: stored and queued, and a form without files.
+async fn ingest_upload(spec: &mut Spec, s: &Serve, image: &Path) {
+    let template = "/api/v1/ingest/upload";
+    for (form, expected) in [
+        (reqwest::multipart::Form::new().part("files", reqwest::multipart::Part::bytes(std::fs::read(image).unwrap()).file_name("u.png")), 202),
+        (reqwest::multipart::Form::new().text("priority", "high"), 422),
+    ] {
+        let r = reqwest::Client::new().post(format!("{}{template}", s.url)).multipart(form).send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, expected, "{body}");
+        spec.check("post", template, status, "application/json", &body);
+    }
 }
 
 /// The live endpoints of a finished job: its state, then the end.

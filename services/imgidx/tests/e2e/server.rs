@@ -208,6 +208,11 @@ impl Serve {
         Self::answer(self.http.post(format!("{}{path}", self.url)).multipart(form).send().await.unwrap()).await
     }
 
+    /// Any multipart form.
+    pub async fn post_form(&self, path: &str, form: reqwest::multipart::Form) -> (u16, Value) {
+        Self::answer(self.http.post(format!("{}{path}", self.url)).multipart(form).send().await.unwrap()).await
+    }
+
     /// Kill -9: no drain, no goodbye.
     pub async fn kill(mut self) {
         self.child.kill().await.unwrap();

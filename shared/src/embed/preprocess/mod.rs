@@ -109,6 +109,11 @@ impl Preprocessor {
         self.image_size
     }
 
+    /// Largest file (or object) it reads, in bytes.
+    pub fn max_file_bytes(&self) -> u64 {
+        self.max_file_bytes
+    }
+
     /// Reads and preprocesses the file at the canonical `path`. Blocking (CPU pool).
     pub fn load_path(&self, path: &Path) -> Result<Preprocessed, DecodeError> {
         let file = self.read_path(path)?;
