@@ -62,6 +62,15 @@ if ! "$REPO/.venv/bin/python" -m pip show moto 2>/dev/null | grep -qx "Version: 
 fi
 export IMGIDX_MOTO_SERVER=$REPO/.venv/bin/moto_server
 
+# --- websockets: seed 004's own Python examples run against the server (services/imgidx/tests/e2e/batches.rs;
+# they use requests too, which schemathesis brings)
+WEBSOCKETS_VERSION=15.0.1
+if ! "$REPO/.venv/bin/python" -c "import websockets, requests; assert websockets.__version__ == '$WEBSOCKETS_VERSION'" 2>/dev/null; then
+    say "pip install websockets==$WEBSOCKETS_VERSION requests (into .venv)"
+    "$REPO/.venv/bin/python" -m pip install -q --disable-pip-version-check "websockets==$WEBSOCKETS_VERSION" requests
+fi
+export IMGIDX_SEED_PYTHON=$REPO/.venv/bin/python
+
 # --- RabbitMQ + PostgreSQL ------------------------------------------------------------
 # shellcheck disable=SC2317  # invoked via trap
 finish() {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 mod ingest;
 
-pub use ingest::{IngestSettings, ObjectSettings};
+pub use ingest::{BatchSettings, IngestSettings, ObjectSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -40,6 +40,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub ingest: IngestSettings,
     pub objects: ObjectSettings,
+    pub batch: BatchSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -405,6 +406,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             ingest: IngestSettings::default(),
             objects: ObjectSettings::default(),
+            batch: BatchSettings::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod broker;
 pub mod collections;
 pub mod config;
 pub mod embed;
+pub mod fetch;
 pub mod files;
 pub mod health;
 pub mod ids;

@@ -92,6 +92,8 @@ pub enum FailureKind {
     RetriesExhausted,
     /// The collection it was queued for was deleted, or holds vectors of another size.
     CollectionUnavailable,
+    /// Its URL could not be fetched (refused address, error status, too large, timeout).
+    DownloadFailed,
 }
 
 impl FailureKind {
@@ -105,6 +107,7 @@ impl FailureKind {
             FailureKind::InferenceFailed => "inference_failed",
             FailureKind::RetriesExhausted => "retries_exhausted",
             FailureKind::CollectionUnavailable => "collection_unavailable",
+            FailureKind::DownloadFailed => "download_failed",
         }
     }
 }
@@ -137,6 +140,9 @@ pub struct CompletionEvent {
     /// Indexed with the vector of a point with the same content (no decode, no inference).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_cache: bool,
+    /// Where the image's bytes are in the object store (an upload, or a fetched URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
 }
 
 /// A completion event the aggregator could not apply, however often it tried while the
@@ -191,6 +197,7 @@ mod tests {
             request_id: None,
             finished_at_ms: None,
             from_cache: false,
+            object_key: None,
         };
         let v = serde_json::to_value(&ev).unwrap();
         assert_eq!(v["type"], "completion");

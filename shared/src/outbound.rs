@@ -44,6 +44,18 @@ pub async fn resolve_checked(
     Ok(first)
 }
 
+/// The innermost cause of an error, for a message: an HTTP client's own message names
+/// the URL, which may carry a token, and the caller names what it was fetching already.
+pub fn innermost_reason(e: &dyn std::error::Error) -> String {
+    let mut source = e.source();
+    let mut last = None;
+    while let Some(s) = source {
+        last = Some(s.to_string());
+        source = s.source();
+    }
+    last.unwrap_or_else(|| "connection failed".into())
+}
+
 /// Global unicast: not loopback, private, link-local (cloud metadata lives at
 /// 169.254.169.254), shared, multicast, documentation or reserved, in IPv4 or IPv6,
 /// including IPv4 written inside IPv6 (mapped, compatible, NAT64, 6to4).

@@ -241,6 +241,7 @@ mod tests {
             request_id: None,
             finished_at_ms: None,
             from_cache: false,
+            object_key: None,
         };
         broker.publish_events(&[event]).await.unwrap();
         let shutdown = Shutdown::new();

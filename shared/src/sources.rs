@@ -4,7 +4,9 @@
 //! * `/srv/photos/a.jpg`: a file on the server, under the API's allowed roots;
 //! * `object:<sha256>/<name>`: an object in the object store (an upload), with the name
 //!   it was uploaded as. The same bytes uploaded under two names are two images (two
-//!   points) sharing one object, as two copies of a file are.
+//!   points) sharing one object, as two copies of a file are;
+//! * `https://…` or `http://…`: an image a worker fetches (`crate::fetch`), then keeps in
+//!   the object store.
 //!
 //! No client can submit an `object:` path as a file path: file paths must be absolute.
 
@@ -19,6 +21,7 @@ const MAX_NAME_CHARS: usize = 200;
 pub enum ImageSource<'a> {
     File(&'a str),
     Object { key: ObjectKey, name: &'a str },
+    Url(&'a str),
 }
 
 impl<'a> ImageSource<'a> {
@@ -26,6 +29,9 @@ impl<'a> ImageSource<'a> {
     pub fn parse(path: &'a str) -> Option<Self> {
         if path.starts_with('/') {
             return Some(ImageSource::File(path));
+        }
+        if path.starts_with("https://") || path.starts_with("http://") {
+            return Some(ImageSource::Url(path));
         }
         let (hash, name) = path.strip_prefix(OBJECT_SCHEME)?.split_once('/')?;
         let key = ObjectKey::of_hash(hash)?;
@@ -64,7 +70,8 @@ mod tests {
         let path = object_path(&key, "beach day.jpg");
         assert_eq!(ImageSource::parse(&path), Some(ImageSource::Object { key: key.clone(), name: "beach day.jpg" }));
         assert_eq!(ImageSource::parse("/srv/a.jpg"), Some(ImageSource::File("/srv/a.jpg")));
-        for bad in ["a.jpg", "object:", "object:abc/a.jpg", &format!("object:{}/", key.sha256()), "http://x/a.jpg"] {
+        assert_eq!(ImageSource::parse("https://x/a.jpg"), Some(ImageSource::Url("https://x/a.jpg")));
+        for bad in ["a.jpg", "object:", "object:abc/a.jpg", &format!("object:{}/", key.sha256()), "ftp://x/a.jpg"] {
             assert_eq!(ImageSource::parse(bad), None, "{bad:?}");
         }
     }

@@ -35,6 +35,7 @@ async fn a_poison_event_is_set_aside_and_the_jobs_complete() {
         request_id: None,
         finished_at_ms: None,
         from_cache: false,
+        object_key: None,
     };
     let broker = RabbitBroker::connect(&cluster.settings.broker, "test-poisoner").await.unwrap();
     broker.publish_events(&[poison]).await.unwrap();

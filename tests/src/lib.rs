@@ -306,6 +306,7 @@ impl Cluster {
             health: Default::default(),
             metrics: self.worker_metrics.clone(),
             objects: self.objects.clone(),
+            fetch: self.settings.ingest.fetch_limits(),
         };
         let shutdown = Shutdown::new();
         let s = shutdown.clone();

@@ -39,7 +39,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), ServiceEr
     let tag = format!("{}.aggregator-{}", settings.node_name(), std::process::id());
     let when = reconcile::Periodic::from_settings(&settings.jobs);
     let reconcile = tokio::spawn(reconcile::run_periodic(jobs.clone(), broker.clone(), when, shutdown.clone()));
-    let retention = tokio::spawn(retention::run_periodic(jobs.clone(), settings.jobs.retention_days, shutdown.clone()));
+    let retention = tokio::spawn(retention::run_periodic(jobs.clone(), retention::Retention::from_settings(&settings), shutdown.clone()));
     let registry = MetricsRegistry::default();
     let deps = AggregatorDeps { broker: broker.clone(), jobs, metrics: AggregatorMetrics::new(&registry) };
     let endpoint = match &settings.aggregator.metrics_listen {
@@ -88,6 +88,7 @@ fn retries_exhausted(task: ImageTask) -> CompletionEvent {
         request_id: task.request_id,
         finished_at_ms: None,
         from_cache: false,
+        object_key: None,
     }
 }
 

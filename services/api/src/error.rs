@@ -91,6 +91,9 @@ pub enum ApiError {
     /// One uploaded file passed `ingest.max_image_bytes`.
     #[error("file {name:?} is larger than {limit} bytes (ingest.max_image_bytes)")]
     FileTooLarge { name: String, limit: u64 },
+    /// A batch request that breaks seed 004's rules (no images, too many, a bad source).
+    #[error("{0}")]
+    BadBatch(String),
     /// The object store did not take (or give) an upload's bytes.
     #[error("the object store is unavailable: {0}")]
     Objects(String),
@@ -156,6 +159,7 @@ pub const ERROR_CODES: &[&str] = &[
     "collection_limit",
     "payload_too_large",
     "file_too_large",
+    "invalid_batch",
     "object_store_unavailable",
     "unsupported_media_type",
     "host_not_allowed",
@@ -221,6 +225,7 @@ impl ApiError {
             ),
             ApiError::CollectionInUse(m) => (StatusCode::CONFLICT, "collection_in_use", m.clone()),
             ApiError::CollectionLimit(_) => (StatusCode::CONFLICT, "collection_limit", self.to_string()),
+            ApiError::BadBatch(m) => (StatusCode::BAD_REQUEST, "invalid_batch", m.clone()),
             ApiError::FileTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "file_too_large", self.to_string()),
             ApiError::Objects(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -318,6 +323,7 @@ mod tests {
             ApiError::CollectionLimit(1),
             ApiError::FileTooLarge { name: String::new(), limit: 1 },
             ApiError::Objects(String::new()),
+            ApiError::BadBatch(String::new()),
         ];
         for code in ["image_too_large", "not_an_image", "unreadable_image"] {
             errors.push(ApiError::QueryImage { code, message: String::new() });

@@ -39,9 +39,10 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "live", description = "A job's progress as it happens (WebSocket, Server-Sent Events)"),
         (name = "search", description = "Nearest images to a text or an image"),
         (name = "collections", description = "Separate, named indexes, each bound to one model; requests without `collection` use the selected one"),
+        (name = "batch", description = "Seed 004's batches: up to 100 images by URL or base64, followed per image; errors here are `{error: <message>, status, code}`"),
         (name = "service", description = "Health and metrics, open to load balancers and scrapers"),
     ),
-    components(schemas(ErrorBody, WebhookPayload))
+    components(schemas(ErrorBody, WebhookPayload, crate::routes::batch_live::BatchMessage))
 )]
 struct ApiDoc;
 
@@ -73,6 +74,8 @@ fn add_shared_parts(doc: &mut Document) {
     }
     for (path, item) in doc.paths.paths.iter_mut() {
         let keyed = path.starts_with("/api/");
+        // Seed 004's endpoints answer errors in its shape (`http/seed004.rs`).
+        let schema = if path.starts_with(crate::http::seed004::PREFIX) { "BatchError" } else { "Error" };
         let operations = [
             (&mut item.get, false),
             (&mut item.post, true),
@@ -82,13 +85,14 @@ fn add_shared_parts(doc: &mut Document) {
         ];
         for (operation, has_body) in operations {
             if let Some(op) = operation.as_mut() {
-                add_shared(op, keyed, has_body);
+                add_shared(op, keyed, has_body, schema);
             }
         }
     }
 }
 
-fn add_shared(op: &mut Operation, keyed: bool, has_body: bool) {
+fn add_shared(op: &mut Operation, keyed: bool, has_body: bool, schema: &str) {
+    let add = |op: &mut Operation, status: &str, description: &str| add(op, status, description, schema);
     if keyed {
         op.security = Some(vec![
             SecurityRequirement::default(), // no keys configured: open
@@ -115,15 +119,16 @@ fn add_shared(op: &mut Operation, keyed: bool, has_body: bool) {
     );
 }
 
-/// An error response for `status`, unless the operation describes that status itself.
-fn add(op: &mut Operation, status: &str, description: &str) {
+/// An error response for `status` with the body `schema`, unless the operation describes
+/// that status itself.
+fn add(op: &mut Operation, status: &str, description: &str, schema: &str) {
     if !op.responses.responses.contains_key(status) {
-        op.responses.responses.insert(status.to_string(), RefOr::T(error_response(description)));
+        op.responses.responses.insert(status.to_string(), RefOr::T(error_response(description, schema)));
     }
 }
 
-fn error_response(description: &str) -> Response {
-    let content = ContentBuilder::new().schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("Error")))).build();
+fn error_response(description: &str, schema: &str) -> Response {
+    let content = ContentBuilder::new().schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(schema)))).build();
     ResponseBuilder::new().description(description).content("application/json", content).build()
 }
 

@@ -255,6 +255,7 @@ async fn pipeline_rate(
         health: Default::default(),
         metrics: stages.clone(),
         objects: Objects::local(&dir.join("objects")).map_err(|e| anyhow::anyhow!(e.to_string()))?,
+        fetch: settings.ingest.fetch_limits(),
     };
     let shutdown = Shutdown::new();
     let (s, mut w, p) = (shutdown.clone(), settings.worker.clone(), settings.broker.prefetch);

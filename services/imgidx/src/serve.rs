@@ -107,6 +107,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
             health: health.clone(),
             metrics: worker_metrics.clone(),
             objects: objects.clone(),
+            fetch: settings.ingest.fetch_limits(),
         };
         let (w, prefetch, s) = (settings.worker.clone(), settings.broker.prefetch, shutdown.clone());
         let tag = format!("{node}.worker-{}-{i}", std::process::id());
@@ -149,9 +150,9 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let (api, s) = (settings.api.clone(), shutdown.clone());
     tasks.spawn(async move { imgidx_api::serve(&api, deps, listener, s).await.map_err(anyhow::Error::from) });
 
-    let (j, s, days) = (jobs.clone(), shutdown.clone(), settings.jobs.retention_days);
+    let (j, s, keep) = (jobs.clone(), shutdown.clone(), retention::Retention::from_settings(&settings));
     tasks.spawn(async move {
-        retention::run_periodic(j, days, s).await;
+        retention::run_periodic(j, keep, s).await;
         Ok(())
     });
     match queue {

@@ -89,7 +89,8 @@ mod tests {
     fn attempt(path: &Path) -> Attempt {
         let preprocessor = Arc::new(Preprocessor::new(32, [0.5; 3], [0.5; 3], 100_000_000, 1 << 30));
         let objects = Objects::local(&std::env::temp_dir().join("imgidx-file-retry-objects")).unwrap();
-        Attempt::new(Reader { preprocessor, objects }, Arc::new(Semaphore::new(1)), path.to_str().unwrap().to_string())
+        let fetch = imgidx_shared::config::IngestSettings::default().fetch_limits();
+        Attempt::new(Reader { preprocessor, objects, fetch }, Arc::new(Semaphore::new(1)), path.to_str().unwrap().to_string())
     }
 
     fn sample() -> PathBuf {

@@ -16,7 +16,6 @@ use imgidx_shared::broker::Broker;
 use imgidx_shared::embed::{EmbedError, VisionEncoder};
 use imgidx_shared::messages::{CompletionEvent, FailureKind, Outcome};
 use imgidx_shared::time::{from_unix_nanos, rfc3339};
-use imgidx_shared::sources::ImageSource;
 use imgidx_shared::vectors::{Collections, ImagePayload, Point, VectorStore, VectorStoreError};
 
 use crate::hold::Hold;
@@ -215,6 +214,8 @@ impl Finisher {
             request_id: task.request_id.clone(),
             finished_at_ms: Some(Utc::now().timestamp_millis()),
             from_cache,
+            // Where an indexed image's bytes are kept (uploads, fetched URLs).
+            object_key: p.result.as_ref().ok().and_then(|d| d.object_key.as_ref()).map(ToString::to_string),
         }
     }
 }
@@ -234,9 +235,6 @@ fn payload(task: &imgidx_shared::messages::ImageTask, d: &Decoded, model: &str, 
         indexed_at: indexed_at.to_string(),
         job_id: task.job_id.clone(),
         sha256: d.sha256.clone(),
-        object_key: match ImageSource::parse(&task.path) {
-            Some(ImageSource::Object { key, .. }) => key.to_string(),
-            _ => String::new(),
-        },
+        object_key: d.object_key.as_ref().map(ToString::to_string).unwrap_or_default(),
     }
 }

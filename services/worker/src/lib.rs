@@ -27,6 +27,7 @@ use imgidx_shared::embed::{DecodeBudget, Preprocessor, VisionEncoder};
 use imgidx_shared::health::HealthBoard;
 use imgidx_shared::jobs::JobStore;
 use imgidx_shared::metrics::MetricsRegistry;
+use imgidx_shared::fetch::FetchLimits;
 use imgidx_shared::objects::Objects;
 use imgidx_shared::service::{self, ServiceError};
 use imgidx_shared::shutdown::Shutdown;
@@ -62,8 +63,10 @@ pub struct WorkerDeps {
     pub health: HealthBoard,
     /// Stage timings, shared by every pipeline of the process.
     pub metrics: WorkerMetrics,
-    /// Where uploaded images are.
+    /// Where uploaded images are, and downloaded ones go.
     pub objects: Objects,
+    /// How images named by URL are fetched.
+    pub fetch: FetchLimits,
 }
 
 /// What a worker did before it stopped.
@@ -100,6 +103,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
         health: HealthBoard::default(),
         metrics: WorkerMetrics::new(&registry),
         objects,
+        fetch: settings.ingest.fetch_limits(),
     };
     let endpoint = match &settings.worker.metrics_listen {
         Some(addr) => Some(service::metrics_endpoint(addr, registry, shutdown.clone()).await?),
@@ -158,7 +162,7 @@ pub async fn serve(
         isolation: deps.isolation.clone(),
         hold: hold.clone(),
         retry: FileRetry { budget: Duration::from_secs(settings.file_retry_secs), hold: hold.clone() },
-        reader: Reader { preprocessor, objects: deps.objects.clone() },
+        reader: Reader { preprocessor, objects: deps.objects.clone(), fetch: deps.fetch },
         pool,
         metrics: deps.metrics.clone(),
         tx,

@@ -8,6 +8,8 @@ use tokio::sync::Semaphore;
 use imgidx_shared::embed::{DecodeError, Preprocessed, Preprocessor};
 use imgidx_shared::files::ReadRefusal;
 use imgidx_shared::messages::{FailureKind, FileStamp};
+use imgidx_shared::objects::ObjectKey;
+use imgidx_shared::sources::ImageSource;
 use imgidx_shared::vectors::Reusable;
 
 use crate::file_retry::FileRetry;
@@ -22,6 +24,8 @@ pub struct Decoded {
     pub stamp: FileStamp,
     /// SHA-256 of the bytes read (hex).
     pub sha256: String,
+    /// Where the bytes are in the object store, when they are there.
+    pub object_key: Option<ObjectKey>,
 }
 
 pub enum Content {
@@ -165,17 +169,25 @@ impl Attempt {
     }
 
     pub async fn run(&self) -> Tried {
-        // Held until the blocking decode finishes; the semaphore is never closed.
-        let _permit = self.pool.clone().acquire_owned().await.ok();
+        // The pool bounds the blocking work: disk reads and decodes. An object or a URL
+        // is awaited without a permit, so a slow server never keeps the CPUs idle.
+        // The semaphore is never closed.
+        let reads_disk = matches!(ImageSource::parse(&self.path), Some(ImageSource::File(_)));
+        let mut permit = if reads_disk { self.pool.clone().acquire_owned().await.ok() } else { None };
         let read = match self.reader.read(&self.path, &self.metrics).await {
             Ok(read) => read,
             Err(tried) => return tried,
         };
         if let Some(reuse) = &self.reuse {
             if let Some(found) = reuse.lookup(&read.sha256).await {
-                return Tried::Done(Ok(Decoded { content: Content::Reused(found), stamp: read.stamp, sha256: read.sha256 }));
+                let Read { stamp, sha256, object_key, .. } = read;
+                return Tried::Done(Ok(Decoded { content: Content::Reused(found), stamp, sha256, object_key }));
             }
         }
+        if permit.is_none() {
+            permit = self.pool.clone().acquire_owned().await.ok();
+        }
+        let _permit = permit;
         let (preprocessor, metrics) = (self.reader.preprocessor.clone(), self.metrics.clone());
         match tokio::task::spawn_blocking(move || decode(&preprocessor, read, &metrics)).await {
             Ok(tried) => tried,
@@ -185,9 +197,9 @@ impl Attempt {
 }
 
 fn decode(preprocessor: &Preprocessor, read: Read, metrics: &WorkerMetrics) -> Tried {
-    let Read { bytes, stamp, sha256 } = read;
+    let Read { bytes, stamp, sha256, object_key } = read;
     let decoded = metrics
         .time(Stage::Decode, || preprocessor.load_bytes(&bytes))
-        .map(|image| Decoded { content: Content::Pixels(image), stamp, sha256 });
+        .map(|image| Decoded { content: Content::Pixels(image), stamp, sha256, object_key });
     Tried::Done(decoded.map_err(Failure::from))
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use imgidx_shared::embed::{DecodeError, Preprocessor};
+use imgidx_shared::fetch::{fetch, FetchLimits};
 use imgidx_shared::files::ReadRefusal;
 use imgidx_shared::messages::{FailureKind, FileStamp};
 use imgidx_shared::objects::{content_hash, ObjectError, ObjectKey, Objects};
@@ -21,6 +22,8 @@ pub struct Read {
     pub bytes: Vec<u8>,
     pub stamp: FileStamp,
     pub sha256: String,
+    /// Where the bytes are in the object store, when they are (uploads, downloads).
+    pub object_key: Option<ObjectKey>,
 }
 
 /// What reads images, and decodes them.
@@ -28,6 +31,8 @@ pub struct Read {
 pub struct Reader {
     pub preprocessor: Arc<Preprocessor>,
     pub objects: Objects,
+    /// How URLs are fetched.
+    pub fetch: FetchLimits,
 }
 
 impl Reader {
@@ -42,6 +47,7 @@ impl Reader {
                 }
             }
             Some(ImageSource::Object { key, .. }) => self.read_object(&key, metrics).await,
+            Some(ImageSource::Url(url)) => self.download(url, metrics).await,
             None => Err(Tried::Done(Err(Failure::new(
                 FailureKind::NotFound,
                 "the path names neither a file nor an uploaded object",
@@ -58,7 +64,7 @@ impl Reader {
         match got {
             Ok(bytes) => {
                 let stamp = FileStamp { size: bytes.len() as u64, mtime_ns: 0 };
-                Ok(Read { bytes, stamp, sha256: key.sha256().to_owned() })
+                Ok(Read { bytes, stamp, sha256: key.sha256().to_owned(), object_key: Some(key.clone()) })
             }
             Err(ObjectError::Unavailable(why) | ObjectError::Config(why)) => {
                 Err(Tried::Again(ReadRefusal::Unavailable(io::Error::other(format!("object store: {why}")))))
@@ -73,6 +79,28 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// Fetches the URL and keeps the bytes in the object store (seed 004 keeps every
+    /// image it was sent), so the point says where they are. Any failure fails the image
+    /// at once, a server that may answer later too: a remote server is not a share that
+    /// blinks, and holding the batch for it would let one slow host stall a worker (a
+    /// retry of the job tries it again).
+    async fn download(&self, url: &str, metrics: &WorkerMetrics) -> Result<Read, Tried> {
+        let started = Instant::now();
+        let fetched = fetch(url, &self.fetch).await;
+        metrics.observe(Stage::Read, started.elapsed());
+        let bytes = match fetched {
+            Ok(bytes) => bytes,
+            Err(e) => return Err(Tried::Done(Err(Failure::new(FailureKind::DownloadFailed, &e.to_string())))),
+        };
+        let stamp = FileStamp { size: bytes.len() as u64, mtime_ns: 0 };
+        let key = self.objects.put(bytes.clone()).await.map_err(|e| {
+            Tried::Again(ReadRefusal::Unavailable(io::Error::other(format!("object store: {e}"))))
+        })?;
+        Ok(Read { bytes, stamp, sha256: key.sha256().to_owned(), object_key: Some(key) })
+    }
+}
+
 /// The stamp comes from the `fstat` of the opened file, so it describes the bytes read.
 /// Only regular files are read (`imgidx_shared::files`): a FIFO or device is reported
 /// `not_an_image` at once instead of blocking a decode thread.
@@ -80,7 +108,7 @@ fn read_file(preprocessor: &Preprocessor, path: &Path, metrics: &WorkerMetrics) 
     let read = metrics.time(Stage::Read, || {
         preprocessor.read_file(path).map(|file| {
             let sha256 = content_hash(&file.bytes);
-            Read { stamp: FileStamp::from_metadata(&file.meta), sha256, bytes: file.bytes }
+            Read { stamp: FileStamp::from_metadata(&file.meta), sha256, bytes: file.bytes, object_key: None }
         })
     });
     match read {

@@ -10,22 +10,55 @@ use serde::{Deserialize, Serialize};
 pub struct IngestSettings {
     /// Largest image one upload may carry, in bytes (seed 004: 10 MB).
     pub max_image_bytes: u64,
-    /// Most files one upload request may carry (seed 004: 100).
+    /// Most files one upload request may carry, and most images one batch (seed 004: 100).
     pub max_files: usize,
+    /// Let workers fetch URLs on loopback, private, link-local and other non-public
+    /// addresses (a trusted network). Off: such a URL fails its image, `download_failed`.
+    pub allow_private_urls: bool,
+    /// Seconds one URL's fetch may take in all (resolution, redirects, body).
+    pub fetch_timeout_secs: u64,
 }
 
 impl Default for IngestSettings {
     fn default() -> Self {
-        Self { max_image_bytes: 10 * 1024 * 1024, max_files: 100 }
+        Self { max_image_bytes: 10 * 1024 * 1024, max_files: 100, allow_private_urls: false, fetch_timeout_secs: 30 }
     }
 }
 
 impl IngestSettings {
+    /// How workers fetch images named by URL.
+    pub fn fetch_limits(&self) -> crate::fetch::FetchLimits {
+        crate::fetch::FetchLimits {
+            max_bytes: self.max_image_bytes,
+            timeout: std::time::Duration::from_secs(self.fetch_timeout_secs.max(1)),
+            allow_private: self.allow_private_urls,
+        }
+    }
+
     /// The body limit of an upload request: every file at its largest, plus room for
     /// the multipart framing and the text fields.
     pub fn max_upload_request_bytes(&self) -> usize {
         let files = self.max_image_bytes.saturating_mul(self.max_files as u64);
         usize::try_from(files).unwrap_or(usize::MAX).saturating_add(1024 * 1024)
+    }
+
+    /// The body limit of a batch request: as an upload's, in base64 (4 bytes per 3).
+    pub fn max_batch_request_bytes(&self) -> usize {
+        (self.max_upload_request_bytes() / 3).saturating_mul(4).saturating_add(1024 * 1024)
+    }
+}
+
+/// Seed 004's batch jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSettings {
+    /// Hours a finished batch job is kept (seed 004: 24); 0 leaves it to `jobs.retention_days`.
+    pub retention_hours: u64,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self { retention_hours: 24 }
     }
 }
 

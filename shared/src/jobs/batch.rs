@@ -104,6 +104,7 @@ mod tests {
             request_id: None,
             finished_at_ms: None,
             from_cache: false,
+            object_key: None,
         };
         let events = [event("a", 1), event("a", 1), event("b", 1), event("a", 2)];
         let kept: Vec<_> = unique_events(&events).into_iter().map(|e| (e.job_id.as_str(), e.point_id)).collect();

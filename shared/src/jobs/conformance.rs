@@ -3,6 +3,7 @@
 //! when `IMGIDX_TEST_PG_URL` is set; see `postgres/test_db.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod batches;
 mod catalog;
 mod harness;
 mod scans;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use uuid::Uuid;
 
+use self::batches::*;
 use self::catalog::*;
 use self::harness::Harness;
 use self::scans::*;
@@ -51,6 +53,7 @@ macro_rules! conformance_tests {
 }
 
 conformance_tests!(
+    a_batch_holds_every_image_in_request_order_with_its_state,
     create_job_claims_unique_points_in_input_order,
     large_requests_are_claimed_in_one_go,
     concurrent_jobs_never_claim_the_same_point,
@@ -123,6 +126,7 @@ pub(super) fn indexed(job_id: &str, n: u128) -> CompletionEvent {
         request_id: None,
         finished_at_ms: None,
         from_cache: false,
+        object_key: None,
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod attempts;
 mod batch;
+mod batches;
 mod catalog;
 #[cfg(test)]
 mod conformance;
@@ -25,6 +26,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 pub use attempts::{AttemptCount, ItemKey};
+pub use batches::{BatchImage, BatchImageRecord, BatchJobs};
 pub use catalog::{AddCollection, CollectionCatalog, RemoveCollection};
 pub use items::{ItemPage, ItemRecord, ItemState, RetryCandidates};
 pub use manage::{CancelOutcome, JobCursor, JobPage, JobQuery, JobWorker};
@@ -186,7 +188,7 @@ impl JobRecord {
 }
 
 #[async_trait]
-pub trait JobStore: CollectionCatalog + Send + Sync {
+pub trait JobStore: CollectionCatalog + BatchJobs + Send + Sync {
     /// Create a job (status `queued`) writing into the physical collection `collection`
     /// (None: the one the deployment started with), holding those `candidates` that are
     /// not already pending in another active job; the check and the claim are one atomic

@@ -19,6 +19,7 @@
 //! their items and claims; claims and outcomes are inserted in `point_id` order.
 
 mod attempts;
+mod batches;
 mod catalog;
 mod items;
 mod manage;
@@ -46,6 +47,7 @@ use uuid::Uuid;
 use self::tls::Tls;
 use super::batch::{failure, outcome_state, stored_reason, unique_by_point, unique_events};
 use super::progress::{self, FailureGroup, Finished, JobUpdate};
+use super::batches::{BatchImage, BatchImageRecord, BatchJobs};
 use super::{
     AddCollection, CollectionCatalog, RemoveCollection,
     Applied, AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStatus, JobStore,
@@ -394,6 +396,32 @@ impl JobStore for PostgresJobStore {
 }
 
 #[async_trait]
+impl BatchJobs for PostgresJobStore {
+    async fn create_batch_job(
+        &self,
+        job_id: &str,
+        priority: Priority,
+        collection: Option<&str>,
+        items: &[NewItem],
+        images: &[BatchImage],
+    ) -> Result<(), JobStoreError> {
+        batches::create(&mut self.client().await?, job_id, priority, collection, items, images).await
+    }
+
+    async fn batch_images(&self, job_id: &str) -> Result<Option<Vec<BatchImageRecord>>, JobStoreError> {
+        batches::images(&self.client().await?, job_id).await
+    }
+
+    async fn batch_jobs(&self, limit: usize) -> Result<Vec<String>, JobStoreError> {
+        batches::jobs(&self.client().await?, limit).await
+    }
+
+    async fn purge_batches(&self, finished_before: DateTime<Utc>, limit: usize) -> Result<u64, JobStoreError> {
+        batches::purge(&self.client().await?, finished_before, limit).await
+    }
+}
+
+#[async_trait]
 impl CollectionCatalog for PostgresJobStore {
     async fn ensure_initial_collection(&self, record: &CollectionRecord) -> Result<CollectionRecord, JobStoreError> {
         catalog::ensure_initial(&mut self.client().await?, record).await
@@ -425,7 +453,7 @@ impl CollectionCatalog for PostgresJobStore {
 }
 
 /// Claims the points no active job holds yet; returns those claimed.
-async fn claim_points(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem]) -> Result<HashSet<Uuid>, JobStoreError> {
+pub(super) async fn claim_points(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem]) -> Result<HashSet<Uuid>, JobStoreError> {
     // Sorted, so two requests with overlapping points wait on each other instead of deadlocking.
     let mut ids: Vec<Uuid> = items.iter().map(|i| i.point_id).collect();
     ids.sort_unstable();
@@ -457,7 +485,7 @@ fn item_columns<'a>(items: &[&'a NewItem], context: &str) -> Result<ItemColumns<
     Ok((ids, paths, sizes, mtimes))
 }
 
-async fn insert_items(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem]) -> Result<(), JobStoreError> {
+pub(super) async fn insert_items(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem]) -> Result<(), JobStoreError> {
     let (ids, paths, sizes, mtimes) = item_columns(items, "create_job")?;
     let stmt = tx
         .prepare_cached(
@@ -494,17 +522,18 @@ async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Resu
     let reasons: Vec<Option<String>> = events.iter().map(|e| stored_reason(&e.outcome)).collect();
     let workers: Vec<&str> = events.iter().map(|e| e.worker.as_str()).collect();
     let cached: Vec<bool> = events.iter().map(|e| e.from_cache).collect();
+    let keys: Vec<Option<&str>> = events.iter().map(|e| e.object_key.as_deref()).collect();
     // The final SELECT sees the items as they were before the UPDATE, which tells a
     // duplicate event (item known, not updated) from one for an unknown item.
     let stmt = tx
         .prepare_cached(
             "WITH e AS (
-                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[])
-                     AS e(job_id, point_id, state, failure_kind, reason, worker, from_cache)
+                 SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::text[])
+                     AS e(job_id, point_id, state, failure_kind, reason, worker, from_cache, object_key)
              ), done AS (
                  UPDATE job_items i
                  SET state = e.state, failure_kind = e.failure_kind, reason = e.reason, finished_at = now(),
-                     from_cache = e.from_cache AND e.state = 'indexed'
+                     from_cache = e.from_cache AND e.state = 'indexed', object_key = e.object_key
                  FROM e
                  WHERE i.job_id = e.job_id AND i.point_id = e.point_id AND i.state = 'pending'
                  RETURNING i.job_id, i.point_id
@@ -517,7 +546,7 @@ async fn finish_items(tx: &Transaction<'_>, events: &[&CompletionEvent]) -> Resu
         .await
         .ctx("apply_events: finish items")?;
     let rows =
-        tx.query(&stmt, &[&job_ids, &point_ids, &states, &kinds, &reasons, &workers, &cached])
+        tx.query(&stmt, &[&job_ids, &point_ids, &states, &kinds, &reasons, &workers, &cached, &keys])
             .await
             .ctx("apply_events: finish items")?;
     let mut finished = Vec::with_capacity(rows.len());
@@ -681,7 +710,7 @@ async fn write_jobs(tx: &Transaction<'_>, updates: &[JobUpdate]) -> Result<Vec<J
     rows.iter().map(job_from_row).collect()
 }
 
-fn to_i32<T: TryInto<i32>>(n: T, what: &str) -> Result<i32, JobStoreError> {
+pub(super) fn to_i32<T: TryInto<i32>>(n: T, what: &str) -> Result<i32, JobStoreError> {
     n.try_into().map_err(|_| JobStoreError::Other(format!("{what} does not fit the job store's counters")))
 }
 

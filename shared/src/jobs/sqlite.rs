@@ -12,6 +12,7 @@
 //! or goes back within one open store, so "newest first" orderings are never ties.
 
 mod attempts;
+mod batches;
 mod catalog;
 mod items;
 mod manage;
@@ -34,6 +35,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode};
 use uuid::Uuid;
 
+use super::batches::{BatchImage, BatchImageRecord, BatchJobs};
 use super::{
     AddCollection, CollectionCatalog, RemoveCollection,
     Applied, AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStore, JobStoreError,
@@ -241,7 +243,11 @@ impl JobStore for SqliteJobStore {
             return Ok(Vec::new());
         }
         let items = items.to_vec();
-        self.run("count_attempts", move |db| attempts::count(&mut db.conn, &items, first_only)).await
+        self.run("count_attempts", move |db| {
+            let now = db.clock.now();
+            attempts::count(&mut db.conn, now, &items, first_only)
+        })
+        .await
     }
 
     async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage, JobStoreError> {
@@ -367,6 +373,39 @@ impl JobStore for SqliteJobStore {
             db.conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0)).ctx("health probe")
         });
         matches!(tokio::time::timeout(HEALTH_TIMEOUT, probe).await, Ok(Ok(1)))
+    }
+}
+
+#[async_trait]
+impl BatchJobs for SqliteJobStore {
+    async fn create_batch_job(
+        &self,
+        job_id: &str,
+        priority: Priority,
+        collection: Option<&str>,
+        items: &[NewItem],
+        images: &[BatchImage],
+    ) -> Result<(), JobStoreError> {
+        let (job_id, collection) = (job_id.to_owned(), collection.map(str::to_owned));
+        let (items, images) = (items.to_vec(), images.to_vec());
+        self.run("create_batch_job", move |db| {
+            let now = db.clock.now();
+            batches::create(&mut db.conn, now, &job_id, priority, collection.as_deref(), &items, &images)
+        })
+        .await
+    }
+
+    async fn batch_images(&self, job_id: &str) -> Result<Option<Vec<BatchImageRecord>>, JobStoreError> {
+        let job_id = job_id.to_owned();
+        self.run("batch_images", move |db| batches::images(&db.conn, &job_id)).await
+    }
+
+    async fn batch_jobs(&self, limit: usize) -> Result<Vec<String>, JobStoreError> {
+        self.run("batch_jobs", move |db| batches::jobs(&db.conn, limit)).await
+    }
+
+    async fn purge_batches(&self, finished_before: DateTime<Utc>, limit: usize) -> Result<u64, JobStoreError> {
+        self.run("purge_batches", move |db| batches::purge(&mut db.conn, micros(finished_before), limit)).await
     }
 }
 

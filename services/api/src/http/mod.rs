@@ -12,6 +12,7 @@ mod metrics;
 mod overload;
 pub mod rate_limit;
 pub mod request_id;
+pub mod seed004;
 pub mod server;
 #[cfg(test)]
 mod tests;
@@ -64,6 +65,7 @@ pub fn layered(
             tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path(), key = tracing::field::Empty)
         }))
         .layer(map_response(error_json::ensure))
+        .layer(from_fn(seed004::errors))
         // Outermost, so even framework errors carry the id.
         .layer(from_fn(request_id::assign)))
 }

@@ -63,19 +63,7 @@ async fn commit_and_publish(
 
     let tasks: Vec<ImageTask> =
         claimed.iter().map(|i| i.task(&job_id, collection.as_deref(), request_id.as_deref())).collect();
-    if let Err(e) = state.deps.broker.publish_tasks(priority, &tasks).await {
-        // Nothing may look queued that is not: fail the job and release its claims.
-        let message = "could not queue the images: the task queue is unavailable";
-        if let Err(store_err) = state.deps.jobs.fail_job(&job_id, message).await {
-            tracing::error!(job_id, error = %store_err, "could not mark unqueued job failed");
-        }
-        return Err(e.into());
-    }
-    // Failing to record it costs a duplicate publish by the reconcile after its grace
-    // period (harmless: the same point is replaced), not the job.
-    if let Err(e) = state.deps.jobs.mark_published(std::slice::from_ref(&job_id)).await {
-        tracing::warn!(job_id, error = %e, "could not record that the job's tasks were published; the reconcile will publish them again");
-    }
+    publish_job(state, &job_id, priority, &tasks).await?;
     tracing::info!(job_id, new = tasks.len(), unchanged, already_queued, priority = priority.as_str(), "job queued");
 
     let new = claimed.len();
@@ -95,6 +83,29 @@ async fn commit_and_publish(
             message,
         }),
     ))
+}
+
+/// Publishes the tasks of the job just created. If the broker fails, the job is failed
+/// (its claims released): nothing may look queued that is not.
+pub(crate) async fn publish_job(
+    state: &AppState,
+    job_id: &str,
+    priority: Priority,
+    tasks: &[ImageTask],
+) -> Result<(), ApiError> {
+    if let Err(e) = state.deps.broker.publish_tasks(priority, tasks).await {
+        let message = "could not queue the images: the task queue is unavailable";
+        if let Err(store_err) = state.deps.jobs.fail_job(job_id, message).await {
+            tracing::error!(job_id, error = %store_err, "could not mark unqueued job failed");
+        }
+        return Err(e.into());
+    }
+    // Failing to record it costs a duplicate publish by the reconcile after its grace
+    // period (harmless: the same point is replaced), not the job.
+    if let Err(e) = state.deps.jobs.mark_published(&[job_id.to_string()]).await {
+        tracing::warn!(job_id, error = %e, "could not record that the job's tasks were published; the reconcile will publish them again");
+    }
+    Ok(())
 }
 
 pub(crate) fn nothing_to_do(

@@ -26,7 +26,7 @@ const CLOSE_NORMAL: u16 = 1000;
 /// …and for a peer that went quiet.
 const CLOSE_GOING_AWAY: u16 = 1001;
 
-async fn start(state: &AppState, job_id: String) -> Result<mpsc::Receiver<LiveMessage>, ApiError> {
+pub(super) async fn start(state: &AppState, job_id: String) -> Result<mpsc::Receiver<LiveMessage>, ApiError> {
     if state.deps.jobs.job(&job_id).await?.is_none() {
         return Err(ApiError::JobNotFound(job_id));
     }
@@ -55,7 +55,8 @@ pub async fn job_ws(
     Ok(upgrade.on_upgrade(move |socket| serve_socket(socket, messages)))
 }
 
-async fn serve_socket(mut socket: WebSocket, mut messages: mpsc::Receiver<LiveMessage>) {
+/// Sends each message as a JSON text, pings, and closes once the messages end.
+pub(super) async fn serve_socket<M: serde::Serialize>(mut socket: WebSocket, mut messages: mpsc::Receiver<M>) {
     // The first ping after PING_EVERY, not at once: the current state is the first frame.
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
     let mut heard = Instant::now();

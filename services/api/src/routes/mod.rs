@@ -3,6 +3,9 @@
 
 pub(crate) mod add_images;
 mod add_images_request;
+mod batch;
+pub(crate) mod batch_live;
+mod batch_status;
 mod cache;
 mod collections;
 mod copy_results;
@@ -43,20 +46,26 @@ use crate::state::AppState;
 /// The routes, and the OpenAPI document describing exactly them (each handler's
 /// `#[utoipa::path]` gives the path it is served at).
 pub fn router(state: AppState, guard: Guard) -> Router {
-    let upload_limit = state.deps.uploads.limits.max_upload_request_bytes();
-    let (app, document) = described(guard, upload_limit).split_for_parts();
+    let ingest = &state.deps.uploads.limits;
+    let limits = BodyLimits { upload: ingest.max_upload_request_bytes(), batch: ingest.max_batch_request_bytes() };
+    let (app, document) = described(guard, limits).split_for_parts();
     app.merge(openapi::routes(openapi::finish(document))).fallback(|| async { ApiError::NoRoute }).with_state(state)
 }
 
 /// The OpenAPI document alone, as `/openapi.json` serves it.
 pub fn document() -> serde_json::Value {
     let guard = Guard { keys: Default::default(), limiter: None };
-    let (_, document) = described(guard, 0).split_for_parts();
+    let (_, document) = described(guard, BodyLimits { upload: 0, batch: 0 }).split_for_parts();
     openapi::finish(document)
 }
 
-/// `upload_limit`: the body limit of uploads, which carry many images.
-fn described(guard: Guard, upload_limit: usize) -> OpenApiRouter<AppState> {
+/// The body limits of the routes that carry many images (instead of `api.max_body_bytes`).
+struct BodyLimits {
+    upload: usize,
+    batch: usize,
+}
+
+fn described(guard: Guard, limits: BodyLimits) -> OpenApiRouter<AppState> {
     let json = || from_fn(content_type::json);
     let read = OpenApiRouter::new()
         .routes(routes!(status::job_status))
@@ -69,6 +78,9 @@ fn described(guard: Guard, upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::job_webhooks))
         .routes(routes!(collections::list_collections))
         .routes(routes!(ingest::ingest_status))
+        .routes(routes!(batch_status::batch_status))
+        .routes(routes!(batch_status::list_batches))
+        .routes(routes!(batch_live::batch_ws))
         .routes(routes!(query::query).map(|r| r.route_layer(from_fn(content_type::json_or_multipart))));
     let write = OpenApiRouter::new()
         .routes(routes!(add_images::add_images).map(|r| r.route_layer(json())))
@@ -76,8 +88,9 @@ fn described(guard: Guard, upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(trigger::trigger).map(|r| r.route_layer(json())))
         .routes(routes!(ingest::ingest_scan).map(|r| r.route_layer(json())))
         .routes(routes!(upload::upload).map(|r| {
-            r.route_layer(from_fn(content_type::multipart)).route_layer(DefaultBodyLimit::max(upload_limit))
+            r.route_layer(from_fn(content_type::multipart)).route_layer(DefaultBodyLimit::max(limits.upload))
         }))
+        .routes(routes!(batch::create_batch).map(|r| r.route_layer(json()).route_layer(DefaultBodyLimit::max(limits.batch))))
         .routes(routes!(retry::retry_job).map(|r| r.route_layer(json())))
         .routes(routes!(jobs::cancel_job).map(|r| r.route_layer(json())))
         .routes(routes!(collections::create_collection).map(|r| r.route_layer(json())))

@@ -74,18 +74,7 @@ impl Sender {
                 Answer { status: Some(status.as_u16()), error: Some(format!("the receiver answered {status}")) }
             }
             Err(e) if e.is_timeout() => Answer::failed(format!("no answer within {:?}", self.timeout)),
-            Err(e) => Answer::failed(format!("could not deliver: {}", without_url(&e))),
+            Err(e) => Answer::failed(format!("could not deliver: {}", outbound::innermost_reason(&e))),
         }
     }
-}
-
-/// reqwest's message names the URL, which may carry a token; the delivery names it already.
-fn without_url(e: &reqwest::Error) -> String {
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut last = None;
-    while let Some(s) = source {
-        last = Some(s.to_string());
-        source = s.source();
-    }
-    last.unwrap_or_else(|| "connection failed".into())
 }

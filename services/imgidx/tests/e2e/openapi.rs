@@ -241,6 +241,7 @@ async fn every_operation_answers_as_the_document_says() {
     assert_eq!(code, 422);
 
     ingest_upload(&mut spec, &s, &images[0]).await;
+    batch(&mut spec, &s, &images[0]).await;
     live(&mut spec, &s, &job_id).await;
 
     let missing: Vec<_> = spec.operations().difference(&spec.checked).cloned().collect();
@@ -287,6 +288,40 @@ async fn ingest_upload(spec: &mut Spec, s: &Serve, image: &Path) {
         assert_eq!(status, expected, "{body}");
         spec.check("post", template, status, "application/json", &body);
     }
+}
+
+/// Seed 004's batch: created, followed to its end, listed; and its error shape.
+async fn batch(spec: &mut Spec, s: &Serve, image: &Path) {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(std::fs::read(image).unwrap());
+    let (code, created) =
+        call(spec, s, "post", "/api/v1/batch", "/api/v1/batch", Some(json!({ "images": [{ "base64": encoded, "name": "b.png" }] }))).await;
+    assert_eq!(code, 201, "{created}");
+    let one = format!("/api/v1/batch/{}", created["job_id"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (code, body) = call(spec, s, "get", "/api/v1/batch/{job_id}", &one, None).await;
+        assert_eq!(code, 200, "{body}");
+        if body["status"] == "completed" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _) = call(spec, s, "get", "/api/v1/batch", "/api/v1/batch", None).await;
+    assert_eq!(code, 200);
+    let template = "/api/v1/batch/{job_id}/ws";
+    let (mut socket, response) = tokio_tungstenite::connect_async(format!("{}{one}/ws", s.url.replacen("http", "ws", 1))).await.unwrap();
+    spec.declared("get", template, response.status().as_u16(), "");
+    let schema = spec.doc["components"]["schemas"]["BatchMessage"].clone();
+    let first = socket.next().await.unwrap().unwrap();
+    spec.validate(&schema, &serde_json::from_str(first.to_text().unwrap()).unwrap(), "a batch WebSocket message");
+    let (code, _) = call(spec, s, "get", template, &format!("{one}/ws"), None).await;
+    assert_eq!(code, 400, "not an upgrade request");
+    let (code, _) = call(spec, s, "post", "/api/v1/batch", "/api/v1/batch", Some(json!({ "images": [] }))).await;
+    assert_eq!(code, 400);
+    let (code, _) = call(spec, s, "get", "/api/v1/batch/{job_id}", "/api/v1/batch/no-such-job", None).await;
+    assert_eq!(code, 404);
 }
 
 /// The live endpoints of a finished job: its state, then the end.

@@ -24,7 +24,7 @@ const COUNT: &str = "
         FOR UPDATE OF i
     ),
     raised AS (
-        UPDATE job_items i SET attempts = i.attempts + 1
+        UPDATE job_items i SET attempts = i.attempts + 1, started_at = coalesce(i.started_at, now())
         FROM wanted w
         WHERE i.job_id = w.job_id AND i.point_id = w.point_id AND w.active AND (NOT $3 OR w.attempts = 0)
     )

@@ -7,7 +7,12 @@ use super::{point_bytes, SqlResultExt};
 use crate::jobs::attempts::{decide, Pending};
 use crate::jobs::{AttemptCount, ItemKey, JobStoreError};
 
-pub(super) fn count(conn: &mut Connection, items: &[ItemKey], first_only: bool) -> Result<Vec<AttemptCount>, JobStoreError> {
+pub(super) fn count(
+    conn: &mut Connection,
+    now: i64,
+    items: &[ItemKey],
+    first_only: bool,
+) -> Result<Vec<AttemptCount>, JobStoreError> {
     const CONTEXT: &str = "count_attempts";
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx(CONTEXT)?;
     let mut out = Vec::with_capacity(items.len());
@@ -20,7 +25,10 @@ pub(super) fn count(conn: &mut Connection, items: &[ItemKey], first_only: bool) 
             )
             .ctx(CONTEXT)?;
         let mut raise = tx
-            .prepare_cached("UPDATE job_items SET attempts = attempts + 1 WHERE job_id = ?1 AND point_id = ?2")
+            .prepare_cached(
+                "UPDATE job_items SET attempts = attempts + 1, started_at = coalesce(started_at, ?3)
+                 WHERE job_id = ?1 AND point_id = ?2",
+            )
             .ctx(CONTEXT)?;
         let mut seen = std::collections::HashMap::new();
         for key in items {
@@ -35,7 +43,7 @@ pub(super) fn count(conn: &mut Connection, items: &[ItemKey], first_only: bool) 
             let before = before.map(|(n, job_active)| Pending { attempts: u32::try_from(n).unwrap_or(0), job_active });
             let (answer, counted) = decide(before, first_only);
             if counted {
-                raise.execute(params![key.job_id, point]).ctx(CONTEXT)?;
+                raise.execute(params![key.job_id, point, now]).ctx(CONTEXT)?;
             }
             seen.insert(key.clone(), answer);
             out.push(answer);

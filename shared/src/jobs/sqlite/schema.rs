@@ -43,6 +43,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         name: "0009_collections",
         sql: include_str!("../../../migrations/sqlite/0009_collections.sql"),
     },
+    Migration { version: 10, name: "0010_batches", sql: include_str!("../../../migrations/sqlite/0010_batches.sql") },
 ];
 
 /// How long a write waits for another connection (another process on the same file)

@@ -69,7 +69,7 @@ pub(super) fn claim_points(tx: &Transaction<'_>, job_id: &str, items: &[&NewItem
     Ok(claimed)
 }
 
-fn insert_items(tx: &Transaction<'_>, now: i64, job_id: &str, items: &[&NewItem]) -> Result<(), JobStoreError> {
+pub(super) fn insert_items(tx: &Transaction<'_>, now: i64, job_id: &str, items: &[&NewItem]) -> Result<(), JobStoreError> {
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO job_items (job_id, point_id, path, size, mtime_ns, queued_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -161,7 +161,8 @@ fn finish_items(tx: &Transaction<'_>, now: i64, events: &[&CompletionEvent]) -> 
     const CONTEXT: &str = "apply_events: finish items";
     let mut finish = tx
         .prepare_cached(
-            "UPDATE job_items SET state = ?3, failure_kind = ?4, reason = ?5, finished_at = ?6, from_cache = ?7
+            "UPDATE job_items SET state = ?3, failure_kind = ?4, reason = ?5, finished_at = ?6, from_cache = ?7,
+                 object_key = ?8
              WHERE job_id = ?1 AND point_id = ?2 AND state = 'pending'",
         )
         .ctx(CONTEXT)?;
@@ -173,7 +174,16 @@ fn finish_items(tx: &Transaction<'_>, now: i64, events: &[&CompletionEvent]) -> 
         let kind = failure(&e.outcome).map(|(k, _)| k.as_str());
         let cached = state == "indexed" && e.from_cache;
         let changed = finish
-            .execute(params![e.job_id, point_bytes(&e.point_id), state, kind, stored_reason(&e.outcome), now, cached])
+            .execute(params![
+                e.job_id,
+                point_bytes(&e.point_id),
+                state,
+                kind,
+                stored_reason(&e.outcome),
+                now,
+                cached,
+                e.object_key
+            ])
             .ctx(CONTEXT)?;
         let (job_id, point_id) = (e.job_id.as_str(), e.point_id);
         if changed == 1 {
