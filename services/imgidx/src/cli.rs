@@ -70,6 +70,10 @@ pub enum Command {
     /// indexes them (for a server that cannot read this machine's disk).
     #[command(after_help = crate::client::INDEX_EXIT_CODES)]
     Upload(client::UploadArgs),
+    /// Client: send one batch of images (seed 004): URLs for the server to fetch, and
+    /// files from this machine; `--wait` prints each image's outcome.
+    #[command(after_help = crate::client::INDEX_EXIT_CODES)]
+    Batch(client::BatchArgs),
     /// Client: have the server index a directory of its own (new and changed images;
     /// `--prune` drops those whose file is gone).
     #[command(after_help = crate::client::INDEX_EXIT_CODES)]
@@ -113,6 +117,7 @@ impl Command {
             self,
             Command::Index(_)
                 | Command::Upload(_)
+                | Command::Batch(_)
                 | Command::Trigger(_)
                 | Command::Search(_)
                 | Command::Similar(_)

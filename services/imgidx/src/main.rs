@@ -79,6 +79,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Index(args) => return client::index(args).await,
         Command::Upload(args) => return client::upload(args).await,
+        Command::Batch(args) => return client::batch(args).await,
         Command::Trigger(args) => return client::trigger(args).await,
         Command::Search(args) => return client::search(args).await,
         Command::Similar(args) => return client::similar(args).await,
@@ -153,6 +154,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         // Dispatched above, before any configuration is loaded.
         Command::Index(_)
         | Command::Upload(_)
+        | Command::Batch(_)
         | Command::Trigger(_)
         | Command::Search(_)
         | Command::Similar(_)

@@ -85,6 +85,26 @@ pub struct UploadArgs {
     pub server: ServerArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct BatchArgs {
+    /// An image URL for the server's workers to fetch (repeatable).
+    #[arg(long = "url", value_name = "URL")]
+    pub urls: Vec<String>,
+    /// An image file on this machine, sent as base64 (repeatable).
+    #[arg(long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Priority::Normal)]
+    pub priority: Priority,
+    /// Wait until the batch has finished, then print each image's outcome.
+    #[arg(long)]
+    pub wait: bool,
+    /// Collection to index into (`imgidx collections list`); the server's selected one when unset.
+    #[arg(long, value_name = "NAME")]
+    pub collection: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
 /// Options shared by the two query commands.
 #[derive(Args, Debug, Clone, Default)]
 pub struct QueryOptions {

@@ -2,6 +2,7 @@
 //! Each command prints a table by default, the server's JSON with `--json`.
 
 mod args;
+mod batch;
 mod collections;
 mod failures;
 mod http;
@@ -21,9 +22,10 @@ mod wait;
 mod watch;
 
 pub use args::{
-    CancelArgs, CollectionsCommand, IndexArgs, JobsArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs, StatusArgs,
-    TriggerArgs, UploadArgs, WatchArgs,
+    BatchArgs, CancelArgs, CollectionsCommand, IndexArgs, JobsArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs,
+    StatusArgs, TriggerArgs, UploadArgs, WatchArgs,
 };
+pub use batch::batch;
 pub use collections::collections;
 pub use index::index;
 pub use jobs::{cancel, jobs};

@@ -278,3 +278,26 @@ async fn seed_004s_python_examples_run_unchanged() {
     assert!(out.contains("Completed: 2/2") && out.trim_end().ends_with("Batch job completed!"), "{out}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_batch_command_sends_urls_and_files_and_prints_each_outcome() {
+    let data = tempfile::tempdir().unwrap();
+    let s = Serve::start(data.path(), &[("IMGIDX__INGEST__ALLOW_PRIVATE_URLS", "true")]).await;
+    let web = image_server().await;
+    let (camera, missing) = (format!("{web}/camera.png"), format!("{web}/missing.png"));
+    let coins = fixture_images().join("coins.png").display().to_string();
+    let args = ["batch", "--url", &camera, "--url", &missing, "--file", &coins, "--wait", "--json", "--server", &s.url];
+    let run = crate::server::imgidx(&args).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    let done = run.json();
+    let outcomes: Vec<(&str, &str)> =
+        done["images"].as_array().unwrap().iter().map(|i| (i["original_filename"].as_str().unwrap(), i["status"].as_str().unwrap())).collect();
+    assert_eq!(outcomes, [("camera.png", "completed"), ("missing.png", "failed"), ("coins.png", "completed")], "{done}");
+
+    let run = crate::server::imgidx(&["batch", "--url", &missing, "--wait", "--server", &s.url]).await;
+    assert_eq!(run.code, 3, "no image indexed: the batch failed: {run:#?}");
+    assert!(run.stdout.contains("download_failed: status 404") && run.stdout.contains("0 of 1 images completed"), "{run:#?}");
+    let run = crate::server::imgidx(&["batch", "--server", &s.url]).await;
+    assert!(run.code != 0 && run.stderr.contains("nothing to send"), "{run:#?}");
+    s.stop().await;
+}
