@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 mod ingest;
 
-pub use ingest::{BatchSettings, IngestSettings, ObjectSettings};
+pub use ingest::{BatchSettings, IngestSettings, ObjectSettings, TagsSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -41,6 +41,7 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub objects: ObjectSettings,
     pub batch: BatchSettings,
+    pub tags: TagsSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -407,6 +408,7 @@ impl Default for Settings {
             ingest: IngestSettings::default(),
             objects: ObjectSettings::default(),
             batch: BatchSettings::default(),
+            tags: TagsSettings::default(),
         }
     }
 }

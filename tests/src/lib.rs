@@ -301,6 +301,7 @@ impl Cluster {
             initial_collection: self.settings.vectors.collection.clone(),
             jobs: self.jobs.clone(),
             encoder: self.encoder.clone(),
+            tagger: None,
             budget,
             isolation: Default::default(),
             health: Default::default(),

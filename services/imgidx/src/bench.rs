@@ -250,6 +250,8 @@ async fn pipeline_rate(
         initial_collection: "bench".into(),
         jobs,
         encoder,
+        // The pipeline's own cost: tagging adds one dot product per label and image.
+        tagger: None,
         budget,
         isolation: Default::default(),
         health: Default::default(),

@@ -66,6 +66,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let collections =
         imgidx_api::open_collections(&settings, jobs.as_ref(), &manifest.name, manifest.embedding_dim).await?;
     let objects = Objects::open(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tagger = imgidx_worker::load_tagger(&settings).await?;
     let node = settings.node_name();
     let queue = match settings.broker.url.as_deref().filter(|u| !u.is_empty()) {
         None => {
@@ -102,6 +103,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
             initial_collection: settings.vectors.collection.clone(),
             jobs: jobs.clone(),
             encoder: encoder.clone(),
+            tagger: tagger.clone(),
             budget: budget.clone(),
             isolation: isolation.clone(),
             health: health.clone(),

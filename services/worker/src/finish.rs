@@ -13,7 +13,7 @@ use std::time::Instant;
 use chrono::Utc;
 
 use imgidx_shared::broker::Broker;
-use imgidx_shared::embed::{EmbedError, VisionEncoder};
+use imgidx_shared::embed::{EmbedError, Tagger, VisionEncoder};
 use imgidx_shared::messages::{CompletionEvent, FailureKind, Outcome};
 use imgidx_shared::time::{from_unix_nanos, rfc3339};
 use imgidx_shared::vectors::{Collections, ImagePayload, Point, VectorStore, VectorStoreError};
@@ -36,6 +36,8 @@ pub struct Finisher {
     /// The collection of tasks that name none (queued before collections existed).
     pub initial_collection: String,
     pub encoder: Arc<VisionEncoder>,
+    /// Tags each image from its vector; None: no tags.
+    pub tagger: Option<Arc<Tagger>>,
     pub hold: Hold,
     pub metrics: WorkerMetrics,
 }
@@ -68,7 +70,8 @@ impl Finisher {
         for (i, d) in &ready {
             if let Content::Reused(r) = &d.content {
                 let task = &batch[*i].task.message;
-                let point = Point { id: task.point_id, vector: r.vector.clone(), payload: payload(task, d, &model, &indexed_at) };
+                let payload = self.tagged(payload(task, d, &model, &indexed_at), &r.vector);
+                let point = Point { id: task.point_id, vector: r.vector.clone(), payload };
                 points.entry(self.collection_of(&batch[*i])).or_default().push(point);
                 from_cache[*i] = true;
             }
@@ -83,7 +86,8 @@ impl Finisher {
                 match vector {
                     Ok(vector) => {
                         let task = &batch[*i].task.message;
-                        let point = Point { id: task.point_id, vector, payload: payload(task, d, &model, &indexed_at) };
+                        let payload = self.tagged(payload(task, d, &model, &indexed_at), &vector);
+                        let point = Point { id: task.point_id, vector, payload };
                         points.entry(self.collection_of(&batch[*i])).or_default().push(point);
                     }
                     Err(failure) => outcomes[*i] = Err(failure),
@@ -191,6 +195,13 @@ impl Finisher {
             .map_err(|e| EmbedError::Runtime(format!("inference task failed: {e}")))?
     }
 
+    fn tagged(&self, mut payload: ImagePayload, vector: &[f32]) -> ImagePayload {
+        if let Some(tagger) = &self.tagger {
+            payload.tags = tagger.tag(vector);
+        }
+        payload
+    }
+
     fn event(&self, p: &Prepared, outcome: Result<(), Failure>, from_cache: bool) -> CompletionEvent {
         let (outcome, from_cache) = match outcome {
             Ok(()) => (Outcome::Indexed, from_cache),
@@ -236,5 +247,6 @@ fn payload(task: &imgidx_shared::messages::ImageTask, d: &Decoded, model: &str, 
         job_id: task.job_id.clone(),
         sha256: d.sha256.clone(),
         object_key: d.object_key.as_ref().map(ToString::to_string).unwrap_or_default(),
+        tags: Vec::new(),
     }
 }

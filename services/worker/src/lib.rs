@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use imgidx_shared::broker::Broker;
 use imgidx_shared::config::{Settings, WorkerSettings};
-use imgidx_shared::embed::{DecodeBudget, Preprocessor, VisionEncoder};
+use imgidx_shared::embed::{DecodeBudget, Preprocessor, Tagger, VisionEncoder};
 use imgidx_shared::health::HealthBoard;
 use imgidx_shared::jobs::JobStore;
 use imgidx_shared::metrics::MetricsRegistry;
@@ -55,6 +55,8 @@ pub struct WorkerDeps {
     /// Where attempts are counted.
     pub jobs: Arc<dyn JobStore>,
     pub encoder: Arc<VisionEncoder>,
+    /// Tags images (the model's text encoder over the tag vocabulary); None: no tags.
+    pub tagger: Option<Arc<Tagger>>,
     /// Decode memory budget, shared with whatever else decodes in this process.
     pub budget: DecodeBudget,
     /// Shared by every pipeline of the process (see `attempts.rs`).
@@ -83,6 +85,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
     let encoder = tokio::task::spawn_blocking(move || VisionEncoder::load(&model.dir, &model))
         .await
         .map_err(|e| ServiceError::Other(e.to_string()))??;
+    let tagger = load_tagger(&settings).await?;
     let collections = vectors::collections(&settings)?;
     // As before collections: a worker started first still finds the initial collection.
     collections.open(&settings.vectors.collection, encoder.manifest().embedding_dim, Some(Distance::Cosine)).await?;
@@ -98,6 +101,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
         initial_collection: settings.vectors.collection.clone(),
         jobs,
         encoder: Arc::new(encoder),
+        tagger,
         budget,
         isolation: Isolation::default(),
         health: HealthBoard::default(),
@@ -116,6 +120,16 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
     // Closing returns whatever we still hold to the queues.
     broker.close().await;
     result
+}
+
+/// The tag vocabulary embedded with the model's text encoder (`tags.*`); None when tags
+/// are off or the model has none.
+pub async fn load_tagger(settings: &Settings) -> Result<Option<Arc<Tagger>>, ServiceError> {
+    let (model, tags) = (settings.model.clone(), settings.tags.clone());
+    let tagger = tokio::task::spawn_blocking(move || Tagger::load(&model.dir, &model, &tags))
+        .await
+        .map_err(|e| ServiceError::Other(e.to_string()))??;
+    Ok(tagger.map(Arc::new))
 }
 
 /// Work with backends built elsewhere. `tag` names this worker's consumers.
@@ -174,6 +188,7 @@ pub async fn serve(
         collections: deps.collections,
         initial_collection: deps.initial_collection,
         encoder: deps.encoder,
+        tagger: deps.tagger,
         hold,
         metrics: deps.metrics,
     };

@@ -48,6 +48,26 @@ impl IngestSettings {
     }
 }
 
+/// Tags (see `embed::tags`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TagsSettings {
+    /// Tag images at all (needs a model with a text encoder).
+    pub enabled: bool,
+    /// One label per line (`#` comments); the committed vocabulary of everyday labels when unset.
+    pub vocabulary_file: Option<PathBuf>,
+    /// Least cosine between an image and "a photo of a <label>" for the label to be a tag.
+    pub min_score: f32,
+    /// Most tags per image.
+    pub max: usize,
+}
+
+impl Default for TagsSettings {
+    fn default() -> Self {
+        Self { enabled: true, vocabulary_file: None, min_score: 0.24, max: 5 }
+    }
+}
+
 /// Seed 004's batch jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -45,6 +45,7 @@ pub fn payload(path: &str, size: u64, mtime_ns: i64) -> ImagePayload {
         job_id: "job-1".into(),
         sha256: String::new(),
         object_key: String::new(),
+        tags: Vec::new(),
     }
 }
 
@@ -145,6 +146,33 @@ pub async fn search_path_prefix(store: &dyn VectorStore, dim: usize) {
     assert_eq!(store.search(&query.vector, 100, &root).await.expect("search").len(), 30);
     let none = SearchFilter { path_prefix: Some("/elsewhere".into()), ..all };
     assert!(store.search(&query.vector, 100, &none).await.expect("search").is_empty());
+}
+
+/// Tag filters are the store's: every listed tag must be on the image, with a path prefix too.
+pub async fn search_tags(store: &dyn VectorStore, dim: usize) {
+    let mut pts = points(dim, 30);
+    for (i, p) in pts.iter_mut().enumerate() {
+        p.payload.tags = match i % 5 {
+            0 | 1 => vec!["beach".into(), "dog".into()],
+            2 | 3 => vec!["beach".into()],
+            _ => Vec::new(),
+        };
+    }
+    store.upsert(pts.clone()).await.expect("upsert");
+    let search = |tags: &[&str], prefix: Option<&str>| SearchFilter {
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        path_prefix: prefix.map(str::to_owned),
+        ..SearchFilter::default()
+    };
+    let hits = store.search(&pts[0].vector, 100, &search(&["beach"], None)).await.expect("search");
+    assert_eq!(hits.len(), 24);
+    assert!(hits.iter().all(|h| h.payload.tags.contains(&"beach".to_string())), "{hits:?}");
+    let both = store.search(&pts[0].vector, 100, &search(&["beach", "dog"], None)).await.expect("search");
+    assert_eq!(both.len(), 12);
+    assert_eq!(both[0].payload.tags, ["beach", "dog"], "tags come back in order");
+    let under = store.search(&pts[0].vector, 100, &search(&["dog"], Some("/photos/a/deep"))).await.expect("search");
+    assert!(!under.is_empty() && under.len() < 12 && under.iter().all(|h| h.payload.path.starts_with("/photos/a/deep/")), "{under:?}");
+    assert!(store.search(&pts[0].vector, 100, &search(&["cat"], None)).await.expect("search").is_empty());
 }
 
 pub async fn search_min_score(store: &dyn VectorStore, dim: usize) {

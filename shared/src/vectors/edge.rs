@@ -23,7 +23,7 @@ use qdrant_edge::{
     VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector, DEFAULT_VECTOR_NAME,
 };
 
-use super::payload::{self, DIRS_KEY, HASH_KEY, MODEL_KEY, PATH_KEY, REUSE_KEYS, STAMP_KEYS};
+use super::payload::{self, DIRS_KEY, HASH_KEY, MODEL_KEY, PATH_KEY, REUSE_KEYS, STAMP_KEYS, TAGS_KEY};
 use super::*;
 use crate::collections::Distance as Metric;
 
@@ -106,6 +106,7 @@ impl Inner {
         let shard = EdgeShard::new(&self.path, new_config(dim, distance)).map_err(edge_err)?;
         shard.update(keyword_index_operation(DIRS_KEY)?).map_err(edge_err)?;
         shard.update(keyword_index_operation(HASH_KEY)?).map_err(edge_err)?;
+        shard.update(keyword_index_operation(TAGS_KEY)?).map_err(edge_err)?;
         shard.flush();
         let _ = self.shard.set(shard);
         Ok(())
@@ -204,7 +205,7 @@ impl Inner {
                 query: VectorInternal::Dense(vector),
                 using: None,
             }))),
-            filter: dirs_filter(filter.path_prefix.as_deref())?,
+            filter: search_filter(&filter)?,
             score_threshold: filter.min_score.map(|min| OrderedFloat(payload::score_threshold(distance, min))),
             limit: top_k,
             offset: 0,
@@ -412,6 +413,18 @@ fn keyword_index_operation(key: &str) -> Result<UpdateOperation, VectorStoreErro
     })))
 }
 
+/// Under `path_prefix`, and with every one of `tags`: all conditions must hold.
+fn search_filter(filter: &SearchFilter) -> Result<Option<Filter>, VectorStoreError> {
+    let mut must = Vec::new();
+    if let Some(dir) = filter.path_prefix.as_deref().and_then(payload::prefix_dir) {
+        must.push(Condition::Field(FieldCondition::new_match(json_path(DIRS_KEY)?, Match::from(dir))));
+    }
+    for tag in &filter.tags {
+        must.push(Condition::Field(FieldCondition::new_match(json_path(TAGS_KEY)?, Match::from(tag.clone()))));
+    }
+    Ok((!must.is_empty()).then(|| Filter { must: Some(must), ..Default::default() }))
+}
+
 fn dirs_filter(prefix: Option<&str>) -> Result<Option<Filter>, VectorStoreError> {
     let Some(dir) = prefix.and_then(payload::prefix_dir) else {
         return Ok(None);
@@ -559,6 +572,12 @@ mod tests {
     async fn search_path_prefix() {
         let dir = tempfile::tempdir().expect("tempdir");
         suite::search_path_prefix(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test]
+    async fn search_tags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        suite::search_tags(&new_store(&dir).await, DIM).await;
     }
 
     #[tokio::test]

@@ -63,6 +63,10 @@ pub struct ImagePayload {
     /// files on the server's disk.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub object_key: String,
+    /// Labels of the tag vocabulary nearest the image, best first (`embed::tags`); empty
+    /// when the model has no text encoder or tags are off.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
 }
 
 impl ImagePayload {
@@ -94,6 +98,8 @@ pub struct SearchFilter {
     pub path_prefix: Option<String>,
     /// Only results scoring at least this.
     pub min_score: Option<f32>,
+    /// Only images with every one of these tags.
+    pub tags: Vec<String>,
 }
 
 /// What a new point can take from an indexed one with the same content and model: no

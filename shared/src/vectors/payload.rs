@@ -19,6 +19,8 @@ pub(crate) const DIRS_KEY: &str = "dirs";
 pub(crate) const PATH_KEY: &str = "path";
 /// Payload key holding the content hash, indexed (keyword) for reuse lookups.
 pub(crate) const HASH_KEY: &str = "sha256";
+/// Payload key holding the image's tags, indexed (keyword) for tag filters.
+pub(crate) const TAGS_KEY: &str = "tags";
 /// Payload key holding the model that made the vector.
 pub(crate) const MODEL_KEY: &str = "model";
 /// Keys read back for a reuse; fetching only these keeps `reusable` cheap.
@@ -125,6 +127,7 @@ mod tests {
             job_id: "job".into(),
             sha256: "ab".repeat(32),
             object_key: String::new(),
+            tags: vec!["beach".into()],
         }
     }
 
@@ -147,7 +150,7 @@ mod tests {
     fn round_trip_ignores_dirs() -> Result<(), VectorStoreError> {
         let json = to_json(&sample())?;
         assert_eq!(json.get(DIRS_KEY), Some(&serde_json::json!(["/a", "/a/b"])));
-        assert_eq!(json.len(), 13, "the 12 payload fields plus dirs");
+        assert_eq!(json.len(), 14, "the 13 payload fields (an empty object_key left out) plus dirs");
         assert_eq!(stamp_from_json(&json)?, sample().stamp());
         assert_eq!(from_json(json)?, sample());
         Ok(())

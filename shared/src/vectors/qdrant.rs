@@ -18,7 +18,7 @@ use qdrant_client::qdrant::{
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 
-use super::payload::{self, DIRS_KEY, HASH_KEY, MODEL_KEY, PATH_KEY, REUSE_KEYS, STAMP_KEYS};
+use super::payload::{self, DIRS_KEY, HASH_KEY, MODEL_KEY, PATH_KEY, REUSE_KEYS, STAMP_KEYS, TAGS_KEY};
 use super::*;
 use crate::collections::Distance as Metric;
 
@@ -105,10 +105,11 @@ impl QdrantStore {
         }
     }
 
-    /// Keyword indexes on `dirs` (`path_prefix` filters) and `sha256` (reuse lookups);
+    /// Keyword indexes on `dirs` (`path_prefix` filters), `sha256` (reuse lookups) and
+    /// `tags` (tag filters);
     /// creating an existing index is a no-op.
     async fn ensure_keyword_indexes(&self) -> Result<(), VectorStoreError> {
-        for key in [DIRS_KEY, HASH_KEY] {
+        for key in [DIRS_KEY, HASH_KEY, TAGS_KEY] {
             let request = CreateFieldIndexCollectionBuilder::new(&self.collection, key, FieldType::Keyword).wait(true);
             self.client.create_field_index(request).await.map_err(map_err)?;
         }
@@ -279,7 +280,7 @@ impl VectorStore for QdrantStore {
             .query(Query::new_nearest(vector.to_vec()))
             .limit(top_k as u64)
             .with_payload(true);
-        if let Some(filter) = dirs_filter(filter.path_prefix.as_deref()) {
+        if let Some(filter) = search_filter(filter) {
             request = request.filter(filter);
         }
         let distance = self.distance.get().copied().unwrap_or_default();
@@ -351,6 +352,14 @@ impl VectorStore for QdrantStore {
     async fn healthy(&self) -> bool {
         self.client.health_check().await.is_ok()
     }
+}
+
+/// Under `path_prefix` (a keyword match on `dirs`) and with every one of `tags`.
+fn search_filter(filter: &SearchFilter) -> Option<Filter> {
+    let mut must: Vec<Condition> =
+        filter.path_prefix.as_deref().and_then(payload::prefix_dir).map(|dir| Condition::matches(DIRS_KEY, dir)).into_iter().collect();
+    must.extend(filter.tags.iter().map(|t| Condition::matches(TAGS_KEY, t.clone())));
+    (!must.is_empty()).then(|| Filter::must(must))
 }
 
 /// Points under a directory: a keyword match on `dirs` (see `payload.rs`); None for the root.
@@ -470,7 +479,9 @@ mod tests {
             suite::ensure_collection_idempotent_and_mismatch(store.as_ref(), DIM).await;
             let info = store.client.collection_info(&store.collection).await.expect("info");
             let schema = info.result.expect("info result").payload_schema;
-            assert_eq!(schema.get(DIRS_KEY).map(|s| s.data_type), Some(qdrant_client::qdrant::PayloadSchemaType::Keyword as i32));
+            for key in [DIRS_KEY, HASH_KEY, TAGS_KEY] {
+                assert_eq!(schema.get(key).map(|s| s.data_type), Some(qdrant_client::qdrant::PayloadSchemaType::Keyword as i32), "{key}");
+            }
         })
         .await;
     }
@@ -558,6 +569,14 @@ mod tests {
     async fn search_path_prefix() {
         with_collection("search_path_prefix", true, |s| async move {
             suite::search_path_prefix(s.as_ref(), DIM).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn search_tags() {
+        with_collection("search_tags", true, |s| async move {
+            suite::search_tags(s.as_ref(), DIM).await;
         })
         .await;
     }

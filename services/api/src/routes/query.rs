@@ -35,6 +35,9 @@ const MAX_COPIED: usize = 100;
 const COPY_LIMITS: ReadLimits = ReadLimits { max_bytes: 256 << 20, max_time: Duration::from_secs(10) };
 /// Longest query text accepted; CLIP reads at most 77 tokens of it anyway.
 const MAX_TEXT_BYTES: usize = 4096;
+/// Most tags one query may require, and their longest.
+const MAX_TAGS: usize = 20;
+const MAX_TAG_BYTES: usize = 100;
 
 /// A JSON query: exactly one of `text` and `image_path`.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -56,6 +59,8 @@ pub struct QueryRequest {
     copy_results: Option<bool>,
     /// Collection to search; the selected one when absent or null.
     collection: Option<String>,
+    /// Only images with every one of these tags (at most 20; see README, "Tags").
+    tags: Option<Vec<String>>,
 }
 
 /// A query by upload (`multipart/form-data`): the image in field `image`, and the
@@ -70,6 +75,8 @@ pub struct QueryUpload {
     min_score: Option<f32>,
     copy_results: Option<bool>,
     collection: Option<String>,
+    /// Repeat the field for each tag.
+    tags: Option<Vec<String>>,
 }
 
 enum Subject {
@@ -175,7 +182,13 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
         (Some(true), None) => return Err(ApiError::Validation("copy_results needs api.results_dir to be set".into())),
         _ => None,
     };
-    let filter = SearchFilter { path_prefix: req.path_prefix.filter(|p| !p.is_empty()), min_score: req.min_score };
+    let tags = req.tags.unwrap_or_default();
+    if tags.len() > MAX_TAGS || tags.iter().any(|t| t.is_empty() || t.len() > MAX_TAG_BYTES) {
+        return Err(ApiError::Validation(format!(
+            "tags: at most {MAX_TAGS}, each 1 to {MAX_TAG_BYTES} bytes"
+        )));
+    }
+    let filter = SearchFilter { path_prefix: req.path_prefix.filter(|p| !p.is_empty()), min_score: req.min_score, tags };
     let target = Target::resolve(&state.deps, req.collection.as_deref()).await?;
 
     let (query, query_type, vector) = embed(&state, &engine, &target, subject).await?;
@@ -310,9 +323,11 @@ async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<(Subject, Qu
             "path_prefix" => req.path_prefix = Some(field.text().await.map_err(malformed)?),
             "copy_results" => req.copy_results = Some(parse_field(&name, &field.text().await.map_err(malformed)?)?),
             "collection" => req.collection = Some(field.text().await.map_err(malformed)?),
+            // Repeatable: each field one tag.
+            "tags" => req.tags.get_or_insert_with(Vec::new).push(field.text().await.map_err(malformed)?),
             other => {
                 return Err(ApiError::Validation(format!(
-                    "unknown multipart field {other:?} (expected image, top_k, path_prefix, min_score, copy_results, collection)"
+                    "unknown multipart field {other:?} (expected image, top_k, path_prefix, min_score, copy_results, collection, tags)"
                 )))
             }
         }

@@ -15,6 +15,7 @@ mod reuse;
 mod outcomes;
 mod serve;
 mod server;
+mod tags;
 mod two_apis;
 mod uploads;
 mod webhooks;
