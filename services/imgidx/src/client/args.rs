@@ -38,6 +38,19 @@ impl Priority {
     }
 }
 
+/// Options of the commands that queue images.
+#[derive(Args, Debug, Clone)]
+pub struct SubmitOptions {
+    #[arg(long, value_enum, default_value_t = Priority::Normal)]
+    pub priority: Priority,
+    /// Wait until the work has finished, showing progress, then print a summary.
+    #[arg(long)]
+    pub wait: bool,
+    /// Collection to index into (`imgidx collections list`); the server's selected one when unset.
+    #[arg(long, value_name = "NAME")]
+    pub collection: Option<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct IndexArgs {
     /// Image files and directories (a directory contributes its image files).
@@ -46,17 +59,11 @@ pub struct IndexArgs {
     /// Descend into subdirectories.
     #[arg(long, short = 'r')]
     pub recursive: bool,
-    #[arg(long, value_enum, default_value_t = Priority::Normal)]
-    pub priority: Priority,
-    /// Wait until every job has finished, showing progress, then print a summary.
-    #[arg(long)]
-    pub wait: bool,
     /// Paths per request (each request creates at most one job).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub chunk: u64,
-    /// Collection to index into (`imgidx collections list`); the server's selected one when unset.
-    #[arg(long, value_name = "NAME")]
-    pub collection: Option<String>,
+    #[command(flatten)]
+    pub submit: SubmitOptions,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -69,18 +76,12 @@ pub struct UploadArgs {
     /// Descend into subdirectories.
     #[arg(long, short = 'r')]
     pub recursive: bool,
-    #[arg(long, value_enum, default_value_t = Priority::Normal)]
-    pub priority: Priority,
-    /// Wait until every job has finished, showing progress, then print a summary.
-    #[arg(long)]
-    pub wait: bool,
     /// Files per request (each request creates at most one job; the server takes at most
     /// `ingest.max_files`). The client holds one request's files in memory.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub chunk: u64,
-    /// Collection to index into (`imgidx collections list`); the server's selected one when unset.
-    #[arg(long, value_name = "NAME")]
-    pub collection: Option<String>,
+    #[command(flatten)]
+    pub submit: SubmitOptions,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -93,14 +94,8 @@ pub struct BatchArgs {
     /// An image file on this machine, sent as base64 (repeatable).
     #[arg(long = "file", value_name = "FILE")]
     pub files: Vec<PathBuf>,
-    #[arg(long, value_enum, default_value_t = Priority::Normal)]
-    pub priority: Priority,
-    /// Wait until the batch has finished, then print each image's outcome.
-    #[arg(long)]
-    pub wait: bool,
-    /// Collection to index into (`imgidx collections list`); the server's selected one when unset.
-    #[arg(long, value_name = "NAME")]
-    pub collection: Option<String>,
+    #[command(flatten)]
+    pub submit: SubmitOptions,
     #[command(flatten)]
     pub server: ServerArgs,
 }
@@ -170,17 +165,11 @@ pub struct TriggerArgs {
     /// Only DIR itself, not its subdirectories.
     #[arg(long)]
     pub no_recursive: bool,
-    #[arg(long, value_enum, default_value_t = Priority::Normal)]
-    pub priority: Priority,
     /// Have the server POST to this URL when the job ends (signed; needs webhooks on the server).
     #[arg(long, value_name = "URL")]
     pub webhook: Option<String>,
-    /// Wait until the job has finished, showing progress, then print a summary.
-    #[arg(long)]
-    pub wait: bool,
-    /// Collection to index into (`imgidx collections list`); the server's selected one when unset.
-    #[arg(long, value_name = "NAME")]
-    pub collection: Option<String>,
+    #[command(flatten)]
+    pub submit: SubmitOptions,
     #[command(flatten)]
     pub server: ServerArgs,
 }

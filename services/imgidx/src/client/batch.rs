@@ -24,14 +24,14 @@ pub async fn batch(args: BatchArgs) -> Result<ExitCode> {
         let name = file.file_name().map(|n| n.to_string_lossy().into_owned());
         images.push(json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes), "name": name }));
     }
-    let mut body = json!({ "images": images, "priority": args.priority.as_str() });
-    if let Some(c) = &args.collection {
+    let mut body = json!({ "images": images, "priority": args.submit.priority.as_str() });
+    if let Some(c) = &args.submit.collection {
         body["collection"] = json!(c);
     }
     let api = Api::new(&args.server)?;
     let created = api.post_json(&["api", "v1", "batch"], &body).await?;
     let job_id = created["job_id"].as_str().context("the server's answer names no job_id")?.to_string();
-    if !args.wait {
+    if !args.submit.wait {
         if args.server.json {
             print_json(&created);
         } else {

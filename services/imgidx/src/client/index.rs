@@ -69,9 +69,9 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
     let mut raw = Vec::new();
     let mut typed: Vec<AddImagesResponse> = Vec::new();
     for paths in expansion.paths.chunks(chunk) {
-        let mut body = json!({ "image_paths": paths, "priority": args.priority.as_str() });
+        let mut body = json!({ "image_paths": paths, "priority": args.submit.priority.as_str() });
         // Left out when unset, so a server from before collections takes the request.
-        if let Some(c) = &args.collection {
+        if let Some(c) = &args.submit.collection {
             body["collection"] = json!(c);
         }
         match api.post_json(&["api", "v1", "index", "add-images"], &body).await {
@@ -83,7 +83,7 @@ pub async fn index(args: IndexArgs) -> Result<ExitCode> {
             Err(e) => return Err(partial_failure(e, &typed, expansion.paths.len())),
         }
     }
-    conclude(&api, &typed, raw, args.wait, started, args.server.json).await
+    conclude(&api, &typed, raw, args.submit.wait, started, args.server.json).await
 }
 
 /// After the requests (`typed`, and as answered: `raw`): what they queued, then with

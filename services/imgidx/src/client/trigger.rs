@@ -34,11 +34,11 @@ pub async fn trigger(args: TriggerArgs) -> Result<ExitCode> {
         "recursive": !args.no_recursive,
         "force_reindex": args.force,
         "prune_missing": args.prune,
-        "priority": args.priority.as_str(),
+        "priority": args.submit.priority.as_str(),
         "webhook_url": args.webhook,
     });
     // Left out when unset, so a server from before collections takes the request.
-    if let Some(c) = &args.collection {
+    if let Some(c) = &args.submit.collection {
         body["collection"] = json!(c);
     }
     let raw = api.post_json(&["api", "v1", "index", "trigger"], &body).await?;
@@ -46,7 +46,7 @@ pub async fn trigger(args: TriggerArgs) -> Result<ExitCode> {
     if !args.server.json {
         print!("{}", trigger_text(&answer));
     }
-    let finals = if args.wait { Some(wait_jobs(&api, std::slice::from_ref(&answer.job_id), 0).await?) } else { None };
+    let finals = if args.submit.wait { Some(wait_jobs(&api, std::slice::from_ref(&answer.job_id), 0).await?) } else { None };
     let images = finals.iter().flatten().map(|f| f.status.progress.total_images).sum();
     let submitted = Submitted { requests: 1, images, queued: images, ..Submitted::default() };
     finish(&api, &submitted, vec![raw], finals, started, args.server.json).await

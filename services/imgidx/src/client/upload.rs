@@ -46,14 +46,14 @@ pub async fn upload(args: UploadArgs) -> Result<ExitCode> {
             }
         }
     }
-    conclude(&api, &typed, raw, args.wait, started, args.server.json).await
+    conclude(&api, &typed, raw, args.submit.wait, started, args.server.json).await
 }
 
 /// One request's form: the files (read one by one), and the options left out when unset
 /// so the server's defaults apply.
 async fn form(files: &[String], args: &UploadArgs) -> Result<Form> {
-    let mut form = Form::new().text("priority", args.priority.as_str().to_string());
-    if let Some(c) = &args.collection {
+    let mut form = Form::new().text("priority", args.submit.priority.as_str().to_string());
+    if let Some(c) = &args.submit.collection {
         form = form.text("collection", c.clone());
     }
     for file in files {
