@@ -10,8 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::server::{fixture_images, Serve};
 
-/// A loopback HTTP server: `/<fixture>` gives that image (`/slow-<fixture>` after a
-/// second), `/moved` redirects to `/coins.png`, anything else is 404.
+/// A loopback HTTP server: `/<fixture>` gives that image (`/slow-<fixture>` after 4 s:
+/// long enough for a watcher, even a Python process started on a busy machine, to
+/// connect before the batch ends), `/moved` redirects to `/coins.png`, anything else is 404.
 async fn image_server() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -28,7 +29,7 @@ async fn image_server() -> String {
                     path = ["camera.png", "coins.png", "brick.png"][(n + 2) % 3].to_string();
                 }
                 if let Some(rest) = path.strip_prefix("slow-") {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(Duration::from_secs(4)).await;
                     path = rest.to_string();
                 }
                 let answer = if path == "moved" {
