@@ -55,6 +55,11 @@ impl Uploads {
         let objects = Objects::open(settings).map_err(|e| imgidx_shared::service::ServiceError::Other(e.to_string()))?;
         Ok(Self { objects, limits: settings.ingest.clone() })
     }
+
+    /// Stores bytes a client sent under their content hash; an unavailable store is 503.
+    pub async fn store(&self, bytes: Vec<u8>) -> Result<imgidx_shared::objects::ObjectKey, crate::error::ApiError> {
+        self.objects.put(bytes).await.map_err(|e| crate::error::ApiError::Objects(e.to_string()))
+    }
 }
 
 #[derive(Clone)]

@@ -112,7 +112,7 @@ pub async fn create_batch(
             Source::Bytes(bytes) => {
                 let name = clean_name(given, &format!("image-{}", i + 1));
                 let size = bytes.len() as u64;
-                let key = state.deps.uploads.objects.put(bytes).await.map_err(|e| ApiError::Objects(e.to_string()))?;
+                let key = state.deps.uploads.store(bytes).await?;
                 (object_path(&key, &name), name, Some(FileStamp { size, mtime_ns: 0 }))
             }
         };

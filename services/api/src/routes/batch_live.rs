@@ -12,7 +12,7 @@ use chrono::Utc;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use imgidx_shared::jobs::JobStatus;
+use imgidx_shared::jobs::{BatchImageRecord, JobStatus};
 use imgidx_shared::time::rfc3339;
 
 use super::batch_status::{batch_status_word, tally, BatchError, BatchImageBody};
@@ -62,7 +62,7 @@ pub async fn batch_ws(
     let Some(records) = state.deps.jobs.batch_images(&job_id).await? else {
         return Err(ApiError::JobNotFound(job_id));
     };
-    let mut view = View::new(records.iter().map(|r| (r.path.clone(), BatchImageBody::of(r))).collect());
+    let mut view = View::of(&records);
     let mut live = start(&state, job_id.clone()).await?;
     let (tx, rx) = mpsc::channel(64);
     let jobs = state.deps.jobs.clone();
@@ -71,7 +71,7 @@ pub async fn batch_ws(
             if message.kind == "job_complete" {
                 // The end from the store itself, whatever updates were missed on the way.
                 if let Ok(Some(records)) = jobs.batch_images(&job_id).await {
-                    view = View::new(records.iter().map(|r| (r.path.clone(), BatchImageBody::of(r))).collect());
+                    view = View::of(&records);
                 }
             }
             for out in view.tell(&message) {
@@ -92,12 +92,12 @@ struct View {
 }
 
 impl View {
-    fn new(images: Vec<(String, BatchImageBody)>) -> Self {
+    fn of(records: &[BatchImageRecord]) -> Self {
         let mut by_path: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, (path, _)) in images.iter().enumerate() {
-            by_path.entry(path.clone()).or_default().push(i);
+        for (i, r) in records.iter().enumerate() {
+            by_path.entry(r.path.clone()).or_default().push(i);
         }
-        Self { images: images.into_iter().map(|(_, image)| image).collect(), by_path }
+        Self { images: records.iter().map(BatchImageBody::of).collect(), by_path }
     }
 
     /// One live message of the job, in the batch's terms.

@@ -161,7 +161,7 @@ async fn read_fields(state: &AppState, form: &mut Multipart) -> Result<Form, Api
                     bytes.extend_from_slice(&chunk);
                 }
                 let size = bytes.len() as u64;
-                let key = state.deps.uploads.objects.put(bytes).await.map_err(|e| ApiError::Objects(e.to_string()))?;
+                let key = state.deps.uploads.store(bytes).await?;
                 out.files.push(UploadedFile { path: object_path(&key, &name), name, object_key: key.to_string(), size });
             }
             "collection" => out.collection = Some(field.text().await.map_err(malformed)?),
