@@ -149,6 +149,12 @@ impl VectorStore for FaultyStore {
     async fn paths_under(&self, dir: &str, from: Option<uuid::Uuid>, limit: usize) -> Result<PathPage, VectorStoreError> {
         self.inner.paths_under(dir, from, limit).await
     }
+    async fn points_page(&self, from: Option<uuid::Uuid>, limit: usize) -> Result<imgidx_shared::vectors::PointPage, VectorStoreError> {
+        self.inner.points_page(from, limit).await
+    }
+    async fn points(&self, ids: &[uuid::Uuid]) -> Result<Vec<Point>, VectorStoreError> {
+        self.inner.points(ids).await
+    }
     async fn delete(&self, ids: &[uuid::Uuid]) -> Result<(), VectorStoreError> {
         self.inner.delete(ids).await
     }

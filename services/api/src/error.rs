@@ -97,6 +97,15 @@ pub enum ApiError {
     /// The object store did not take (or give) an upload's bytes.
     #[error("the object store is unavailable: {0}")]
     Objects(String),
+    #[error("duplicate analysis {0} not found")]
+    TaskNotFound(String),
+    /// The analysis has not completed (archive-exact needs its report).
+    #[error("duplicate analysis {task_id} is {state}; archive-exact needs a completed one")]
+    TaskNotCompleted { task_id: String, state: &'static str },
+    #[error("archive {0} not found")]
+    ArchiveNotFound(String),
+    #[error("archive {0} has been restored already")]
+    ArchiveRestored(String),
 }
 
 fn retry_after_secs(d: &Duration) -> u64 {
@@ -161,6 +170,10 @@ pub const ERROR_CODES: &[&str] = &[
     "file_too_large",
     "invalid_batch",
     "object_store_unavailable",
+    "task_not_found",
+    "task_not_completed",
+    "archive_not_found",
+    "archive_restored",
     "unsupported_media_type",
     "host_not_allowed",
     "rate_limited",
@@ -252,6 +265,10 @@ impl ApiError {
                 "job_finished",
                 format!("job {job_id} has finished already ({status}); only a queued or running job can be cancelled"),
             ),
+            ApiError::TaskNotFound(_) => (StatusCode::NOT_FOUND, "task_not_found", self.to_string()),
+            ApiError::TaskNotCompleted { .. } => (StatusCode::CONFLICT, "task_not_completed", self.to_string()),
+            ApiError::ArchiveNotFound(_) => (StatusCode::NOT_FOUND, "archive_not_found", self.to_string()),
+            ApiError::ArchiveRestored(_) => (StatusCode::CONFLICT, "archive_restored", self.to_string()),
             ApiError::JobNotFinished(id) => (
                 StatusCode::CONFLICT,
                 "job_not_finished",
@@ -324,6 +341,10 @@ mod tests {
             ApiError::FileTooLarge { name: String::new(), limit: 1 },
             ApiError::Objects(String::new()),
             ApiError::BadBatch(String::new()),
+            ApiError::TaskNotFound(String::new()),
+            ApiError::TaskNotCompleted { task_id: String::new(), state: "running" },
+            ApiError::ArchiveNotFound(String::new()),
+            ApiError::ArchiveRestored(String::new()),
         ];
         for code in ["image_too_large", "not_an_image", "unreadable_image"] {
             errors.push(ApiError::QueryImage { code, message: String::new() });

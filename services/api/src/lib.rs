@@ -2,6 +2,7 @@
 //! progress and index statistics. It records jobs, queues tasks, and answers
 //! only once both are durable.
 
+mod curation;
 mod error;
 mod freshness;
 mod http;
@@ -117,6 +118,12 @@ pub async fn serve(
         scans_stop.clone(),
     ));
     let resumer = tokio::spawn(Arc::clone(&scanner).resume_loop());
+    let analyses = Arc::new(curation::Analyses::new(
+        deps.clone(),
+        Duration::from_secs(settings.scan_lease_secs),
+        scans_stop.clone(),
+    ));
+    let analyses_resumer = tokio::spawn(Arc::clone(&analyses).resume_loop());
     // Watchers end at the stop itself, so their connections do not hold up the drain.
     let live = LiveHub::new(shutdown.clone());
     let relay = tokio::spawn(live.clone().run(deps.broker.clone()));
@@ -130,6 +137,7 @@ pub async fn serve(
         live,
         metrics: metrics.clone(),
         webhooks,
+        analyses: Arc::clone(&analyses),
     };
     let host = HostPolicy::new(addr.ip().is_loopback(), &settings.allowed_hosts);
     let app = http::layered(routes::router(state, guard.clone()), settings, host, metrics).map_err(ServiceError::Other)?;
@@ -145,7 +153,9 @@ pub async fn serve(
     let _ = resumer.await;
     let _ = relay.await;
     let _ = dispatcher.await;
+    let _ = analyses_resumer.await;
     scanner.drain().await;
+    analyses.drain().await;
     Ok(())
 }
 

@@ -40,6 +40,7 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "search", description = "Nearest images to a text or an image"),
         (name = "collections", description = "Separate, named indexes, each bound to one model; requests without `collection` use the selected one"),
         (name = "batch", description = "Seed 004's batches: up to 100 images by URL or base64, followed per image; errors here are `{error: <message>, status, code}`"),
+        (name = "duplicates", description = "Exact and near duplicates found in the background, archived into a folder beside the images, and restored"),
         (name = "service", description = "Health and metrics, open to load balancers and scrapers"),
     ),
     components(schemas(ErrorBody, WebhookPayload, crate::routes::batch_live::BatchMessage))

@@ -11,6 +11,7 @@ use imgidx_shared::metrics::MetricsRegistry;
 use imgidx_shared::objects::Objects;
 use imgidx_shared::vectors::Collections;
 
+use crate::curation::Analyses;
 use crate::query_engine::QueryEngine;
 use crate::live::LiveHub;
 use crate::metrics::ApiMetrics;
@@ -75,4 +76,6 @@ pub struct AppState {
     pub metrics: ApiMetrics,
     /// Where jobs' ends are announced, and how deliveries are signed.
     pub webhooks: Arc<Webhooks>,
+    /// Runs duplicate analyses.
+    pub analyses: Arc<Analyses>,
 }

@@ -31,6 +31,16 @@ pub enum JobTargetError {
     Gone(String),
 }
 
+impl From<JobTargetError> for ApiError {
+    fn from(e: JobTargetError) -> Self {
+        match e {
+            JobTargetError::Gone(name) => ApiError::CollectionNotFound(name),
+            JobTargetError::Jobs(e) => e.into(),
+            JobTargetError::Vectors(e) => e.into(),
+        }
+    }
+}
+
 impl Target {
     /// The request's collection (`requested`, else the selected one), which must hold
     /// vectors of the model this server embeds with.

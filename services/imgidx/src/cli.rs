@@ -102,6 +102,9 @@ pub enum Command {
     /// NAME` on index, trigger, search, similar and stats picks one per command).
     #[command(subcommand)]
     Collections(client::CollectionsCommand),
+    /// Client: find exact and near duplicates in a collection (`--archive [--dry-run]`
+    /// moves the extra exact copies into `_duplicates/`; `--restore ID` undoes that).
+    Duplicates(client::DuplicatesArgs),
     /// Make API keys (`keys new --name NAME [--scope read]`).
     #[command(subcommand)]
     Keys(crate::keys_cmd::KeysCommand),
@@ -128,6 +131,7 @@ impl Command {
                 | Command::Cancel(_)
                 | Command::Stats(_)
                 | Command::Collections(_)
+                | Command::Duplicates(_)
                 | Command::Keys(_)
         )
     }

@@ -90,6 +90,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => return client::cancel(args).await,
         Command::Stats(args) => return client::stats(args).await,
         Command::Collections(cmd) => return client::collections(cmd).await,
+        Command::Duplicates(args) => return client::duplicates(args).await,
         Command::Keys(cmd) => {
             keys_cmd::run(cmd)?;
             return Ok(ExitCode::SUCCESS);
@@ -165,6 +166,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         | Command::Cancel(_)
         | Command::Stats(_)
         | Command::Collections(_)
+        | Command::Duplicates(_)
         | Command::Keys(_) => {}
         Command::Models(cmd) => models::run(&settings, cmd).await?,
     }

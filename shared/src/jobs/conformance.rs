@@ -5,6 +5,7 @@
 
 mod batches;
 mod catalog;
+mod curation;
 mod harness;
 mod scans;
 mod webhooks;
@@ -17,6 +18,7 @@ use uuid::Uuid;
 
 use self::batches::*;
 use self::catalog::*;
+use self::curation::*;
 use self::harness::Harness;
 use self::scans::*;
 use self::webhooks::*;
@@ -87,6 +89,9 @@ conformance_tests!(
     a_collection_with_active_jobs_is_not_removed,
     requeued_items_and_scans_carry_their_collection,
     reused_vectors_are_counted_once_per_job,
+    an_analysis_reports_progress_and_ends_once_under_its_lease,
+    a_stale_analysis_is_taken_over_and_its_old_runner_is_stopped,
+    archives_keep_their_manifest_and_are_restored_once,
 );
 
 async fn reused_vectors_are_counted_once_per_job(h: &Harness) {

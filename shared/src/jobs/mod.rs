@@ -10,6 +10,7 @@ mod batches;
 mod catalog;
 #[cfg(test)]
 mod conformance;
+mod curation;
 mod items;
 mod manage;
 mod postgres;
@@ -28,6 +29,7 @@ use uuid::Uuid;
 pub use attempts::{AttemptCount, ItemKey};
 pub use batches::{BatchImage, BatchImageRecord, BatchJobs};
 pub use catalog::{AddCollection, CollectionCatalog, RemoveCollection};
+pub use curation::{AnalysisOutcome, AnalysisSpec, AnalysisState, ArchiveRecord, Curation, DuplicateAnalysis};
 pub use items::{ItemPage, ItemRecord, ItemState, RetryCandidates};
 pub use manage::{CancelOutcome, JobCursor, JobPage, JobQuery, JobWorker};
 pub use postgres::PostgresJobStore;
@@ -188,7 +190,7 @@ impl JobRecord {
 }
 
 #[async_trait]
-pub trait JobStore: CollectionCatalog + BatchJobs + Send + Sync {
+pub trait JobStore: CollectionCatalog + BatchJobs + Curation + Send + Sync {
     /// Create a job (status `queued`) writing into the physical collection `collection`
     /// (None: the one the deployment started with), holding those `candidates` that are
     /// not already pending in another active job; the check and the claim are one atomic

@@ -21,6 +21,7 @@
 mod attempts;
 mod batches;
 mod catalog;
+mod curation;
 mod items;
 mod manage;
 mod requeue;
@@ -45,6 +46,7 @@ use tokio_postgres::{NoTls, Row};
 use uuid::Uuid;
 
 use self::tls::Tls;
+use super::curation::{AnalysisOutcome, AnalysisSpec, ArchiveRecord, Curation, DuplicateAnalysis};
 use super::batch::{failure, outcome_state, stored_reason, unique_by_point, unique_events};
 use super::progress::{self, FailureGroup, Finished, JobUpdate};
 use super::batches::{BatchImage, BatchImageRecord, BatchJobs};
@@ -418,6 +420,41 @@ impl BatchJobs for PostgresJobStore {
 
     async fn purge_batches(&self, finished_before: DateTime<Utc>, limit: usize) -> Result<u64, JobStoreError> {
         batches::purge(&self.client().await?, finished_before, limit).await
+    }
+}
+
+#[async_trait]
+impl Curation for PostgresJobStore {
+    async fn create_analysis(&self, task_id: &str, spec: &AnalysisSpec, owner: &str) -> Result<(), JobStoreError> {
+        curation::create(&self.client().await?, task_id, spec, owner).await
+    }
+
+    async fn claim_stale_analysis(&self, owner: &str, lease: Duration) -> Result<Option<DuplicateAnalysis>, JobStoreError> {
+        curation::claim_stale(&self.client().await?, owner, lease).await
+    }
+
+    async fn analysis_progress(&self, task_id: &str, owner: &str, scanned: u64, total: u64) -> Result<bool, JobStoreError> {
+        curation::progress(&self.client().await?, task_id, owner, scanned, total).await
+    }
+
+    async fn finish_analysis(&self, task_id: &str, owner: &str, outcome: &AnalysisOutcome) -> Result<bool, JobStoreError> {
+        curation::finish(&self.client().await?, task_id, owner, outcome).await
+    }
+
+    async fn analysis(&self, task_id: &str) -> Result<Option<DuplicateAnalysis>, JobStoreError> {
+        curation::get(&self.client().await?, task_id).await
+    }
+
+    async fn save_archive(&self, record: &ArchiveRecord) -> Result<(), JobStoreError> {
+        curation::save_archive(&self.client().await?, record).await
+    }
+
+    async fn archive(&self, archive_id: &str) -> Result<Option<ArchiveRecord>, JobStoreError> {
+        curation::archive(&self.client().await?, archive_id).await
+    }
+
+    async fn mark_restored(&self, archive_id: &str) -> Result<bool, JobStoreError> {
+        curation::mark_restored(&self.client().await?, archive_id).await
     }
 }
 

@@ -14,6 +14,7 @@
 mod attempts;
 mod batches;
 mod catalog;
+mod curation;
 mod items;
 mod manage;
 mod reads;
@@ -36,6 +37,7 @@ use rusqlite::{Connection, ErrorCode};
 use uuid::Uuid;
 
 use super::batches::{BatchImage, BatchImageRecord, BatchJobs};
+use super::curation::{AnalysisOutcome, AnalysisSpec, ArchiveRecord, Curation, DuplicateAnalysis};
 use super::{
     AddCollection, CollectionCatalog, RemoveCollection,
     Applied, AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStore, JobStoreError,
@@ -406,6 +408,69 @@ impl BatchJobs for SqliteJobStore {
 
     async fn purge_batches(&self, finished_before: DateTime<Utc>, limit: usize) -> Result<u64, JobStoreError> {
         self.run("purge_batches", move |db| batches::purge(&mut db.conn, micros(finished_before), limit)).await
+    }
+}
+
+#[async_trait]
+impl Curation for SqliteJobStore {
+    async fn create_analysis(&self, task_id: &str, spec: &AnalysisSpec, owner: &str) -> Result<(), JobStoreError> {
+        let (task_id, spec, owner) = (task_id.to_owned(), spec.clone(), owner.to_owned());
+        self.run("create_analysis", move |db| {
+            let now = db.clock.now();
+            curation::create(&db.conn, now, &task_id, &spec, &owner)
+        })
+        .await
+    }
+
+    async fn claim_stale_analysis(&self, owner: &str, lease: Duration) -> Result<Option<DuplicateAnalysis>, JobStoreError> {
+        let owner = owner.to_owned();
+        self.run("claim_stale_analysis", move |db| {
+            let now = db.clock.now();
+            curation::claim_stale(&mut db.conn, now, &owner, lease)
+        })
+        .await
+    }
+
+    async fn analysis_progress(&self, task_id: &str, owner: &str, scanned: u64, total: u64) -> Result<bool, JobStoreError> {
+        let (task_id, owner) = (task_id.to_owned(), owner.to_owned());
+        self.run("analysis_progress", move |db| {
+            let now = db.clock.now();
+            curation::progress(&db.conn, now, &task_id, &owner, scanned, total)
+        })
+        .await
+    }
+
+    async fn finish_analysis(&self, task_id: &str, owner: &str, outcome: &AnalysisOutcome) -> Result<bool, JobStoreError> {
+        let (task_id, owner, outcome) = (task_id.to_owned(), owner.to_owned(), outcome.clone());
+        self.run("finish_analysis", move |db| {
+            let now = db.clock.now();
+            curation::finish(&db.conn, now, &task_id, &owner, &outcome)
+        })
+        .await
+    }
+
+    async fn analysis(&self, task_id: &str) -> Result<Option<DuplicateAnalysis>, JobStoreError> {
+        let task_id = task_id.to_owned();
+        self.run("analysis", move |db| curation::get(&db.conn, &task_id)).await
+    }
+
+    async fn save_archive(&self, record: &ArchiveRecord) -> Result<(), JobStoreError> {
+        let record = record.clone();
+        self.run("save_archive", move |db| curation::save_archive(&db.conn, &record)).await
+    }
+
+    async fn archive(&self, archive_id: &str) -> Result<Option<ArchiveRecord>, JobStoreError> {
+        let archive_id = archive_id.to_owned();
+        self.run("archive", move |db| curation::archive(&db.conn, &archive_id)).await
+    }
+
+    async fn mark_restored(&self, archive_id: &str) -> Result<bool, JobStoreError> {
+        let archive_id = archive_id.to_owned();
+        self.run("mark_restored", move |db| {
+            let now = db.clock.now();
+            curation::mark_restored(&db.conn, now, &archive_id)
+        })
+        .await
     }
 }
 

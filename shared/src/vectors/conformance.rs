@@ -323,3 +323,38 @@ pub async fn reuse_by_content_hash(store: &dyn VectorStore, dim: usize) {
     let hits = store.search(&points[0].vector, 1, &SearchFilter::default()).await.unwrap();
     assert_eq!((hits[0].payload.path.as_str(), hits[0].payload.sha256.as_str()), (points[0].payload.path.as_str(), ""));
 }
+
+/// Whole points come in pages that lose and repeat nothing, with their vectors and
+/// payloads as stored; a lookup by ids returns exactly the stored ones.
+pub async fn whole_points_in_pages(store: &dyn VectorStore, dim: usize) {
+    let pts = points(dim, 17);
+    store.upsert(pts.clone()).await.expect("upsert");
+    let (mut seen, mut from) = (Vec::new(), None);
+    for _ in 0..10 {
+        let page = store.points_page(from, 5).await.expect("points_page");
+        assert!(page.points.len() <= 5);
+        seen.extend(page.points);
+        match page.next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+    }
+    let mut expected = pts.clone();
+    expected.sort_by_key(|p| p.id);
+    seen.sort_by_key(|p| p.id);
+    assert_eq!(seen.len(), expected.len());
+    for (got, want) in seen.iter().zip(&expected) {
+        assert_eq!((got.id, &got.payload), (want.id, &want.payload));
+        let drift: f32 = got.vector.iter().zip(&want.vector).map(|(a, b)| (a - b).abs()).sum();
+        assert!(drift < 1e-3, "vector of {} comes back as stored", got.id);
+    }
+    assert!(store.points_page(None, 0).await.expect("limit 0").points.is_empty());
+
+    let missing = point_id("/nowhere/x.jpg");
+    let mut some = store.points(&[pts[2].id, missing, pts[9].id]).await.expect("points");
+    some.sort_by_key(|p| p.id);
+    let mut want = vec![pts[2].id, pts[9].id];
+    want.sort();
+    assert_eq!(some.iter().map(|p| p.id).collect::<Vec<_>>(), want);
+    assert!(store.points(&[]).await.expect("no ids").is_empty());
+}

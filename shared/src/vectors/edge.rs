@@ -245,6 +245,32 @@ impl Inner {
         Ok(PathPage { points, next: next.map(uuid_of).transpose()? })
     }
 
+    fn points_page(&self, from: Option<Uuid>, limit: usize) -> Result<PointPage, VectorStoreError> {
+        let request = ScrollRequest {
+            offset: from.map(PointId::Uuid),
+            limit: Some(limit),
+            filter: None,
+            with_payload: Some(WithPayloadInterface::Bool(true)),
+            with_vector: WithVector::Bool(true),
+            order_by: None,
+        };
+        let (records, next) = self.shard()?.scroll(request).map_err(edge_err)?;
+        let points = records
+            .into_iter()
+            .map(|r| whole_point(r.id, r.vector, r.payload))
+            .collect::<Result<_, VectorStoreError>>()?;
+        Ok(PointPage { points, next: next.map(uuid_of).transpose()? })
+    }
+
+    fn points(&self, ids: &[Uuid]) -> Result<Vec<Point>, VectorStoreError> {
+        let point_ids: Vec<PointId> = ids.iter().copied().map(PointId::Uuid).collect();
+        let records = self
+            .shard()?
+            .retrieve(&point_ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(true)))
+            .map_err(edge_err)?;
+        records.into_iter().map(|r| whole_point(r.id, r.vector, r.payload)).collect()
+    }
+
     fn count(&self) -> Result<u64, VectorStoreError> {
         let n = self.shard()?.count(CountRequest { filter: None, exact: true }).map_err(edge_err)?;
         Ok(n as u64)
@@ -312,6 +338,21 @@ impl VectorStore for EdgeStore {
         }
         let dir = dir.to_owned();
         self.blocking(move |inner| inner.paths_under(&dir, from, limit)).await
+    }
+
+    async fn points_page(&self, from: Option<Uuid>, limit: usize) -> Result<PointPage, VectorStoreError> {
+        if limit == 0 {
+            return Ok(PointPage::default());
+        }
+        self.blocking(move |inner| inner.points_page(from, limit)).await
+    }
+
+    async fn points(&self, ids: &[Uuid]) -> Result<Vec<Point>, VectorStoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids.to_vec();
+        self.blocking(move |inner| inner.points(&ids)).await
     }
 
     async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorStoreError> {
@@ -444,6 +485,11 @@ fn to_edge_point(point: &Point, dim: usize) -> Result<PointStructPersisted, Vect
 
 fn json_path(key: &str) -> Result<JsonPath, VectorStoreError> {
     key.parse().map_err(|_| VectorStoreError::Other(format!("invalid payload key {key}")))
+}
+
+/// A stored record as a [`Point`] (it was read with its vector and whole payload).
+fn whole_point(id: PointId, vector: Option<VectorStructInternal>, payload: Option<Payload>) -> Result<Point, VectorStoreError> {
+    Ok(Point { id: uuid_of(id)?, vector: dense(vector, id)?, payload: payload::from_json(payload.unwrap_or_default().0)? })
 }
 
 fn uuid_of(id: PointId) -> Result<Uuid, VectorStoreError> {
@@ -590,6 +636,12 @@ mod tests {
     async fn search_min_score() {
         let dir = tempfile::tempdir().expect("tempdir");
         suite::search_min_score(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test]
+    async fn whole_points_in_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        suite::whole_points_in_pages(&new_store(&dir).await, DIM).await;
     }
 
     #[tokio::test]

@@ -121,6 +121,15 @@ pub struct PathPage {
     pub next: Option<Uuid>,
 }
 
+/// A page of whole points (see [`VectorStore::points_page`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PointPage {
+    /// Vector and payload, in point-id order.
+    pub points: Vec<Point>,
+    /// Pass as `from` for the next page; None when this page is the last.
+    pub next: Option<Uuid>,
+}
+
 #[async_trait]
 pub trait VectorStore: Send + Sync {
     /// Create the collection (`dim`, `distance`) if missing; error if it exists with another shape.
@@ -156,6 +165,11 @@ pub trait VectorStore: Send + Sync {
     /// `/` means every point), starting at the point `from`, in point-id order: pages
     /// that read only the path, for pruning points whose file is gone.
     async fn paths_under(&self, dir: &str, from: Option<Uuid>, limit: usize) -> Result<PathPage, VectorStoreError>;
+    /// At most `limit` whole points (vector and payload) of the collection, starting at
+    /// the point `from`, in point-id order: how a duplicate analysis reads everything.
+    async fn points_page(&self, from: Option<Uuid>, limit: usize) -> Result<PointPage, VectorStoreError>;
+    /// The stored points among `ids`, whole (ids not stored are absent), in no set order.
+    async fn points(&self, ids: &[Uuid]) -> Result<Vec<Point>, VectorStoreError>;
     /// Deletes the points (ids not stored are ignored), durably once it returns.
     async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorStoreError>;
     /// Number of points in the collection (exact).

@@ -320,6 +320,37 @@ impl VectorStore for QdrantStore {
         Ok(PathPage { points, next })
     }
 
+    async fn points_page(&self, from: Option<Uuid>, limit: usize) -> Result<PointPage, VectorStoreError> {
+        if limit == 0 {
+            return Ok(PointPage::default());
+        }
+        let mut request = ScrollPointsBuilder::new(&self.collection)
+            .limit(u32::try_from(limit).unwrap_or(u32::MAX))
+            .with_payload(true)
+            .with_vectors(true);
+        if let Some(from) = from {
+            request = request.offset(PointId::from(from.to_string()));
+        }
+        let response = self.client.scroll(request).await.map_err(map_err)?;
+        let points = response
+            .result
+            .into_iter()
+            .map(|p| whole_point(p.id, p.vectors, p.payload))
+            .collect::<Result<_, VectorStoreError>>()?;
+        let next = response.next_page_offset.map(|id| uuid_of(Some(id))).transpose()?;
+        Ok(PointPage { points, next })
+    }
+
+    async fn points(&self, ids: &[Uuid]) -> Result<Vec<Point>, VectorStoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<PointId> = ids.iter().map(|id| PointId::from(id.to_string())).collect();
+        let request = GetPointsBuilder::new(&self.collection, ids).with_payload(true).with_vectors(true);
+        let response = self.client.get_points(request).await.map_err(map_err)?;
+        response.result.into_iter().map(|p| whole_point(p.id, p.vectors, p.payload)).collect()
+    }
+
     async fn delete(&self, ids: &[Uuid]) -> Result<(), VectorStoreError> {
         if ids.is_empty() {
             return Ok(());
@@ -369,6 +400,19 @@ fn dirs_filter(prefix: Option<&str>) -> Option<Filter> {
 
 fn json_map(payload: StdHashMap<String, Value>) -> serde_json::Map<String, serde_json::Value> {
     Payload::from(payload).into()
+}
+
+/// A point read with its vector and whole payload, as a [`Point`].
+fn whole_point(
+    id: Option<PointId>,
+    vectors: Option<qdrant_client::qdrant::VectorsOutput>,
+    payload: StdHashMap<String, Value>,
+) -> Result<Point, VectorStoreError> {
+    let id = uuid_of(id)?;
+    let Some(VectorKind::Dense(dense)) = vectors.and_then(|v| v.get_vector()) else {
+        return Err(VectorStoreError::Mismatch(format!("point {id} has no unnamed dense vector")));
+    };
+    Ok(Point { id, vector: dense.data, payload: payload::from_json(json_map(payload))? })
 }
 
 fn uuid_of(id: Option<PointId>) -> Result<Uuid, VectorStoreError> {
@@ -593,6 +637,14 @@ mod tests {
     async fn search_min_score() {
         with_collection("search_min_score", true, |s| async move {
             suite::search_min_score(s.as_ref(), DIM).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn whole_points_in_pages() {
+        with_collection("whole_points_in_pages", true, |s| async move {
+            suite::whole_points_in_pages(s.as_ref(), DIM).await;
         })
         .await;
     }

@@ -9,6 +9,8 @@ mod batch_status;
 mod cache;
 mod collections;
 mod copy_results;
+mod curation;
+mod duplicates;
 mod enqueue;
 mod health;
 mod ingest;
@@ -81,6 +83,8 @@ fn described(guard: Guard, limits: BodyLimits) -> OpenApiRouter<AppState> {
         .routes(routes!(batch_status::batch_status))
         .routes(routes!(batch_status::list_batches))
         .routes(routes!(batch_live::batch_ws))
+        .routes(routes!(duplicates::report))
+        .routes(routes!(duplicates::archive_details))
         .routes(routes!(query::query).map(|r| r.route_layer(from_fn(content_type::json_or_multipart))));
     let write = OpenApiRouter::new()
         .routes(routes!(add_images::add_images).map(|r| r.route_layer(json())))
@@ -96,6 +100,10 @@ fn described(guard: Guard, limits: BodyLimits) -> OpenApiRouter<AppState> {
         .routes(routes!(collections::create_collection).map(|r| r.route_layer(json())))
         .routes(routes!(collections::delete_collection))
         .routes(routes!(collections::select_collection).map(|r| r.route_layer(json())))
+        .routes(routes!(duplicates::find_similar).map(|r| r.route_layer(json())))
+        .routes(routes!(duplicates::archive_exact).map(|r| r.route_layer(json())))
+        .routes(routes!(duplicates::restore).map(|r| r.route_layer(json())))
+        .routes(routes!(curation::archive_selection).map(|r| r.route_layer(json())))
         // No JSON layer: seed 003 posts it with no body and no Content-Type.
         .routes(routes!(cache::clear_cache));
     let needs = |scope| from_fn_with_state(Required { guard: guard.clone(), scope }, auth::require);

@@ -8,7 +8,9 @@
 //! as a macOS `._photo.jpg`, is counted in `not_images` and skipped). Symlinks are
 //! followed, each directory is entered once (by device and inode, so a symlink loop
 //! ends), and whatever resolves outside the allowed roots is left out. Directories and
-//! files that cannot be read are counted in `unreadable` and the walk goes on.
+//! files that cannot be read are counted in `unreadable` and the walk goes on. The
+//! folders archives move images into (`_duplicates`, `_archive`) are not entered, so
+//! what was archived is not indexed again.
 
 use std::collections::HashSet;
 use std::fs;
@@ -17,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+
+use crate::curation::moves::{ARCHIVE_FOLDER, DUPLICATES_FOLDER};
 
 use imgidx_shared::embed::{image_format, SNIFF_BYTES};
 use imgidx_shared::files::{self, ReadRefusal};
@@ -132,6 +136,9 @@ impl Walker<'_> {
             path.to_path_buf()
         };
         if meta.is_dir() {
+            if is_archive_folder(path) {
+                return;
+            }
             if self.options.recursive && self.visited.insert((meta.dev(), meta.ino())) {
                 pending.push(canonical);
             }
@@ -173,6 +180,10 @@ impl Walker<'_> {
 
 /// Whether the file starts with an image format the workers decode; opened as a worker
 /// opens it (non-blocking, no symlink, regular files only).
+fn is_archive_folder(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == DUPLICATES_FOLDER || n == ARCHIVE_FOLDER)
+}
+
 fn sniff(path: &Path) -> Result<bool, ReadRefusal> {
     Ok(image_format(&files::read_head(path, SNIFF_BYTES)?).is_some())
 }
@@ -219,6 +230,8 @@ mod tests {
         write("deep/noext", PNG); // an image without an extension
         write("deep/fake.jpg", b"not an image at all"); // an extension without an image
         write("deep/empty.png", b"");
+        write("_duplicates/a.png", PNG); // archived: not walked into
+        write("deep/_archive/trip/c.png", PNG);
         symlink(&root, root.join("deep/loop")).unwrap(); // back to the top
         symlink(root.join("a.png"), root.join("alias.png")).unwrap(); // same file again
         symlink(root.join("nowhere"), root.join("dangling")).unwrap();

@@ -246,6 +246,28 @@ pub struct StatsArgs {
     pub server: ServerArgs,
 }
 
+#[derive(Args, Debug)]
+pub struct DuplicatesArgs {
+    /// Cosine similarity at or above which two images count as near duplicates (0–1].
+    #[arg(long, default_value_t = 0.95)]
+    pub threshold: f32,
+    /// The collection to analyse; the server's selected one when unset.
+    #[arg(long, value_name = "NAME")]
+    pub collection: Option<String>,
+    /// Then move all but one image of each exact group into `_duplicates/` under its root
+    /// (the kept one: a file before an upload, then the shortest path).
+    #[arg(long, conflicts_with = "restore")]
+    pub archive: bool,
+    /// With --archive: only list what would move.
+    #[arg(long, requires = "archive")]
+    pub dry_run: bool,
+    /// Undo an archive instead (its id, as --archive printed it).
+    #[arg(long, value_name = "ARCHIVE_ID")]
+    pub restore: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
 /// How a new collection compares vectors. CLIP embeddings are unit vectors, so all
 /// three rank alike; the server reports every score as cosine similarity.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 mod args;
 mod batch;
 mod collections;
+mod duplicates;
 mod failures;
 mod http;
 mod index;
@@ -22,11 +23,12 @@ mod wait;
 mod watch;
 
 pub use args::{
-    BatchArgs, CancelArgs, CollectionsCommand, IndexArgs, JobsArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs,
+    BatchArgs, CancelArgs, CollectionsCommand, DuplicatesArgs, IndexArgs, JobsArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs,
     StatusArgs, TriggerArgs, UploadArgs, WatchArgs,
 };
 pub use batch::batch;
 pub use collections::collections;
+pub use duplicates::duplicates;
 pub use index::index;
 pub use jobs::{cancel, jobs};
 pub use query::{search, similar};

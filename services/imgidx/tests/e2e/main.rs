@@ -7,6 +7,7 @@ mod batches;
 mod cli;
 mod collections;
 mod crashes;
+mod duplicates;
 mod exposure;
 mod moto;
 mod openapi;

@@ -242,6 +242,7 @@ async fn every_operation_answers_as_the_document_says() {
 
     ingest_upload(&mut spec, &s, &images[0]).await;
     batch(&mut spec, &s, &images[0]).await;
+    duplicates(&mut spec, &s, &images[1]).await;
     live(&mut spec, &s, &job_id).await;
 
     let missing: Vec<_> = spec.operations().difference(&spec.checked).cloned().collect();
@@ -322,6 +323,52 @@ async fn batch(spec: &mut Spec, s: &Serve, image: &Path) {
     assert_eq!(code, 400);
     let (code, _) = call(spec, s, "get", "/api/v1/batch/{job_id}", "/api/v1/batch/no-such-job", None).await;
     assert_eq!(code, 404);
+}
+
+/// Duplicates: an analysis followed to its report, an archive planned, a selection
+/// archived, shown and restored; and the refusals.
+async fn duplicates(spec: &mut Spec, s: &Serve, image: &Path) {
+    let find = "/api/v1/duplicates/find-similar";
+    let (code, started) = call(spec, s, "post", find, find, Some(json!({ "threshold": 0.9 }))).await;
+    assert_eq!(code, 202, "{started}");
+    let (code, _) = call(spec, s, "post", find, find, Some(json!({ "threshold": 0 }))).await;
+    assert_eq!(code, 422);
+    let task_id = started["task_id"].as_str().unwrap();
+    let template = "/api/v1/duplicates/report/{task_id}";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, report) = call(spec, s, "get", template, &format!("/api/v1/duplicates/report/{task_id}"), None).await;
+        assert_eq!(code, 200, "{report}");
+        if report["status"] == "completed" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{report}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _) = call(spec, s, "get", template, "/api/v1/duplicates/report/dup_nope", None).await;
+    assert_eq!(code, 404);
+    let exact = "/api/v1/duplicates/archive-exact";
+    let (code, plan) = call(spec, s, "post", exact, exact, Some(json!({ "task_id": task_id }))).await;
+    assert_eq!((code, plan["dry_run"].as_bool()), (200, Some(true)), "{plan}");
+    let (code, _) = call(spec, s, "post", exact, exact, Some(json!({ "task_id": "dup_nope" }))).await;
+    assert_eq!(code, 404);
+    let select = "/api/v1/curation/archive-selection";
+    let (code, picked) = call(spec, s, "post", select, select, Some(json!({ "paths": [image], "archive_name": "picked" }))).await;
+    assert_eq!((code, picked["moved"].as_u64()), (200, Some(1)), "{picked}");
+    let (code, _) = call(spec, s, "post", select, select, Some(json!({ "paths": [], "archive_name": "picked" }))).await;
+    assert_eq!(code, 422);
+    let archive_id = picked["archive_id"].as_str().unwrap();
+    let shown = "/api/v1/duplicates/archives/{archive_id}";
+    let (code, _) = call(spec, s, "get", shown, &format!("/api/v1/duplicates/archives/{archive_id}"), None).await;
+    assert_eq!(code, 200);
+    let (code, _) = call(spec, s, "get", shown, "/api/v1/duplicates/archives/arc_nope", None).await;
+    assert_eq!(code, 404);
+    let restore = "/api/v1/duplicates/restore";
+    let (code, back) = call(spec, s, "post", restore, restore, Some(json!({ "archive_id": archive_id }))).await;
+    assert_eq!((code, back["restored"].as_u64()), (200, Some(1)), "{back}");
+    let (code, _) = call(spec, s, "post", restore, restore, Some(json!({ "archive_id": archive_id }))).await;
+    assert_eq!(code, 409);
+    assert!(image.is_file());
 }
 
 /// The live endpoints of a finished job: its state, then the end.

@@ -42,6 +42,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 9, name: "0009_webhooks", sql: include_str!("../../../migrations/0009_webhooks.sql") },
     Migration { version: 10, name: "0010_collections", sql: include_str!("../../../migrations/0010_collections.sql") },
     Migration { version: 11, name: "0011_batches", sql: include_str!("../../../migrations/0011_batches.sql") },
+    Migration { version: 12, name: "0012_curation", sql: include_str!("../../../migrations/0012_curation.sql") },
 ];
 
 /// Advisory lock held while migrating ("imgidx" in ASCII, then 1), so concurrent

@@ -44,6 +44,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/sqlite/0009_collections.sql"),
     },
     Migration { version: 10, name: "0010_batches", sql: include_str!("../../../migrations/sqlite/0010_batches.sql") },
+    Migration { version: 11, name: "0011_curation", sql: include_str!("../../../migrations/sqlite/0011_curation.sql") },
 ];
 
 /// How long a write waits for another connection (another process on the same file)
