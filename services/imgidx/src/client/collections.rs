@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::args::CollectionsCommand;
 use super::http::Api;
-use super::output::{or_dash, parse, print_json, table};
+use super::output::{or_dash, parse, show, table};
 
 const COLLECTIONS: [&str; 3] = ["api", "v1", "collections"];
 
@@ -79,16 +79,6 @@ pub async fn collections(cmd: CollectionsCommand) -> Result<ExitCode> {
             show(&answer, server.json, message_text)
         }
     }
-}
-
-/// The server's answer verbatim with `--json`, else as `text` renders it.
-fn show(answer: &Value, as_json: bool, text: impl Fn(&Value) -> Result<String>) -> Result<ExitCode> {
-    if as_json {
-        print_json(answer);
-    } else {
-        print!("{}", text(answer)?);
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn message_text(answer: &Value) -> Result<String> {

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::args::DuplicatesArgs;
 use super::http::Api;
-use super::output::{parse, print_json, table};
+use super::output::{parse, show, table};
 
 /// Between two looks at a running analysis.
 const POLL: Duration = Duration::from_millis(500);
@@ -125,15 +125,6 @@ pub async fn duplicates(args: DuplicatesArgs) -> Result<ExitCode> {
     let body = json!({ "task_id": started.task_id, "dry_run": args.dry_run });
     let archived = api.post_json(&["api", "v1", "duplicates", "archive-exact"], &body).await?;
     show(&archived, args.server.json, |a| Ok(archive_text(&parse(a, "archive")?)))
-}
-
-fn show(answer: &Value, as_json: bool, text: impl Fn(&Value) -> Result<String>) -> Result<ExitCode> {
-    if as_json {
-        print_json(answer);
-    } else {
-        print!("{}", text(answer)?);
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn report_text(report: &Report) -> String {

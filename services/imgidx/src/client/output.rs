@@ -48,6 +48,16 @@ pub fn print_json(value: &Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
 }
 
+/// The server's answer verbatim with `--json`, else as `text` renders it.
+pub fn show(answer: &Value, as_json: bool, text: impl Fn(&Value) -> anyhow::Result<String>) -> anyhow::Result<std::process::ExitCode> {
+    if as_json {
+        print_json(answer);
+    } else {
+        print!("{}", text(answer)?);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Read a server answer into its typed form for display.
 pub fn parse<T: DeserializeOwned>(value: &Value, what: &str) -> anyhow::Result<T> {
     T::deserialize(value).map_err(|e| anyhow::anyhow!("unexpected {what} from the server: {e}"))
