@@ -117,6 +117,8 @@ ensure_packages() {
     [[ -x $RABBIT_BIN/rabbitmq-server ]] || want+=(rabbitmq-server)
     command -v curl >/dev/null || want+=(curl)
     command -v openssl >/dev/null || want+=(openssl)
+    # HEIC and AVIF decoding (loaded at run time by the workers; its tests need it).
+    compgen -G '/usr/lib/*/libheif.so.1' >/dev/null || compgen -G '/usr/lib/libheif.so.1' >/dev/null || want+=(libheif1)
     local need_pg=0
     [[ -n $(pg_bin) && -x $(pg_bin)/initdb ]] || need_pg=1
     command -v pg_isready >/dev/null || need_pg=1

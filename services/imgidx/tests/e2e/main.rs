@@ -9,6 +9,7 @@ mod collections;
 mod crashes;
 mod duplicates;
 mod exposure;
+mod formats;
 mod moto;
 mod openapi;
 mod reads;

@@ -46,6 +46,9 @@ pub(crate) fn sniff(bytes: &[u8]) -> Result<(ImageFormat, &'static str), DecodeE
 /// Decodes `bytes`, refusing images over `max_pixels` from the header alone, and waiting
 /// for the image's share of `budget` before any pixel is decoded.
 pub(crate) fn decode(bytes: &[u8], max_pixels: u64, budget: Option<&DecodeBudget>) -> Result<Decoded, DecodeError> {
+    if let Some(name) = super::heif::brand(bytes) {
+        return super::heif::decode(bytes, name, max_pixels, budget);
+    }
     let (format, name) = sniff(bytes)?;
     let max_alloc = max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL).saturating_add(DECODER_SLACK_BYTES);
     let mut limits = Limits::default();

@@ -17,6 +17,7 @@
 //!   decoders, whose output differs from libjpeg-turbo/libwebp by a few levels.
 
 mod decode;
+mod heif;
 mod resample;
 #[cfg(test)]
 mod tests;
@@ -36,7 +37,7 @@ pub const SNIFF_BYTES: usize = 16;
 /// The format name (as [`Preprocessed::format`]) when the first bytes of a file are an
 /// image format this decoder reads, from its magic bytes alone; None otherwise.
 pub fn image_format(head: &[u8]) -> Option<&'static str> {
-    decode::sniff(head).ok().map(|(_, name)| name)
+    heif::brand(head).or_else(|| decode::sniff(head).ok().map(|(_, name)| name))
 }
 
 /// Decodes image files and turns them into normalised CLIP input tensors.
