@@ -65,8 +65,12 @@ impl Analyses {
         self.tracker.spawn(
             async move {
                 // Waits for a slot while holding the lease; a full process makes an
-                // analysis wait, not fail.
-                let Ok(_slot) = Arc::clone(&this.slots).acquire_owned().await else { return };
+                // analysis wait, not fail (a stop ends the wait).
+                let slot = tokio::select! {
+                    () = this.shutdown.cancelled() => return,
+                    slot = Arc::clone(&this.slots).acquire_owned() => slot,
+                };
+                let Ok(_slot) = slot else { return };
                 tokio::select! {
                     () = this.shutdown.cancelled() => {}
                     () = this.run(&task_id, &spec, &owner) => {}
