@@ -64,12 +64,10 @@ pub async fn archive(deps: &ApiDeps, target: &Target, request: ArchiveRequest<'_
 
 /// Puts the archive's files back where they were and its points back in the index.
 pub async fn restore(deps: &ApiDeps, roots: &[PathBuf], archive_id: &str) -> Result<ArchiveView, ApiError> {
-    let stored = deps.jobs.archive(archive_id).await?.ok_or_else(|| ApiError::ArchiveNotFound(archive_id.to_owned()))?;
-    if stored.restored_at.is_some() {
+    let (mut manifest, restored_at) = stored(deps, archive_id).await?;
+    if restored_at.is_some() {
         return Err(ApiError::ArchiveRestored(archive_id.to_owned()));
     }
-    let mut manifest = Manifest::from_json(stored.manifest)
-        .map_err(|e| ApiError::Internal(format!("archive {archive_id}: the stored manifest does not parse: {e}")))?;
     let target = Target::of_job(deps, Some(&manifest.physical)).await?;
     let (roots, mut entries) = (roots.to_vec(), std::mem::take(&mut manifest.entries));
     manifest.entries = tokio::task::spawn_blocking(move || {
@@ -95,10 +93,16 @@ pub async fn restore(deps: &ApiDeps, roots: &[PathBuf], archive_id: &str) -> Res
 
 /// The archive as the API shows it.
 pub async fn view(deps: &ApiDeps, archive_id: &str) -> Result<ArchiveView, ApiError> {
-    let stored = deps.jobs.archive(archive_id).await?.ok_or_else(|| ApiError::ArchiveNotFound(archive_id.to_owned()))?;
-    let manifest = Manifest::from_json(stored.manifest)
+    let (manifest, restored_at) = stored(deps, archive_id).await?;
+    Ok(ArchiveView::of(&manifest, false, restored_at))
+}
+
+/// The archive's manifest as stored, and when it was restored.
+async fn stored(deps: &ApiDeps, archive_id: &str) -> Result<(Manifest, Option<chrono::DateTime<Utc>>), ApiError> {
+    let record = deps.jobs.archive(archive_id).await?.ok_or_else(|| ApiError::ArchiveNotFound(archive_id.to_owned()))?;
+    let manifest = Manifest::from_json(record.manifest)
         .map_err(|e| ApiError::Internal(format!("archive {archive_id}: the stored manifest does not parse: {e}")))?;
-    Ok(ArchiveView::of(&manifest, false, stored.restored_at))
+    Ok((manifest, record.restored_at))
 }
 
 fn record(manifest: &Manifest) -> Result<ArchiveRecord, ApiError> {
@@ -143,11 +147,7 @@ fn carry_out(entry: &mut Entry, roots: &[PathBuf]) {
         entry.state = EntryState::Unindexed;
         return;
     };
-    let from = Path::new(&entry.from);
-    let outcome = root_of(from, roots)
-        .ok_or_else(|| std::io::Error::other("under no allowed root"))
-        .and_then(|root| move_file(from, Path::new(to), &root));
-    match outcome {
+    match relocate(Path::new(&entry.from), Path::new(to), Path::new(&entry.from), roots) {
         Ok(()) => entry.state = EntryState::Moved,
         Err(e) => {
             entry.state = EntryState::Failed;
@@ -172,10 +172,7 @@ fn put_back(entry: &mut Entry, roots: &[PathBuf]) {
         entry.state = EntryState::Restored;
         return;
     }
-    let outcome = root_of(from, roots)
-        .ok_or_else(|| std::io::Error::other("under no allowed root"))
-        .and_then(|root| move_file(to, from, &root));
-    match outcome {
+    match relocate(to, from, from, roots) {
         Ok(()) => {
             entry.state = EntryState::Restored;
             entry.error = None;
@@ -185,4 +182,10 @@ fn put_back(entry: &mut Entry, roots: &[PathBuf]) {
             entry.error = Some(e.to_string());
         }
     }
+}
+
+/// Moves `from` to `to` inside the root that `original` (the image's indexed path) lies under.
+fn relocate(from: &Path, to: &Path, original: &Path, roots: &[PathBuf]) -> std::io::Result<()> {
+    let root = root_of(original, roots).ok_or_else(|| std::io::Error::other("under no allowed root"))?;
+    move_file(from, to, &root)
 }
