@@ -4,7 +4,7 @@
 //! exact group into `_duplicates/` under its root; `POST /api/v1/duplicates/restore`
 //! undoes an archive (this one's or a curation selection's).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -17,6 +17,7 @@ use uuid::Uuid;
 use imgidx_shared::collections::name_of;
 use imgidx_shared::jobs::{AnalysisState, DuplicateAnalysis};
 use imgidx_shared::time::rfc3339;
+use imgidx_shared::vectors::Point;
 
 use super::json_body;
 use crate::curation::archive::{self, ArchiveRequest};
@@ -28,6 +29,8 @@ use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use crate::target::Target;
 
+/// Points read from the vector store per request when archive-exact reads its groups again.
+const READ_CHUNK: usize = 1000;
 /// Similarity near duplicates reach when the request names none.
 const DEFAULT_THRESHOLD: f32 = 0.95;
 
@@ -186,16 +189,24 @@ pub async fn archive_exact(
     }
     let report = stored_report(&analysis)?.unwrap_or_default();
     let target = Target::of_job(&state.deps, Some(&analysis.spec.collection)).await?;
+    // Read again, in chunks rather than a request per group: the index may have changed
+    // since the analysis.
+    let ids: Vec<Uuid> = report.exact_groups.iter().flat_map(|g| g.images.iter().map(|i| i.point_id)).collect();
+    let mut current: HashMap<Uuid, Point> = HashMap::new();
+    for chunk in ids.chunks(READ_CHUNK) {
+        current.extend(target.store.points(chunk).await?.into_iter().map(|p| (p.id, p)));
+    }
     let mut extras = Vec::new();
     for group in &report.exact_groups {
-        // Read again: the index may have changed since the analysis.
-        let ids: Vec<Uuid> = group.images.iter().map(|i| i.point_id).collect();
-        let mut points: Vec<_> = target.store.points(&ids).await?.into_iter().filter(|p| p.payload.sha256 == group.sha256).collect();
+        let mut points: Vec<Point> = group
+            .images
+            .iter()
+            .filter_map(|i| current.remove(&i.point_id))
+            .filter(|p| p.payload.sha256 == group.sha256)
+            .collect();
         keeping_order(&mut points);
         extras.extend(points.into_iter().skip(1));
     }
-    let mut seen = HashSet::new();
-    extras.retain(|p| seen.insert(p.id));
     let request = ArchiveRequest {
         kind: ArchiveKind::Exact,
         folder: DUPLICATES_FOLDER.into(),
