@@ -1,6 +1,7 @@
-//! HEIC and AVIF against a real `imgidx serve`: a directory walk finds them by their
-//! first bytes, workers decode them through libheif (rotation applied), and they land
-//! next to the PNG they were made from.
+//! HEIC, AVIF and camera RAW against a real `imgidx serve`: a directory walk finds them
+//! by their first bytes, workers decode them (HEIC and AVIF through libheif, RAW through
+//! its embedded preview; rotation applied), and they land next to the image they were
+//! made from.
 
 use std::time::Duration;
 
@@ -49,5 +50,40 @@ async fn heic_and_avif_are_found_indexed_and_look_like_their_source() {
     assert!(score_of("sample_png") > 0.99 && score_of("sample_avif") > 0.99, "the same picture: {r}");
     let rotated = hits.iter().find(|h| h["image_path"].as_str().unwrap().ends_with("sample_rot90_heic")).unwrap();
     assert_eq!((rotated["payload"]["width"].as_u64(), rotated["payload"]["height"].as_u64()), (Some(64), Some(96)), "turned once: {rotated}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn raw_files_are_found_and_indexed_through_their_preview() {
+    let s = Serve::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().canonicalize().unwrap();
+    let raw = repo_root().join("tests/fixtures/raw");
+    let files = ["preview.jpg", "sample.dng", "sample.cr2", "sample.cr3", "sample.nef", "sample.arw", "sample.raf", "sample.orf", "sample.rw2", "sample_rot90.dng"];
+    for name in files {
+        // Named without extensions: the type comes from the bytes.
+        std::fs::copy(raw.join(name), root.join(name.replace('.', "_"))).unwrap();
+    }
+    let (code, scan) = s.post_json("/api/v1/index/trigger", &json!({ "image_dir": root })).await;
+    assert_eq!(code, 202, "{scan}");
+    let done = wait_done(&s, scan["job_id"].as_str().unwrap(), Duration::from_secs(120)).await;
+    let processed = done["progress"]["processed_images"].as_u64();
+    assert_eq!((done["status"].as_str(), processed), (Some("completed"), Some(files.len() as u64)), "{done}");
+
+    let (code, r) = s.post_json("/api/v1/query", &json!({ "image_path": root.join("preview_jpg"), "top_k": 20 })).await;
+    assert_eq!(code, 200, "{r}");
+    let hits = r["results"].as_array().unwrap();
+    for name in files {
+        let hit = hits.iter().find(|h| h["image_path"].as_str().unwrap().ends_with(&name.replace('.', "_"))).unwrap();
+        let format = name.rsplit('.').next().unwrap().replace("jpg", "jpeg");
+        assert_eq!(hit["payload"]["format"], json!(format), "{hit}");
+        if name != "sample_rot90.dng" {
+            // The very pixels of the preview they embed.
+            assert!(hit["score"].as_f64().unwrap() > 0.9999, "{hit}");
+            assert_eq!((hit["payload"]["width"].as_u64(), hit["payload"]["height"].as_u64()), (Some(320), Some(240)), "{hit}");
+        } else {
+            assert_eq!((hit["payload"]["width"].as_u64(), hit["payload"]["height"].as_u64()), (Some(240), Some(320)), "turned: {hit}");
+        }
+    }
     s.stop().await;
 }

@@ -4,6 +4,7 @@
 
 use std::io::Cursor;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits};
 
 use super::resample::{Filter, Raster};
@@ -44,12 +45,40 @@ pub(crate) fn sniff(bytes: &[u8]) -> Result<(ImageFormat, &'static str), DecodeE
 }
 
 /// Decodes `bytes`, refusing images over `max_pixels` from the header alone, and waiting
-/// for the image's share of `budget` before any pixel is decoded.
-pub(crate) fn decode(bytes: &[u8], max_pixels: u64, budget: Option<&DecodeBudget>) -> Result<Decoded, DecodeError> {
+/// for the image's share of `budget` before any pixel is decoded. A camera RAW file is
+/// read through its largest embedded JPEG preview, which must be at least `min_side`
+/// pixels on its short side (the model's input size).
+pub(crate) fn decode(
+    bytes: &[u8],
+    max_pixels: u64,
+    budget: Option<&DecodeBudget>,
+    min_side: u32,
+) -> Result<Decoded, DecodeError> {
     if let Some(name) = super::heif::brand(bytes) {
         return super::heif::decode(bytes, name, max_pixels, budget);
     }
+    if let Some(name) = super::raw::sniff(bytes) {
+        let preview = super::raw::largest_preview(bytes, name, min_side)
+            .map_err(|e| DecodeError::Unreadable(format!("{name} file: {e}")))?;
+        tracing::trace!(format = name, width = preview.width, height = preview.height, "raw file read through its preview");
+        // The container's orientation applies to its preview, which usually has no EXIF.
+        let orientation = preview.orientation.and_then(|o| u8::try_from(o).ok()).and_then(Orientation::from_exif);
+        let decoded = decode_as(preview.jpeg, ImageFormat::Jpeg, max_pixels, budget, orientation)?;
+        return Ok(Decoded { format: name, ..decoded });
+    }
     let (format, name) = sniff(bytes)?;
+    let decoded = decode_as(bytes, format, max_pixels, budget, None)?;
+    Ok(Decoded { format: name, ..decoded })
+}
+
+/// Decodes `bytes` as `format`; `orientation`, when given, replaces the file's own.
+fn decode_as(
+    bytes: &[u8],
+    format: ImageFormat,
+    max_pixels: u64,
+    budget: Option<&DecodeBudget>,
+    orientation: Option<Orientation>,
+) -> Result<Decoded, DecodeError> {
     let max_alloc = max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL).saturating_add(DECODER_SLACK_BYTES);
     let mut limits = Limits::default();
     // Caps what a header that lies about its size can make the decoder allocate.
@@ -85,13 +114,13 @@ pub(crate) fn decode(bytes: &[u8], max_pixels: u64, budget: Option<&DecodeBudget
         .map_err(|e| DecodeError::Unreadable(e.to_string()))?;
 
     // A broken EXIF block should not cost the image: treat it as upright.
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = orientation.unwrap_or_else(|| decoder.orientation().unwrap_or(Orientation::NoTransforms));
     let mut image = DynamicImage::from_decoder(decoder).map_err(decode_error)?;
     image.apply_orientation(orientation);
 
     let layout = pil_layout(format, bytes, &image);
     let raster = to_raster(image, layout.keep_alpha);
-    Ok(Decoded { raster, filter: layout.filter, format: name, share })
+    Ok(Decoded { raster, filter: layout.filter, format: "", share })
 }
 
 fn decode_error(err: ImageError) -> DecodeError {

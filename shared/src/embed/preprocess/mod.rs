@@ -18,6 +18,7 @@
 
 mod decode;
 mod heif;
+mod raw;
 mod resample;
 #[cfg(test)]
 mod tests;
@@ -35,9 +36,10 @@ use resample::{resize_window, Raster, Window};
 pub const SNIFF_BYTES: usize = 16;
 
 /// The format name (as [`Preprocessed::format`]) when the first bytes of a file are an
-/// image format this decoder reads, from its magic bytes alone; None otherwise.
+/// image format this decoder reads, from its magic bytes alone; None otherwise. RAW files
+/// built on TIFF (DNG, NEF, ARW) read as "tiff" here: only the whole file tells them apart.
 pub fn image_format(head: &[u8]) -> Option<&'static str> {
-    heif::brand(head).or_else(|| decode::sniff(head).ok().map(|(_, name)| name))
+    heif::brand(head).or_else(|| raw::container(head)).or_else(|| decode::sniff(head).ok().map(|(_, name)| name))
 }
 
 /// Decodes image files and turns them into normalised CLIP input tensors.
@@ -63,7 +65,9 @@ pub struct Preprocessed {
     /// Size of the decoded image after EXIF orientation.
     pub width: u32,
     pub height: u32,
-    /// "jpeg" | "png" | "gif" | "webp" | "tiff" | "bmp"
+    /// "jpeg" | "png" | "gif" | "webp" | "tiff" | "bmp" | "heic" | "heif" | "avif", or for
+    /// camera RAW (read through the embedded preview) "dng" | "cr2" | "cr3" | "nef" | "arw" |
+    /// "raf" | "orf" | "rw2" | "raw"
     pub format: &'static str,
 }
 
@@ -138,7 +142,7 @@ impl Preprocessor {
         if len > self.max_file_bytes {
             return Err(file_too_large(len, self.max_file_bytes));
         }
-        let decoded = decode::decode(bytes, self.max_pixels, self.budget.as_ref())?;
+        let decoded = decode::decode(bytes, self.max_pixels, self.budget.as_ref(), self.image_size)?;
         let (width, height) = (decoded.raster.width, decoded.raster.height);
         let window = clip_window(width, height, self.image_size as usize);
         let crop = resize_window(decoded.raster, window, decoded.filter);

@@ -336,3 +336,79 @@ fn decoding_waits_for_its_share_of_the_budget_and_gives_it_back() {
     assert_eq!(worker.join().unwrap().unwrap_err().kind(), FailureKind::NotAnImage);
     assert_eq!(budget.available_bytes(), budget.total_bytes(), "every share given back");
 }
+
+// ------------------------------------------------------------- camera RAW
+
+fn raw_fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/raw").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+const RAW_FIXTURES: [(&str, &str); 8] = [
+    ("sample.dng", "dng"),
+    ("sample.cr2", "cr2"),
+    ("sample.cr3", "cr3"),
+    ("sample.nef", "nef"),
+    ("sample.arw", "arw"),
+    ("sample.raf", "raf"),
+    ("sample.orf", "orf"),
+    ("sample.rw2", "rw2"),
+];
+
+/// `jpeg` with an EXIF block (APP1) saying `orientation`, as a camera JPEG has.
+fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = b"II*\0\x08\0\0\0\x01\0".to_vec();
+    tiff.extend_from_slice(&0x0112u16.to_le_bytes());
+    tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
+    tiff.extend_from_slice(&1u32.to_le_bytes());
+    tiff.extend_from_slice(&u32::from(orientation).to_le_bytes());
+    tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&u16::try_from(app1.len() + 2).unwrap().to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[test]
+fn raw_files_are_read_through_their_largest_embedded_preview() {
+    let p = preprocessor(64);
+    // The fixtures embed preview.jpg (320x240) and a smaller thumbnail: the pixels must be
+    // exactly the preview's, decoded by the JPEG path (held to PIL's by the tests above).
+    let reference = p.load_bytes(&raw_fixture("preview.jpg")).unwrap();
+    for (file, format) in RAW_FIXTURES {
+        let got = p.load_bytes(&raw_fixture(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!((got.format, got.width, got.height), (format, 320, 240), "{file}");
+        assert!(got.tensor == reference.tensor, "{file}: not the preview's pixels");
+    }
+}
+
+#[test]
+fn a_raw_files_orientation_turns_its_preview() {
+    let p = preprocessor(64);
+    let reference = p.load_bytes(&with_exif_orientation(&raw_fixture("preview.jpg"), 6)).unwrap();
+    let got = p.load_bytes(&raw_fixture("sample_rot90.dng")).unwrap();
+    assert_eq!((got.width, got.height), (240, 320), "turned 90 degrees");
+    assert!(got.tensor == reference.tensor);
+}
+
+#[test]
+fn a_raw_preview_smaller_than_the_model_input_is_refused() {
+    let err = preprocessor(300).load_bytes(&raw_fixture("sample.nef")).unwrap_err();
+    assert!(matches!(&err, DecodeError::Unreadable(m) if m.contains("320x240, smaller than 300 px")), "{err}");
+    let cut = &raw_fixture("sample.cr3")[..2000];
+    assert!(preprocessor(64).load_bytes(cut).is_err(), "a truncated file fails cleanly");
+}
+
+#[test]
+fn raw_containers_are_recognised_from_their_first_bytes() {
+    for (file, format) in RAW_FIXTURES {
+        let head = &raw_fixture(file)[..SNIFF_BYTES];
+        // TIFF-based RAW files read as TIFF from their head; both are taken in.
+        let expected = if ["dng", "nef", "arw"].contains(&format) { "tiff" } else { format };
+        assert_eq!(image_format(head), Some(expected), "{file}");
+    }
+}
