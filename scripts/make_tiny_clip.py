@@ -19,6 +19,12 @@ Deterministic: fixed seed, fixed producer fields, so re-running reproduces the
 committed files byte for byte (tests can then trust the fixture never drifts).
 
 Usage: python scripts/make_tiny_clip.py [OUT_DIR]
+       python scripts/make_tiny_clip.py --second [OUT_DIR]
+
+`--second` writes tests/fixtures/models/tiny-clip-b/ instead: the same shapes with
+another seed and 32-dim vectors, named "tiny-clip-b" — the model a test switches a
+collection to (a model switch that also changes the vector size). Its manifest names
+tiny-clip's BPE file (`../tiny-clip/...`) rather than holding a second copy.
 """
 
 import json
@@ -31,6 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 SEED = 20240611
+SECOND_SEED = 20261203
 IMAGE_SIZE = 64
 POOL = 8  # 64/8 = 8x8 cells per channel -> 192 pooled features
 HIDDEN = 128
@@ -60,15 +67,15 @@ def model(graph: onnx.GraphProto) -> onnx.ModelProto:
     return m
 
 
-def vision(rng: np.random.Generator) -> onnx.ModelProto:
+def vision(rng: np.random.Generator, dim: int) -> onnx.ModelProto:
     feats = 3 * (IMAGE_SIZE // POOL) ** 2
     # Scaled so pre-activations are O(1) for normalised pixels: Tanh stays
     # out of saturation and distinct images stay distinct.
     w1 = (rng.standard_normal((feats, HIDDEN)) / np.sqrt(feats)).astype(np.float32)
     b1 = (0.1 * rng.standard_normal(HIDDEN)).astype(np.float32)
-    w2 = (rng.standard_normal((HIDDEN, DIM)) / np.sqrt(HIDDEN)).astype(np.float32)
+    w2 = (rng.standard_normal((HIDDEN, dim)) / np.sqrt(HIDDEN)).astype(np.float32)
     # Non-zero bias so a flat mean-grey image still gets a non-zero vector.
-    b2 = (0.1 * rng.standard_normal(DIM)).astype(np.float32)
+    b2 = (0.1 * rng.standard_normal(dim)).astype(np.float32)
 
     nodes = [
         helper.make_node("AveragePool", ["pixel_values"], ["pooled"], kernel_shape=[POOL, POOL], strides=[POOL, POOL]),
@@ -83,7 +90,7 @@ def vision(rng: np.random.Generator) -> onnx.ModelProto:
         nodes,
         "tiny_clip_vision",
         [helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["N", 3, IMAGE_SIZE, IMAGE_SIZE])],
-        [helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["N", DIM])],
+        [helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["N", dim])],
         initializer=[
             numpy_helper.from_array(w1, "w1"),
             numpy_helper.from_array(b1, "b1"),
@@ -94,8 +101,8 @@ def vision(rng: np.random.Generator) -> onnx.ModelProto:
     return model(graph)
 
 
-def text(rng: np.random.Generator) -> onnx.ModelProto:
-    table = rng.standard_normal((TABLE, DIM)).astype(np.float32)
+def text(rng: np.random.Generator, dim: int) -> onnx.ModelProto:
+    table = rng.standard_normal((TABLE, dim)).astype(np.float32)
     consts = [
         numpy_helper.from_array(table, "table"),
         numpy_helper.from_array(np.array(TABLE, dtype=np.int64), "modulus"),
@@ -124,33 +131,41 @@ def text(rng: np.random.Generator) -> onnx.ModelProto:
         nodes,
         "tiny_clip_text",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", CONTEXT])],
-        [helper.make_tensor_value_info("text_embeds", TensorProto.FLOAT, ["N", DIM])],
+        [helper.make_tensor_value_info("text_embeds", TensorProto.FLOAT, ["N", dim])],
         initializer=consts,
     )
     return model(graph)
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    second = "--second" in args
+    args = [a for a in args if a != "--second"]
     root = Path(__file__).resolve().parent.parent
-    fixture = root / "tests/fixtures/models/tiny-clip"
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else fixture
+    first_fixture = root / "tests/fixtures/models/tiny-clip"
+    name, seed, dim = ("tiny-clip-b", SECOND_SEED, 32) if second else ("tiny-clip", SEED, DIM)
+    fixture = root / "tests/fixtures/models" / name
+    out = Path(args[0]) if args else fixture
     out.mkdir(parents=True, exist_ok=True)
-    if out.resolve() != fixture.resolve():
-        shutil.copyfile(fixture / VOCAB, out / VOCAB)
-    rng = np.random.default_rng(SEED)
+    tokenizer = VOCAB
+    if second and out.resolve() == fixture.resolve():
+        tokenizer = f"../tiny-clip/{VOCAB}"
+    elif out.resolve() != first_fixture.resolve():
+        shutil.copyfile(first_fixture / VOCAB, out / VOCAB)
+    rng = np.random.default_rng(seed)
     # Order matters for determinism: vision draws from the generator first.
-    (out / "vision.onnx").write_bytes(vision(rng).SerializeToString())
-    (out / "text.onnx").write_bytes(text(rng).SerializeToString())
+    (out / "vision.onnx").write_bytes(vision(rng, dim).SerializeToString())
+    (out / "text.onnx").write_bytes(text(rng, dim).SerializeToString())
     manifest = {
-        "name": "tiny-clip",
-        "embedding_dim": DIM,
+        "name": name,
+        "embedding_dim": dim,
         "image_size": IMAGE_SIZE,
         "mean": CLIP_MEAN,
         "std": CLIP_STD,
         "context_length": CONTEXT,
         "vision": {"file": "vision.onnx", "input": "pixel_values", "output": "image_embeds"},
         "text": {"file": "text.onnx", "input": "input_ids", "output": "text_embeds"},
-        "tokenizer": VOCAB,
+        "tokenizer": tokenizer,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {out}")

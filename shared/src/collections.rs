@@ -92,6 +92,20 @@ pub struct CollectionRecord {
     /// deployment started with, whose ids predate collections).
     pub scoped_ids: bool,
     pub created_at: DateTime<Utc>,
+    /// The generation a model switch is filling, until its job ends.
+    pub next: Option<NextGeneration>,
+}
+
+/// A collection's next generation while a model switch fills it: a new physical
+/// collection for another model, written by one job, searched only once it is complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextGeneration {
+    pub physical: String,
+    pub model: String,
+    pub dim: usize,
+    /// The job that fills it.
+    pub job_id: String,
+    pub started_at: DateTime<Utc>,
 }
 
 impl CollectionRecord {
@@ -106,6 +120,7 @@ impl CollectionRecord {
             distance,
             scoped_ids: true,
             created_at: now,
+            next: None,
         }
     }
 
@@ -120,7 +135,30 @@ impl CollectionRecord {
             distance: Distance::Cosine,
             scoped_ids: false,
             created_at: now,
+            next: None,
         }
+    }
+
+    /// Model and vector size of the physical collection `physical` of this collection:
+    /// the current generation's or the one being filled; None for any other (a previous
+    /// generation is never written, and its vectors are not searched).
+    pub fn model_of(&self, physical: &str) -> Option<(&str, usize)> {
+        if physical == self.physical {
+            return Some((&self.model, self.dim));
+        }
+        self.next.as_ref().filter(|n| n.physical == physical).map(|n| (n.model.as_str(), n.dim))
+    }
+
+    /// Physical name of a new generation: one past every generation this collection has
+    /// (the initial collection's own name counts as generation 1).
+    pub fn next_physical(&self) -> String {
+        let generation = std::iter::once(&self.physical)
+            .chain(self.previous.as_ref())
+            .chain(self.next.as_ref().map(|n| &n.physical))
+            .filter_map(|p| generation_of(p))
+            .max()
+            .unwrap_or(1);
+        physical_name(&self.name, generation.saturating_add(1))
     }
 
     /// Id of the point for the image at `canonical_path` in this collection.
@@ -158,6 +196,14 @@ pub fn physical_name(name: &str, generation: u32) -> String {
     format!("{name}{GENERATION_SEPARATOR}{generation}")
 }
 
+/// The generation of a physical name (1 for the initial collection's plain name).
+fn generation_of(physical: &str) -> Option<u32> {
+    match physical.split_once(GENERATION_SEPARATOR) {
+        Some((_, generation)) => generation.parse().ok(),
+        None => Some(1),
+    }
+}
+
 /// The collection a physical name belongs to (itself for the initial collection).
 pub fn name_of(physical: &str) -> &str {
     physical.split_once(GENERATION_SEPARATOR).map_or(physical, |(name, _)| name)
@@ -184,6 +230,24 @@ mod tests {
         assert_eq!(physical_name("cats", 3), "cats__3");
         assert_eq!(name_of("cats__3"), "cats");
         assert_eq!(name_of("images"), "images");
+    }
+
+    #[test]
+    fn new_generations_follow_every_one_the_collection_has() {
+        let now = Utc::now();
+        let mut cats = CollectionRecord::new("cats", "m", 8, Distance::Cosine, now);
+        assert_eq!(cats.next_physical(), "cats__2");
+        cats.previous = Some("cats__4".into());
+        assert_eq!(cats.next_physical(), "cats__5");
+        let images = CollectionRecord::initial("images", "m", 8, now);
+        assert_eq!(images.next_physical(), "images__2");
+        assert_eq!(name_of(&images.next_physical()), "images");
+
+        let next = NextGeneration { physical: "cats__5".into(), model: "n".into(), dim: 4, job_id: "j".into(), started_at: now };
+        cats.next = Some(next);
+        assert_eq!(cats.model_of("cats__1"), Some(("m", 8)));
+        assert_eq!(cats.model_of("cats__5"), Some(("n", 4)));
+        assert_eq!(cats.model_of("cats__4"), None, "a previous generation is not written");
     }
 
     #[test]

@@ -275,7 +275,11 @@ pub struct ModelSettings {
     /// Base URL of the Hugging Face hub (or a mirror of it) that `imgidx models fetch` downloads from.
     pub hub_url: String,
     /// Where `imgidx models fetch` installs models (one directory each); `<data_dir>/models` when unset.
+    /// Collections made for another model than `dir`'s, and model switches, load theirs from here.
     pub models_dir: Option<PathBuf>,
+    /// Models besides `dir`'s kept loaded at once (workers and search); the one used least
+    /// recently is unloaded when another is needed.
+    pub max_loaded: usize,
 }
 
 impl Default for ModelSettings {
@@ -288,6 +292,7 @@ impl Default for ModelSettings {
             ort_dylib_path: None,
             hub_url: "https://huggingface.co".into(),
             models_dir: None,
+            max_loaded: 2,
         }
     }
 }

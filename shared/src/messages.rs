@@ -76,6 +76,10 @@ pub struct ImageTask {
     /// (and every task queued before collections existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collection: Option<String>,
+    /// Read the bytes from this object instead of fetching `path` again: a URL image being
+    /// re-embedded for a model switch, whose bytes were kept when it was first fetched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_key: Option<String>,
 }
 
 /// Why an image could not be indexed.
@@ -94,6 +98,8 @@ pub enum FailureKind {
     CollectionUnavailable,
     /// Its URL could not be fetched (refused address, error status, too large, timeout).
     DownloadFailed,
+    /// The model its collection is bound to is not installed on the worker, or fails to load.
+    ModelUnavailable,
 }
 
 impl FailureKind {
@@ -108,6 +114,7 @@ impl FailureKind {
             FailureKind::RetriesExhausted => "retries_exhausted",
             FailureKind::CollectionUnavailable => "collection_unavailable",
             FailureKind::DownloadFailed => "download_failed",
+            FailureKind::ModelUnavailable => "model_unavailable",
         }
     }
 }

@@ -18,7 +18,15 @@ async fn queues_declared_with_other_arguments_are_used_as_they_are() {
 
     let new = BrokerSettings { delivery_limit: 100, ..old };
     let broker = RabbitBroker::connect(&new, "test-new").await.expect("connects to the queues as they are");
-    let task = ImageTask { job_id: "j".into(), point_id: uuid::Uuid::new_v4(), path: "/x.jpg".into(), stamp: None, request_id: None, collection: None };
+    let task = ImageTask {
+        job_id: "j".into(),
+        point_id: uuid::Uuid::new_v4(),
+        path: "/x.jpg".into(),
+        stamp: None,
+        request_id: None,
+        collection: None,
+        object_key: None,
+    };
     broker.publish_tasks(Priority::Normal, std::slice::from_ref(&task)).await.unwrap();
     assert_eq!(broker.waiting_tasks().await.unwrap(), 1);
     broker.close().await;

@@ -15,14 +15,14 @@ use tokio::task::JoinHandle;
 use imgidx_api::{ApiDeps, QueryEngine};
 use imgidx_shared::broker::{Broker, RabbitBroker};
 use imgidx_shared::config::Settings;
-use imgidx_shared::embed::VisionEncoder;
+use imgidx_shared::embed::{Models, VisionEncoder};
 use imgidx_shared::jobs::{JobStore, PostgresJobStore};
 use imgidx_shared::metrics::MetricsRegistry;
 use imgidx_shared::objects::Objects;
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors::{Collections, VectorStore};
 use imgidx_worker::metrics::WorkerMetrics;
-use imgidx_worker::{WorkerDeps, WorkerReport};
+use imgidx_worker::{WorkerDeps, WorkerModel, WorkerReport};
 
 /// Where the services the tests need are (exported by `tests/run.sh`).
 #[derive(Clone, Debug)]
@@ -226,7 +226,7 @@ impl Cluster {
             broker: api_broker.clone(),
             model_name: encoder.manifest().name.clone(),
             embedding_dim: encoder.manifest().embedding_dim,
-            query: Some(query_engine(&settings, &encoder).await),
+            queries: Some(Arc::new(Models::only(&encoder.manifest().name, query_engine(&settings, &encoder).await))),
             health: Default::default(),
             metrics: registry.clone(),
             uploads: imgidx_api::Uploads { objects: objects.clone(), limits: settings.ingest.clone() },
@@ -300,8 +300,10 @@ impl Cluster {
             collections,
             initial_collection: self.settings.vectors.collection.clone(),
             jobs: self.jobs.clone(),
-            encoder: self.encoder.clone(),
-            tagger: None,
+            models: Arc::new(Models::only(
+                &self.encoder.manifest().name,
+                Arc::new(WorkerModel::new(self.encoder.clone(), None, &worker_settings, budget.clone())),
+            )),
             budget,
             isolation: Default::default(),
             health: Default::default(),

@@ -80,9 +80,18 @@ pub enum ApiError {
     CollectionNotFound(String),
     #[error("collection {0} exists already")]
     CollectionExists(String),
-    /// The collection holds another model's vectors than this server makes.
-    #[error("collection {collection} holds vectors of model {bound}; this server embeds with {served}")]
+    /// The collection holds vectors of a model this server does not serve.
+    #[error(
+        "collection {collection} holds vectors of model {bound}, which this server does not serve (it embeds with \
+         {served}, and {bound} is not installed in model.models_dir)"
+    )]
     CollectionModelMismatch { collection: String, bound: String, served: String },
+    /// A model switch is filling the collection's next generation.
+    #[error("collection {collection} is switching to model {model} (job {job_id})")]
+    CollectionSwitching { collection: String, model: String, job_id: String },
+    /// `DELETE /collections/{name}/previous` with no previous generation.
+    #[error("collection {0} has no previous generation (only a completed model switch leaves one)")]
+    NoPreviousGeneration(String),
     /// Deleting it would pull it from under the selection or active jobs.
     #[error("{0}")]
     CollectionInUse(String),
@@ -164,6 +173,8 @@ pub const ERROR_CODES: &[&str] = &[
     "collection_not_found",
     "collection_exists",
     "collection_model_mismatch",
+    "collection_switching",
+    "previous_not_found",
     "collection_in_use",
     "collection_limit",
     "payload_too_large",
@@ -236,6 +247,12 @@ impl ApiError {
                 "collection_model_mismatch",
                 format!("{self}: index into or search another collection, or serve this one's model"),
             ),
+            ApiError::CollectionSwitching { .. } => (
+                StatusCode::CONFLICT,
+                "collection_switching",
+                format!("{self}: index into it once the switch completes, or cancel that job to abandon the switch"),
+            ),
+            ApiError::NoPreviousGeneration(_) => (StatusCode::NOT_FOUND, "previous_not_found", self.to_string()),
             ApiError::CollectionInUse(m) => (StatusCode::CONFLICT, "collection_in_use", m.clone()),
             ApiError::CollectionLimit(_) => (StatusCode::CONFLICT, "collection_limit", self.to_string()),
             ApiError::BadBatch(m) => (StatusCode::BAD_REQUEST, "invalid_batch", m.clone()),
@@ -336,6 +353,8 @@ mod tests {
             ApiError::Vectors(VectorStoreError::NotFound(String::new())),
             ApiError::CollectionExists(String::new()),
             ApiError::CollectionModelMismatch { collection: String::new(), bound: String::new(), served: String::new() },
+            ApiError::CollectionSwitching { collection: String::new(), model: String::new(), job_id: String::new() },
+            ApiError::NoPreviousGeneration(String::new()),
             ApiError::CollectionInUse(String::new()),
             ApiError::CollectionLimit(1),
             ApiError::FileTooLarge { name: String::new(), limit: 1 },

@@ -15,6 +15,7 @@ mod query_engine;
 mod routes;
 mod scan;
 mod state;
+mod switches;
 mod target;
 mod webhooks;
 
@@ -24,7 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
-pub use query_engine::QueryEngine;
+pub use query_engine::{query_engines, QueryEngine};
 pub use routes::document as openapi_document;
 pub use routes::add_images::AddImagesResponse;
 pub use state::{ApiDeps, Uploads};
@@ -53,7 +54,8 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Shutdown) 
     // Search embeds queries with the model's encoders (text and vision).
     let (dir, model, limits) = (settings.model.dir.clone(), settings.model.clone(), settings.worker.clone());
     let budget = imgidx_shared::embed::DecodeBudget::from_settings(&settings.worker);
-    let engine = tokio::task::spawn_blocking(move || QueryEngine::load(&dir, &model, &limits, None, budget))
+    let for_engine = budget.clone();
+    let engine = tokio::task::spawn_blocking(move || QueryEngine::load(&dir, &model, &limits, None, for_engine))
         .await
         .map_err(|e| ServiceError::Other(format!("loading the query encoders: {e}")))??;
     let manifest = engine.manifest().clone();
@@ -68,7 +70,7 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Shutdown) 
         broker: broker.clone(),
         model_name: manifest.name.clone(),
         embedding_dim: manifest.embedding_dim,
-        query: Some(Arc::new(engine)),
+        queries: Some(Arc::new(query_engines(&settings, engine, budget))),
         health: Default::default(),
         metrics: Default::default(),
         uploads,
@@ -124,6 +126,7 @@ pub async fn serve(
         scans_stop.clone(),
     ));
     let analyses_resumer = tokio::spawn(Arc::clone(&analyses).resume_loop());
+    let switcher = tokio::spawn(switches::watch(deps.clone(), scans_stop.clone()));
     // Watchers end at the stop itself, so their connections do not hold up the drain.
     let live = LiveHub::new(shutdown.clone());
     let relay = tokio::spawn(live.clone().run(deps.broker.clone()));
@@ -154,6 +157,7 @@ pub async fn serve(
     let _ = relay.await;
     let _ = dispatcher.await;
     let _ = analyses_resumer.await;
+    let _ = switcher.await;
     scanner.drain().await;
     analyses.drain().await;
     Ok(())

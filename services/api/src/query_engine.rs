@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use imgidx_shared::config::{ModelSettings, WorkerSettings};
+use imgidx_shared::config::{ModelSettings, Settings, WorkerSettings};
 use imgidx_shared::embed::tokenizer::ClipTokenizer;
 use imgidx_shared::embed::{
-    DecodeBudget, DecodeError, EmbedError, ModelManifest, Preprocessor, TextEncoder, VisionEncoder,
+    DecodeBudget, DecodeError, EmbedError, Loader, ModelError, ModelManifest, Models, Preprocessor, TextEncoder,
+    VisionEncoder,
 };
 use imgidx_shared::files::{self, ReadRefusal};
 
@@ -124,6 +125,27 @@ impl QueryEngine {
         let engine = self.clone();
         tokio::task::spawn_blocking(move || work(&engine)).await.map_err(|e| ApiError::Internal(e.to_string()))?
     }
+}
+
+/// Query engines for every model this server serves: `default` (the model of `model.dir`)
+/// and, loaded on first use, those installed in `model.models_dir`; collections made for
+/// another model, and a collection after its model switch, are searched with theirs.
+pub fn query_engines(settings: &Settings, default: QueryEngine, budget: DecodeBudget) -> Models<QueryEngine> {
+    let (model, limits) = (settings.model.clone(), settings.worker.clone());
+    let load: Loader<QueryEngine> =
+        Arc::new(move |dir: &Path| QueryEngine::load(dir, &model, &limits, None, budget.clone()));
+    let name = default.manifest().name.clone();
+    Models::new(&name, Arc::new(default), settings.models_dir(), settings.model.max_loaded, load)
+}
+
+/// The engine for collections of `model`; the error a search of one gets otherwise.
+pub async fn engine_for(queries: Option<&Arc<Models<QueryEngine>>>, model: &str) -> Result<Arc<QueryEngine>, ApiError> {
+    let queries =
+        queries.ok_or_else(|| ApiError::SearchUnavailable("this server was started without a model for search".into()))?;
+    queries.get(model).await.map_err(|e| match e {
+        ModelError::NotInstalled { .. } => ApiError::SearchUnavailable(e.to_string()),
+        ModelError::Load { .. } => ApiError::Internal(e.to_string()),
+    })
 }
 
 fn unavailable(m: &ModelManifest, dir: &Path, why: &str) -> String {

@@ -8,6 +8,7 @@ use imgidx_shared::broker::Broker;
 use imgidx_shared::config::{ApiSettings, IngestSettings};
 use imgidx_shared::jobs::JobStore;
 use imgidx_shared::metrics::MetricsRegistry;
+use imgidx_shared::embed::Models;
 use imgidx_shared::objects::Objects;
 use imgidx_shared::vectors::Collections;
 
@@ -32,8 +33,9 @@ pub struct ApiDeps {
     /// Model name and dimension reported by `/stats` (from the model manifest).
     pub model_name: String,
     pub embedding_dim: usize,
-    /// Query embedding (text and image search); None: search answers 503.
-    pub query: Option<Arc<QueryEngine>>,
+    /// Query embedding (text and image search) with each collection's model: this
+    /// server's own and those installed in `model.models_dir`; None: search answers 503.
+    pub queries: Option<Arc<Models<QueryEngine>>>,
     /// What other parts of this process (`serve`'s workers) report about themselves.
     pub health: HealthBoard,
     /// This process's metrics registry; `/metrics` shows it whole.

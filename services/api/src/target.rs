@@ -1,5 +1,6 @@
 //! Which collection a request works on: the one it names, else the selected one; checked
-//! to hold this server's model's vectors, with its store opened.
+//! to hold vectors of a model this server serves (its own, or one installed in
+//! `model.models_dir`), with its store opened.
 
 use std::sync::Arc;
 
@@ -42,11 +43,25 @@ impl From<JobTargetError> for ApiError {
 }
 
 impl Target {
-    /// The request's collection (`requested`, else the selected one), which must hold
-    /// vectors of the model this server embeds with.
+    /// The request's collection (`requested`, else the selected one) to index into (or
+    /// change): its model must be served here, and no model switch may be filling its
+    /// next generation (what is indexed now would be missing from it).
     pub async fn resolve(deps: &ApiDeps, requested: Option<&str>) -> Result<Self, ApiError> {
+        let target = Self::searchable(deps, requested).await?;
+        if let Some(next) = &target.record.next {
+            return Err(ApiError::CollectionSwitching {
+                collection: target.record.name,
+                model: next.model.clone(),
+                job_id: next.job_id.clone(),
+            });
+        }
+        Ok(target)
+    }
+
+    /// The request's collection to search: its model must be served here.
+    pub async fn searchable(deps: &ApiDeps, requested: Option<&str>) -> Result<Self, ApiError> {
         let target = Self::open(deps, requested).await?;
-        if target.record.model != deps.model_name {
+        if !serves(deps, &target.record.model, target.record.dim) {
             return Err(ApiError::CollectionModelMismatch {
                 collection: target.record.name,
                 bound: target.record.model,
@@ -69,13 +84,27 @@ impl Target {
         let physical = physical.unwrap_or(&deps.initial_collection);
         let name = name_of(physical);
         let record = deps.jobs.collection(name).await?.ok_or_else(|| JobTargetError::Gone(name.to_owned()))?;
-        let store = deps.collections.open(physical, record.dim, None).await?;
+        // The next generation of a model switch holds another size of vector.
+        let dim = record.model_of(physical).map_or(record.dim, |(_, dim)| dim);
+        let store = deps.collections.open(physical, dim, None).await?;
         Ok(Self { physical: physical.to_owned(), record, store })
     }
 
     /// The point of the image at `canonical_path` in this collection.
     pub fn point_id(&self, canonical_path: &str) -> uuid::Uuid {
         self.record.point_id(canonical_path)
+    }
+}
+
+/// Whether this server embeds with `model` (making `dim`-dim vectors): its own model, or
+/// one installed in `model.models_dir`.
+pub fn serves(deps: &ApiDeps, model: &str, dim: usize) -> bool {
+    if model == deps.model_name {
+        return dim == deps.embedding_dim;
+    }
+    match deps.queries.as_ref().map(|q| q.manifest(model)) {
+        Some(Ok(Some(m))) => m.embedding_dim == dim,
+        _ => false,
     }
 }
 

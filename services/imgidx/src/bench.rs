@@ -13,14 +13,14 @@ use serde::Serialize;
 
 use imgidx_shared::broker::{Broker, MemoryBroker};
 use imgidx_shared::config::Settings;
-use imgidx_shared::embed::{DecodeBudget, Preprocessor, VisionEncoder};
+use imgidx_shared::embed::{DecodeBudget, Models, Preprocessor, VisionEncoder};
 use imgidx_shared::jobs::{JobStore, SqliteJobStore};
 use imgidx_shared::objects::Objects;
 use imgidx_shared::messages::{ImageTask, Priority};
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_shared::vectors::{Collections, EdgeStore, VectorStore};
 use imgidx_worker::metrics::WorkerMetrics;
-use imgidx_worker::WorkerDeps;
+use imgidx_worker::{WorkerDeps, WorkerModel};
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
@@ -236,12 +236,21 @@ async fn pipeline_rate(
     let tasks: Vec<ImageTask> = (0..count)
         .map(|i| {
             let path = files[i % files.len()].to_string_lossy().into_owned();
-            ImageTask { job_id: "bench".into(), point_id: uuid::Uuid::new_v4(), path, stamp: None, request_id: None, collection: None }
+            ImageTask {
+                job_id: "bench".into(),
+                point_id: uuid::Uuid::new_v4(),
+                path,
+                stamp: None,
+                request_id: None,
+                collection: None,
+                object_key: None,
+            }
         })
         .collect();
     broker.publish_tasks(Priority::Normal, &tasks).await?;
     let mut events = broker.consume_events("bench").await?;
     let budget = DecodeBudget::from_settings(&settings.worker);
+    let name = encoder.manifest().name.clone();
     // The tasks belong to no job, so the job store only answers that (as it would in use, one round trip a batch).
     let jobs: Arc<dyn JobStore> = Arc::new(SqliteJobStore::open(&dir.join("jobs.sqlite3"))?);
     let deps = WorkerDeps {
@@ -249,9 +258,8 @@ async fn pipeline_rate(
         collections: Arc::new(Collections::single("bench", vectors)),
         initial_collection: "bench".into(),
         jobs,
-        encoder,
         // The pipeline's own cost: tagging adds one dot product per label and image.
-        tagger: None,
+        models: Arc::new(Models::only(&name, Arc::new(WorkerModel::new(encoder, None, &settings.worker, budget.clone())))),
         budget,
         isolation: Default::default(),
         health: Default::default(),

@@ -25,7 +25,7 @@ use imgidx_shared::{reconcile, retention};
 use imgidx_shared::service;
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_worker::metrics::WorkerMetrics;
-use imgidx_worker::{Isolation, WorkerDeps};
+use imgidx_worker::{Isolation, WorkerDeps, WorkerModel};
 
 /// Where the brokers of the roles come from.
 enum Queue {
@@ -58,7 +58,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let (encoder, engine) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let encoder = Arc::new(VisionEncoder::load(&dir, &model)?);
         let engine = QueryEngine::load(&dir, &model, &limits, Some(encoder.clone()), query_budget)?;
-        Ok((encoder, Arc::new(engine)))
+        Ok((encoder, engine))
     })
     .await??;
     let manifest = encoder.manifest().clone();
@@ -67,6 +67,10 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         imgidx_api::open_collections(&settings, jobs.as_ref(), &manifest.name, manifest.embedding_dim).await?;
     let objects = Objects::open(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
     let tagger = imgidx_worker::load_tagger(&settings).await?;
+    // One set of loaded models for every worker pipeline of the process.
+    let own = WorkerModel::new(encoder, tagger, &settings.worker, budget.clone());
+    let models = Arc::new(imgidx_worker::worker_models(&settings, own, budget.clone()));
+    let queries = Arc::new(imgidx_api::query_engines(&settings, engine, budget.clone()));
     let node = settings.node_name();
     let queue = match settings.broker.url.as_deref().filter(|u| !u.is_empty()) {
         None => {
@@ -102,8 +106,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
             collections: collections.clone(),
             initial_collection: settings.vectors.collection.clone(),
             jobs: jobs.clone(),
-            encoder: encoder.clone(),
-            tagger: tagger.clone(),
+            models: models.clone(),
             budget: budget.clone(),
             isolation: isolation.clone(),
             health: health.clone(),
@@ -144,7 +147,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         broker: api_broker,
         model_name: manifest.name.clone(),
         embedding_dim: manifest.embedding_dim,
-        query: Some(engine),
+        queries: Some(queries),
         health,
         metrics: registry,
         uploads: imgidx_api::Uploads { objects, limits: settings.ingest.clone() },

@@ -13,7 +13,7 @@ use std::time::Instant;
 use chrono::Utc;
 
 use imgidx_shared::broker::Broker;
-use imgidx_shared::embed::{EmbedError, Tagger, VisionEncoder};
+use imgidx_shared::embed::{EmbedError, VisionEncoder};
 use imgidx_shared::messages::{CompletionEvent, FailureKind, Outcome};
 use imgidx_shared::time::{from_unix_nanos, rfc3339};
 use imgidx_shared::vectors::{Collections, ImagePayload, Point, VectorStore, VectorStoreError};
@@ -21,7 +21,11 @@ use imgidx_shared::vectors::{Collections, ImagePayload, Point, VectorStore, Vect
 use crate::hold::Hold;
 use crate::isolate::{isolate, Leaf};
 use crate::metrics::{Stage, WorkerMetrics};
+use crate::model::WorkerModel;
 use crate::prepare::{Content, Decoded, Failure, Prepared};
+
+/// A model and the batch's images it embeds (index in the batch, image).
+type ModelImages<'a> = (Arc<WorkerModel>, Vec<(usize, &'a Decoded)>);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counts {
@@ -35,9 +39,6 @@ pub struct Finisher {
     pub collections: Arc<Collections>,
     /// The collection of tasks that name none (queued before collections existed).
     pub initial_collection: String,
-    pub encoder: Arc<VisionEncoder>,
-    /// Tags each image from its vector; None: no tags.
-    pub tagger: Option<Arc<Tagger>>,
     pub hold: Hold,
     pub metrics: WorkerMetrics,
 }
@@ -63,30 +64,37 @@ impl Finisher {
             .filter_map(|(i, p)| p.result.as_ref().ok().map(|d| (i, d)))
             .collect();
         let indexed_at = rfc3339(Utc::now());
-        let model = self.encoder.manifest().name.clone();
         let mut points: HashMap<&str, Vec<Point>> = HashMap::new();
         let mut from_cache = vec![false; batch.len()];
         // Images whose bytes are indexed already take that vector: no inference.
         for (i, d) in &ready {
-            if let Content::Reused(r) = &d.content {
+            if let (Content::Reused(r), Some(model)) = (&d.content, &batch[*i].model) {
                 let task = &batch[*i].task.message;
-                let payload = self.tagged(payload(task, d, &model, &indexed_at), &r.vector);
+                let payload = tagged(model, payload(task, d, model.name(), &indexed_at), &r.vector);
                 let point = Point { id: task.point_id, vector: r.vector.clone(), payload };
                 points.entry(self.collection_of(&batch[*i])).or_default().push(point);
                 from_cache[*i] = true;
             }
         }
-        let decoded: Vec<(usize, &Decoded)> = ready.into_iter().filter(|(_, d)| d.pixels().is_some()).collect();
-        if !decoded.is_empty() {
+        // One inference run per model the batch's images need (one, but for a model switch).
+        let mut by_model: Vec<ModelImages> = Vec::new();
+        for (i, d) in ready.into_iter().filter(|(_, d)| d.pixels().is_some()) {
+            let Some(model) = &batch[i].model else { continue };
+            match by_model.iter_mut().find(|(m, _)| Arc::ptr_eq(m, model)) {
+                Some((_, images)) => images.push((i, d)),
+                None => by_model.push((Arc::clone(model), vec![(i, d)])),
+            }
+        }
+        for (model, decoded) in &by_model {
             let images: Vec<&Decoded> = decoded.iter().map(|(_, d)| *d).collect();
             let started = Instant::now();
-            let vectors = self.hold.until_ok("inference", || self.embed(&images)).await?;
+            let vectors = self.hold.until_ok("inference", || embed(&model.encoder, &images)).await?;
             self.metrics.observe(Stage::Inference, started.elapsed());
             for ((i, d), vector) in decoded.iter().zip(vectors) {
                 match vector {
                     Ok(vector) => {
                         let task = &batch[*i].task.message;
-                        let payload = self.tagged(payload(task, d, &model, &indexed_at), &vector);
+                        let payload = tagged(model, payload(task, d, model.name(), &indexed_at), &vector);
                         let point = Point { id: task.point_id, vector, payload };
                         points.entry(self.collection_of(&batch[*i])).or_default().push(point);
                     }
@@ -133,10 +141,10 @@ impl Finisher {
         batch: &'a [Prepared],
         outcomes: &[Result<(), Failure>],
     ) -> Option<HashMap<&'a str, Result<Arc<dyn VectorStore>, Failure>>> {
-        let dim = self.encoder.manifest().embedding_dim;
         let mut stores = HashMap::new();
         for (p, outcome) in batch.iter().zip(outcomes) {
             let collection = self.collection_of(p);
+            let Some(dim) = p.model.as_ref().map(|m| m.dim()) else { continue };
             if outcome.is_err() || stores.contains_key(collection) {
                 continue;
             }
@@ -156,50 +164,6 @@ impl Finisher {
             stores.insert(collection, opened);
         }
         Some(stores)
-    }
-
-    /// One vector or one image's failure per image. Err only when the runtime fails
-    /// as a whole (it fails even on a blank image): then nothing is any image's fault.
-    async fn embed(&self, images: &[&Decoded]) -> Result<Vec<Result<Vec<f32>, Failure>>, EmbedError> {
-        let per_image = images.first().and_then(|d| d.pixels()).map(|p| p.tensor.len()).unwrap_or(0);
-        let results = isolate(images.len(), |range| {
-            let mut pixels = Vec::with_capacity(per_image * range.len());
-            for p in images[range.clone()].iter().filter_map(|d| d.pixels()) {
-                pixels.extend_from_slice(&p.tensor);
-            }
-            self.run(pixels, range.len())
-        })
-        .await;
-        if results.iter().any(|r| matches!(r, Err(Leaf::Error(_)))) {
-            // A run of one image failed: is it the image, or the runtime?
-            self.run(vec![0.0; per_image], 1).await?;
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| {
-                r.map_err(|leaf| {
-                    let reason = match leaf {
-                        Leaf::Error(e) => format!("the model fails on this image: {e}"),
-                        Leaf::NonFinite => "the model gives a non-finite vector for this image".to_string(),
-                    };
-                    Failure::new(FailureKind::InferenceFailed, &reason)
-                })
-            })
-            .collect())
-    }
-
-    async fn run(&self, pixels: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let encoder = self.encoder.clone();
-        tokio::task::spawn_blocking(move || encoder.embed(&pixels, n))
-            .await
-            .map_err(|e| EmbedError::Runtime(format!("inference task failed: {e}")))?
-    }
-
-    fn tagged(&self, mut payload: ImagePayload, vector: &[f32]) -> ImagePayload {
-        if let Some(tagger) = &self.tagger {
-            payload.tags = tagger.tag(vector);
-        }
-        payload
     }
 
     fn event(&self, p: &Prepared, outcome: Result<(), Failure>, from_cache: bool) -> CompletionEvent {
@@ -229,6 +193,51 @@ impl Finisher {
             object_key: p.result.as_ref().ok().and_then(|d| d.object_key.as_ref()).map(ToString::to_string),
         }
     }
+}
+
+/// One vector or one image's failure per image. Err only when the runtime fails
+/// as a whole (it fails even on a blank image): then nothing is any image's fault.
+async fn embed(encoder: &Arc<VisionEncoder>, images: &[&Decoded]) -> Result<Vec<Result<Vec<f32>, Failure>>, EmbedError> {
+    let per_image = images.first().and_then(|d| d.pixels()).map(|p| p.tensor.len()).unwrap_or(0);
+    let results = isolate(images.len(), |range| {
+        let mut pixels = Vec::with_capacity(per_image * range.len());
+        for p in images[range.clone()].iter().filter_map(|d| d.pixels()) {
+            pixels.extend_from_slice(&p.tensor);
+        }
+        run(encoder, pixels, range.len())
+    })
+    .await;
+    if results.iter().any(|r| matches!(r, Err(Leaf::Error(_)))) {
+        // A run of one image failed: is it the image, or the runtime?
+        run(encoder, vec![0.0; per_image], 1).await?;
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.map_err(|leaf| {
+                let reason = match leaf {
+                    Leaf::Error(e) => format!("the model fails on this image: {e}"),
+                    Leaf::NonFinite => "the model gives a non-finite vector for this image".to_string(),
+                };
+                Failure::new(FailureKind::InferenceFailed, &reason)
+            })
+        })
+        .collect())
+}
+
+async fn run(encoder: &Arc<VisionEncoder>, pixels: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let encoder = encoder.clone();
+    tokio::task::spawn_blocking(move || encoder.embed(&pixels, n))
+        .await
+        .map_err(|e| EmbedError::Runtime(format!("inference task failed: {e}")))?
+}
+
+/// The payload with the model's tags for the vector (none when the model has no tagger).
+fn tagged(model: &WorkerModel, mut payload: ImagePayload, vector: &[f32]) -> ImagePayload {
+    if let Some(tagger) = &model.tagger {
+        payload.tags = tagger.tag(vector);
+    }
+    payload
 }
 
 fn payload(task: &imgidx_shared::messages::ImageTask, d: &Decoded, model: &str, indexed_at: &str) -> ImagePayload {

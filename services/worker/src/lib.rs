@@ -12,6 +12,7 @@ mod hold;
 mod inbox;
 mod isolate;
 pub mod metrics;
+mod model;
 mod prepare;
 mod read;
 mod reuse;
@@ -23,7 +24,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use imgidx_shared::broker::Broker;
 use imgidx_shared::config::{Settings, WorkerSettings};
-use imgidx_shared::embed::{DecodeBudget, Preprocessor, Tagger, VisionEncoder};
+use imgidx_shared::embed::{DecodeBudget, Tagger, VisionEncoder};
 use imgidx_shared::health::HealthBoard;
 use imgidx_shared::jobs::JobStore;
 use imgidx_shared::metrics::MetricsRegistry;
@@ -41,6 +42,8 @@ use finish::Finisher;
 use hold::Hold;
 use inbox::Inbox;
 use metrics::{Stage, WorkerMetrics};
+pub use model::{worker_models, WorkerModel, WorkerModels};
+use model::ModelChoice;
 use prepare::{prepare_batch, Prepared};
 use read::Reader;
 use reuse::Reuser;
@@ -54,9 +57,8 @@ pub struct WorkerDeps {
     pub initial_collection: String,
     /// Where attempts are counted.
     pub jobs: Arc<dyn JobStore>,
-    pub encoder: Arc<VisionEncoder>,
-    /// Tags images (the model's text encoder over the tag vocabulary); None: no tags.
-    pub tagger: Option<Arc<Tagger>>,
+    /// The worker's own model (`model.dir`) and those it loads for tasks that name another.
+    pub models: Arc<WorkerModels>,
     /// Decode memory budget, shared with whatever else decodes in this process.
     pub budget: DecodeBudget,
     /// Shared by every pipeline of the process (see `attempts.rs`).
@@ -87,21 +89,26 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
         .map_err(|e| ServiceError::Other(e.to_string()))??;
     let tagger = load_tagger(&settings).await?;
     let collections = vectors::collections(&settings)?;
-    // As before collections: a worker started first still finds the initial collection.
-    collections.open(&settings.vectors.collection, encoder.manifest().embedding_dim, Some(Distance::Cosine)).await?;
     let jobs = service::job_store(&settings).await?;
+    // As before collections: a worker started before any API still finds the initial
+    // collection. Once the catalog knows it, it is the catalog's (a model switch may have
+    // replaced its first generation).
+    if jobs.collection(&settings.vectors.collection).await?.is_none() {
+        collections.open(&settings.vectors.collection, encoder.manifest().embedding_dim, Some(Distance::Cosine)).await?;
+    }
+    let budget = DecodeBudget::from_settings(&settings.worker);
+    let own = WorkerModel::new(Arc::new(encoder), tagger, &settings.worker, budget.clone());
+    let models = Arc::new(worker_models(&settings, own, budget.clone()));
     let objects = Objects::open(&settings).map_err(|e| ServiceError::Other(e.to_string()))?;
     let broker = service::broker(&settings, "worker").await?;
     let tag = format!("{}.worker-{}", settings.node_name(), std::process::id());
-    let budget = DecodeBudget::from_settings(&settings.worker);
     let registry = MetricsRegistry::default();
     let deps = WorkerDeps {
         broker: broker.clone(),
         collections,
         initial_collection: settings.vectors.collection.clone(),
         jobs,
-        encoder: Arc::new(encoder),
-        tagger,
+        models,
         budget,
         isolation: Isolation::default(),
         health: HealthBoard::default(),
@@ -142,15 +149,8 @@ pub async fn serve(
 ) -> Result<WorkerReport, ServiceError> {
     let streams = deps.broker.consume_tasks(tag).await?;
     let inbox = Inbox::start(streams, usize::from(prefetch), shutdown.clone());
-    let manifest = deps.encoder.manifest().clone();
-    let preprocessor = Arc::new(Preprocessor::new(
-        manifest.image_size,
-        manifest.mean,
-        manifest.std,
-        settings.max_image_pixels,
-        settings.max_file_bytes,
-    )
-    .with_budget(deps.budget.clone()));
+    // Reading is the same for every model (the worker's limits); decoding is per model.
+    let preprocessor = deps.models.default_model().preprocessor.clone();
     let threads = match settings.decode_threads {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
@@ -165,8 +165,6 @@ pub async fn serve(
     let reuser = settings.reuse_vectors.then(|| Reuser {
         collections: deps.collections.clone(),
         initial_collection: deps.initial_collection.clone(),
-        model: manifest.name.clone(),
-        dim: manifest.embedding_dim,
     });
     let stage1 = tokio::spawn(stage1(Stage1 {
         inbox,
@@ -177,6 +175,11 @@ pub async fn serve(
         hold: hold.clone(),
         retry: FileRetry { budget: Duration::from_secs(settings.file_retry_secs), hold: hold.clone() },
         reader: Reader { preprocessor, objects: deps.objects.clone(), fetch: deps.fetch },
+        choice: ModelChoice {
+            jobs: deps.jobs.clone(),
+            models: deps.models.clone(),
+            initial_collection: deps.initial_collection.clone(),
+        },
         pool,
         metrics: deps.metrics.clone(),
         tx,
@@ -187,8 +190,6 @@ pub async fn serve(
         broker: deps.broker,
         collections: deps.collections,
         initial_collection: deps.initial_collection,
-        encoder: deps.encoder,
-        tagger: deps.tagger,
         hold,
         metrics: deps.metrics,
     };
@@ -221,6 +222,7 @@ struct Stage1 {
     hold: Hold,
     retry: FileRetry,
     reader: Reader,
+    choice: ModelChoice,
     pool: Arc<Semaphore>,
     metrics: WorkerMetrics,
     tx: mpsc::Sender<(Vec<Prepared>, Guard)>,
@@ -237,7 +239,7 @@ async fn stage1(mut s: Stage1) {
         let guard = s.isolation.shared().await;
         let Some(sorted) = attempts::sort(&*s.jobs, &s.hold, tasks, max_attempts).await else { return };
         attempts::ack_withdrawn(&s.hold.worker, sorted.withdrawn).await;
-        let Some(mut batch) = prepare_batch(sorted.fresh, &s.reader, s.pool.clone(), &s.retry, s.reuser.as_ref(), &s.metrics).await else {
+        let Some(mut batch) = prepare_batch(sorted.fresh, &s.reader, &s.choice, s.pool.clone(), &s.retry, s.reuser.as_ref(), &s.metrics).await else {
             return;
         };
         batch.extend(sorted.exhausted.into_iter().map(|(task, n)| Prepared::exhausted(task, n)));
@@ -253,7 +255,7 @@ async fn stage1(mut s: Stage1) {
             let batch = match counted {
                 Alone::Try(attempt) => {
                     tracing::info!(worker = %s.hold.worker, path = %task.message.path, attempt, "trying alone an image whose last attempt did not finish");
-                    match prepare_batch(vec![task], &s.reader, s.pool.clone(), &s.retry, s.reuser.as_ref(), &s.metrics).await {
+                    match prepare_batch(vec![task], &s.reader, &s.choice, s.pool.clone(), &s.retry, s.reuser.as_ref(), &s.metrics).await {
                         Some(batch) => batch,
                         None => return,
                     }

@@ -15,6 +15,7 @@ use imgidx_shared::vectors::Reusable;
 use crate::file_retry::FileRetry;
 use crate::inbox::Task;
 use crate::metrics::{Stage, WorkerMetrics};
+use crate::model::{ModelChoice, WorkerModel};
 use crate::read::{Read, Reader};
 use crate::reuse::{Reuse, Reuser};
 
@@ -81,6 +82,8 @@ impl From<DecodeError> for Failure {
 pub struct Prepared {
     pub task: Task,
     pub result: Result<Decoded, Failure>,
+    /// The model the task names, loaded; None when the image failed before one was needed.
+    pub model: Option<Arc<WorkerModel>>,
 }
 
 impl Prepared {
@@ -89,7 +92,7 @@ impl Prepared {
         let reason = format!(
             "gave up after {attempts} attempts that did not finish (the worker stopped or crashed while working on this image)"
         );
-        Self { task, result: Err(Failure::new(FailureKind::RetriesExhausted, &reason)) }
+        Self { task, result: Err(Failure::new(FailureKind::RetriesExhausted, &reason)), model: None }
     }
 }
 
@@ -100,34 +103,52 @@ impl Prepared {
 pub async fn prepare_batch(
     tasks: Vec<Task>,
     reader: &Reader,
+    choice: &ModelChoice,
     pool: Arc<Semaphore>,
     retry: &FileRetry,
     reuser: Option<&Reuser>,
     metrics: &WorkerMetrics,
 ) -> Option<Vec<Prepared>> {
+    let chosen = choice.for_tasks(&tasks, &retry.hold).await?;
     let mut handles = Vec::with_capacity(tasks.len());
     for task in &tasks {
+        let model = match chosen.get(choice.collection_of(task)) {
+            Some(Ok(model)) => Arc::clone(model),
+            Some(Err(failure)) => {
+                handles.push(Err(failure.clone()));
+                continue;
+            }
+            None => {
+                handles.push(Err(Failure::new(FailureKind::CollectionUnavailable, "no model was chosen for its collection")));
+                continue;
+            }
+        };
         let reuse = match reuser {
-            Some(r) => r.for_task(task).await,
+            Some(r) => r.for_task(task, &model).await,
             None => None,
         };
         let attempt = Attempt::new(reader.clone(), pool.clone(), task.message.path.clone())
             .measured(metrics.clone())
+            .decoding_with(model.preprocessor.clone())
+            .kept_in(task.message.object_key.as_deref().and_then(ObjectKey::parse))
             .reusing(reuse);
-        handles.push(tokio::spawn(retry.clone().read_patiently(attempt)));
+        handles.push(Ok((model, tokio::spawn(retry.clone().read_patiently(attempt)))));
     }
     let mut out = Vec::with_capacity(tasks.len());
     let mut stopped = false;
     for (task, handle) in tasks.into_iter().zip(handles) {
-        let result = match handle.await {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                stopped = true;
-                continue;
-            }
-            Err(_) => Err(Failure::decoder_panicked()),
+        let (result, model) = match handle {
+            Err(failure) => (Err(failure), None),
+            Ok((model, handle)) => match handle.await {
+                Ok(Some(r)) => (r, Some(model)),
+                Ok(None) => {
+                    stopped = true;
+                    continue;
+                }
+                Err(_) => (Err(Failure::decoder_panicked()), Some(model)),
+            },
         };
-        out.push(Prepared { task, result });
+        out.push(Prepared { task, result, model });
     }
     retry.settled();
     (!stopped).then_some(out)
@@ -136,8 +157,12 @@ pub async fn prepare_batch(
 /// One try at reading and decoding one file.
 pub struct Attempt {
     reader: Reader,
+    /// The task's model's; the reader's (the worker's own model) unless told otherwise.
+    preprocessor: Arc<Preprocessor>,
     pool: Arc<Semaphore>,
     path: String,
+    /// Where the bytes of a URL image were kept when it was fetched: read there instead.
+    kept: Option<ObjectKey>,
     metrics: WorkerMetrics,
     reuse: Option<Reuse>,
 }
@@ -151,12 +176,23 @@ pub enum Tried {
 
 impl Attempt {
     pub fn new(reader: Reader, pool: Arc<Semaphore>, path: String) -> Self {
-        Self { reader, pool, path, metrics: WorkerMetrics::default(), reuse: None }
+        let preprocessor = reader.preprocessor.clone();
+        Self { reader, preprocessor, pool, path, kept: None, metrics: WorkerMetrics::default(), reuse: None }
+    }
+
+    /// Decodes for another model's input size and normalisation.
+    pub fn decoding_with(self, preprocessor: Arc<Preprocessor>) -> Self {
+        Self { preprocessor, ..self }
     }
 
     /// Counts its read and decode times in `metrics`.
     pub fn measured(self, metrics: WorkerMetrics) -> Self {
         Self { metrics, ..self }
+    }
+
+    /// Reads a URL image from the object its bytes were kept in, rather than fetching it again.
+    pub fn kept_in(self, kept: Option<ObjectKey>) -> Self {
+        Self { kept, ..self }
     }
 
     /// Looks for an indexed point with the same bytes before decoding.
@@ -174,7 +210,7 @@ impl Attempt {
         // The semaphore is never closed.
         let reads_disk = matches!(ImageSource::parse(&self.path), Some(ImageSource::File(_)));
         let mut permit = if reads_disk { self.pool.clone().acquire_owned().await.ok() } else { None };
-        let read = match self.reader.read(&self.path, &self.metrics).await {
+        let read = match self.reader.read(&self.path, self.kept.as_ref(), &self.metrics).await {
             Ok(read) => read,
             Err(tried) => return tried,
         };
@@ -188,7 +224,7 @@ impl Attempt {
             permit = self.pool.clone().acquire_owned().await.ok();
         }
         let _permit = permit;
-        let (preprocessor, metrics) = (self.reader.preprocessor.clone(), self.metrics.clone());
+        let (preprocessor, metrics) = (self.preprocessor.clone(), self.metrics.clone());
         match tokio::task::spawn_blocking(move || decode(&preprocessor, read, &metrics)).await {
             Ok(tried) => tried,
             Err(_) => Tried::Done(Err(Failure::decoder_panicked())),

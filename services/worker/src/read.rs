@@ -36,19 +36,21 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// The bytes of the image at `path`; `Err` with what the attempt comes to otherwise.
-    pub async fn read(&self, path: &str, metrics: &WorkerMetrics) -> Result<Read, Tried> {
-        match ImageSource::parse(path) {
-            Some(ImageSource::File(file)) => {
+    /// The bytes of the image at `path` (for a URL, from the object `kept` when the bytes
+    /// were kept); `Err` with what the attempt comes to otherwise.
+    pub async fn read(&self, path: &str, kept: Option<&ObjectKey>, metrics: &WorkerMetrics) -> Result<Read, Tried> {
+        match (ImageSource::parse(path), kept) {
+            (Some(ImageSource::Url(_)), Some(key)) => self.read_object(key, metrics).await,
+            (Some(ImageSource::File(file)), _) => {
                 let (preprocessor, file, metrics) = (self.preprocessor.clone(), file.to_owned(), metrics.clone());
                 match tokio::task::spawn_blocking(move || read_file(&preprocessor, Path::new(&file), &metrics)).await {
                     Ok(read) => read,
                     Err(_) => Err(Tried::Done(Err(Failure::decoder_panicked()))),
                 }
             }
-            Some(ImageSource::Object { key, .. }) => self.read_object(&key, metrics).await,
-            Some(ImageSource::Url(url)) => self.download(url, metrics).await,
-            None => Err(Tried::Done(Err(Failure::new(
+            (Some(ImageSource::Object { key, .. }), _) => self.read_object(&key, metrics).await,
+            (Some(ImageSource::Url(url)), None) => self.download(url, metrics).await,
+            (None, _) => Err(Tried::Done(Err(Failure::new(
                 FailureKind::NotFound,
                 "the path names neither a file nor an uploaded object",
             )))),

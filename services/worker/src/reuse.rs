@@ -7,6 +7,7 @@ use std::sync::Arc;
 use imgidx_shared::vectors::{Collections, Reusable, VectorStore};
 
 use crate::inbox::Task;
+use crate::model::WorkerModel;
 
 /// Finds, per task, where a reusable vector could be.
 #[derive(Clone)]
@@ -14,18 +15,16 @@ pub struct Reuser {
     pub collections: Arc<Collections>,
     /// The collection of tasks that name none.
     pub initial_collection: String,
-    /// The model this worker embeds with: only its vectors are reused.
-    pub model: String,
-    pub dim: usize,
 }
 
 impl Reuser {
-    /// Where the task's image could find its vector; None when its collection cannot be
-    /// opened (the finishing stage reports that).
-    pub async fn for_task(&self, task: &Task) -> Option<Reuse> {
+    /// Where the task's image could find its vector made by `model` (only that model's
+    /// vectors are reused); None when its collection cannot be opened (the finishing
+    /// stage reports that).
+    pub async fn for_task(&self, task: &Task, model: &WorkerModel) -> Option<Reuse> {
         let collection = task.message.collection.as_deref().unwrap_or(&self.initial_collection);
-        let store = self.collections.open(collection, self.dim, None).await.ok()?;
-        Some(Reuse { store, model: self.model.clone() })
+        let store = self.collections.open(collection, model.dim(), None).await.ok()?;
+        Some(Reuse { store, model: model.name().to_owned() })
     }
 }
 

@@ -335,7 +335,15 @@ mod tests {
     use uuid::Uuid;
 
     fn task(i: u32) -> ImageTask {
-        ImageTask { job_id: format!("j{i}"), point_id: Uuid::nil(), path: format!("/{i}"), stamp: None, request_id: None, collection: None }
+        ImageTask {
+            job_id: format!("j{i}"),
+            point_id: Uuid::nil(),
+            path: format!("/{i}"),
+            stamp: None,
+            request_id: None,
+            collection: None,
+            object_key: None,
+        }
     }
 
     async fn next(s: &mut DeliveryStream<ImageTask>) -> Delivery<ImageTask> {

@@ -3,6 +3,7 @@
 
 pub mod decode_budget;
 pub mod manifest;
+pub mod models;
 pub mod npy;
 pub mod preprocess;
 pub mod runtime;
@@ -13,6 +14,7 @@ pub mod vision;
 
 pub use decode_budget::DecodeBudget;
 pub use manifest::{GraphSpec, ManifestError, ModelManifest};
+pub use models::{Loader, ModelError, Models};
 pub use preprocess::{image_format, DecodeError, Preprocessed, Preprocessor, SNIFF_BYTES};
 pub use tags::Tagger;
 pub use text::TextEncoder;

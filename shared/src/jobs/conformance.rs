@@ -87,6 +87,7 @@ conformance_tests!(
     an_expired_lease_is_claimed_again_and_cancelled_jobs_announce,
     collections_are_added_listed_selected_and_removed,
     a_collection_with_active_jobs_is_not_removed,
+    a_model_switch_moves_a_collection_to_its_next_generation_at_once,
     requeued_items_and_scans_carry_their_collection,
     reused_vectors_are_counted_once_per_job,
     an_analysis_reports_progress_and_ends_once_under_its_lease,

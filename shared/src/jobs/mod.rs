@@ -28,7 +28,7 @@ use uuid::Uuid;
 
 pub use attempts::{AttemptCount, ItemKey};
 pub use batches::{BatchImage, BatchImageRecord, BatchJobs};
-pub use catalog::{AddCollection, CollectionCatalog, RemoveCollection};
+pub use catalog::{AddCollection, BeginSwitch, CollectionCatalog, ForgetPrevious, RemoveCollection, SwitchCompleted};
 pub use curation::{AnalysisOutcome, AnalysisSpec, AnalysisState, ArchiveRecord, Curation, DuplicateAnalysis};
 pub use items::{ItemPage, ItemRecord, ItemState, RetryCandidates};
 pub use manage::{CancelOutcome, JobCursor, JobPage, JobQuery, JobWorker};
@@ -107,6 +107,7 @@ impl NewItem {
             stamp: self.stamp,
             request_id: request_id.map(str::to_owned),
             collection: collection.map(str::to_owned),
+            object_key: None,
         }
     }
 }

@@ -51,12 +51,12 @@ use super::batch::{failure, outcome_state, stored_reason, unique_by_point, uniqu
 use super::progress::{self, FailureGroup, Finished, JobUpdate};
 use super::batches::{BatchImage, BatchImageRecord, BatchJobs};
 use super::{
-    AddCollection, CollectionCatalog, RemoveCollection,
+    AddCollection, BeginSwitch, CollectionCatalog, ForgetPrevious, RemoveCollection, SwitchCompleted,
     Applied, AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStatus, JobStore,
     JobStoreError, JobWorker, NewItem, RequeueItem, RetryCandidates, ScanChunk, ScanCounts, ScanLease, ScanOpened,
     ScanRecord, ScanSpec, WebhookAttempt, WebhookDelivery,
 };
-use crate::collections::CollectionRecord;
+use crate::collections::{CollectionRecord, NextGeneration};
 use crate::messages::{CompletionEvent, Priority};
 
 /// How long a caller waits for a free pooled connection before the store counts as unavailable.
@@ -486,6 +486,22 @@ impl CollectionCatalog for PostgresJobStore {
 
     async fn selected_collection(&self) -> Result<Option<String>, JobStoreError> {
         catalog::selected(&self.client().await?).await
+    }
+
+    async fn begin_switch(&self, name: &str, next: &NextGeneration) -> Result<BeginSwitch, JobStoreError> {
+        catalog::begin_switch(&mut self.client().await?, name, next).await
+    }
+
+    async fn complete_switch(&self, name: &str, job_id: &str) -> Result<Option<SwitchCompleted>, JobStoreError> {
+        catalog::complete_switch(&mut self.client().await?, name, job_id).await
+    }
+
+    async fn abandon_switch(&self, name: &str, job_id: &str) -> Result<Option<String>, JobStoreError> {
+        catalog::abandon_switch(&mut self.client().await?, name, job_id).await
+    }
+
+    async fn forget_previous(&self, name: &str) -> Result<ForgetPrevious, JobStoreError> {
+        catalog::forget_previous(&mut self.client().await?, name).await
     }
 }
 

@@ -26,6 +26,29 @@ pub struct ScanSpec {
     pub collection: Option<String>,
 }
 
+/// How a scan's `dir` names a collection instead: `collection:<physical name>`. Directory
+/// paths are absolute, so the two never meet.
+const COLLECTION_SOURCE: &str = "collection:";
+
+impl ScanSpec {
+    /// A scan that reads the points of the physical collection `source` and queues them
+    /// into `target` (a model switch's re-embed), instead of walking a directory.
+    pub fn of_collection(source: &str, target: &str) -> Self {
+        Self {
+            dir: format!("{COLLECTION_SOURCE}{source}"),
+            recursive: true,
+            force_reindex: false,
+            prune_missing: false,
+            collection: Some(target.to_owned()),
+        }
+    }
+
+    /// The physical collection this scan reads, when it reads one rather than a directory.
+    pub fn source_collection(&self) -> Option<&str> {
+        self.dir.strip_prefix(COLLECTION_SOURCE)
+    }
+}
+
 /// How far a walk got. Counted from zero by each walk, so a resumed walk starts over.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScanCounts {

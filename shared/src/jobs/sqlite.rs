@@ -39,12 +39,12 @@ use uuid::Uuid;
 use super::batches::{BatchImage, BatchImageRecord, BatchJobs};
 use super::curation::{AnalysisOutcome, AnalysisSpec, ArchiveRecord, Curation, DuplicateAnalysis};
 use super::{
-    AddCollection, CollectionCatalog, RemoveCollection,
+    AddCollection, BeginSwitch, CollectionCatalog, ForgetPrevious, RemoveCollection, SwitchCompleted,
     Applied, AttemptCount, CancelOutcome, ItemKey, ItemPage, ItemState, JobPage, JobQuery, JobRecord, JobStore, JobStoreError,
     JobWorker, NewItem, RequeueItem, RetryCandidates, ScanChunk, ScanCounts, ScanLease, ScanOpened, ScanRecord,
     ScanSpec, WebhookAttempt, WebhookDelivery,
 };
-use crate::collections::CollectionRecord;
+use crate::collections::{CollectionRecord, NextGeneration};
 use crate::messages::{CompletionEvent, Priority};
 
 /// Bound on [`JobStore::healthy`], so a health probe never hangs behind a long write.
@@ -507,6 +507,26 @@ impl CollectionCatalog for SqliteJobStore {
 
     async fn selected_collection(&self) -> Result<Option<String>, JobStoreError> {
         self.run("selected_collection", |db| catalog::selected(&db.conn)).await
+    }
+
+    async fn begin_switch(&self, name: &str, next: &NextGeneration) -> Result<BeginSwitch, JobStoreError> {
+        let (name, next) = (name.to_owned(), next.clone());
+        self.run("begin_switch", move |db| catalog::begin_switch(&mut db.conn, &name, &next)).await
+    }
+
+    async fn complete_switch(&self, name: &str, job_id: &str) -> Result<Option<SwitchCompleted>, JobStoreError> {
+        let (name, job_id) = (name.to_owned(), job_id.to_owned());
+        self.run("complete_switch", move |db| catalog::complete_switch(&mut db.conn, &name, &job_id)).await
+    }
+
+    async fn abandon_switch(&self, name: &str, job_id: &str) -> Result<Option<String>, JobStoreError> {
+        let (name, job_id) = (name.to_owned(), job_id.to_owned());
+        self.run("abandon_switch", move |db| catalog::abandon_switch(&mut db.conn, &name, &job_id)).await
+    }
+
+    async fn forget_previous(&self, name: &str) -> Result<ForgetPrevious, JobStoreError> {
+        let name = name.to_owned();
+        self.run("forget_previous", move |db| catalog::forget_previous(&mut db.conn, &name)).await
     }
 }
 

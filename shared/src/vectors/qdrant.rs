@@ -581,6 +581,13 @@ mod tests {
             let Some((url, key)) = server() else { return };
             let through_alias = connect(&url, key.as_deref(), &alias);
             assert_eq!(through_alias.count().await.expect("count through the alias"), 1);
+            // A model switch points the alias at the next generation: one request, no gap.
+            let next = suite::collections::names(&prefix).remove(1);
+            let next_store = a.open(&next, DIM, Some(Metric::Cosine)).await.expect("make the next one");
+            next_store.upsert(vec![suite::point(DIM, 1), suite::point(DIM, 2)]).await.expect("upsert");
+            a.set_alias(&alias, &next).await.expect("move the alias");
+            assert_eq!(through_alias.count().await.expect("count through the moved alias"), 2);
+            a.remove_alias(&alias).await.expect("remove the alias");
         })
         .await;
     }

@@ -51,7 +51,7 @@ async fn start(configure: impl FnOnce(&mut ApiSettings, &std::path::Path)) -> Te
         broker: broker.clone(),
         model_name: "test".into(),
         embedding_dim: 8,
-        query: None,
+        queries: None,
         health: HealthBoard::default(),
         metrics: Default::default(),
         uploads: crate::Uploads::from_settings(&all).unwrap(),

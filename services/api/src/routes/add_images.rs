@@ -52,7 +52,7 @@ pub struct AddImagesResponse {
         (status = 202, description = "Queued: the job and its tasks are durable", body = AddImagesResponse),
         (status = 200, description = "Nothing to queue: every image is indexed and unchanged, or queued by another active job", body = AddImagesResponse),
         (status = 404, description = "`collection_not_found`", body = ErrorBody),
-        (status = 409, description = "`collection_model_mismatch`: the collection holds another model's vectors", body = ErrorBody),
+        (status = 409, description = "`collection_model_mismatch`: the collection holds vectors of a model not served here; `collection_switching`: a model switch is filling it", body = ErrorBody),
         (status = 422, description = "`validation_error` (no paths, too many, a relative path, a bad priority or webhook_url), `path_not_allowed` (outside `api.allowed_roots`), or `webhook_url_not_allowed` (not a public address)", body = ErrorBody),
     )
 )]

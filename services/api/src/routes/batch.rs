@@ -75,7 +75,7 @@ enum Source {
         (status = 201, description = "The job and its tasks are durable", body = BatchCreated),
         (status = 400, description = "`invalid_batch`: no images, too many, neither or both of url and base64, a bad URL or bad base64; `malformed_json`", body = super::batch_status::BatchError),
         (status = 404, description = "`collection_not_found`", body = super::batch_status::BatchError),
-        (status = 409, description = "`collection_model_mismatch`", body = super::batch_status::BatchError),
+        (status = 409, description = "`collection_model_mismatch`, `collection_switching`", body = super::batch_status::BatchError),
         (status = 413, description = "`file_too_large`: an image over `ingest.max_image_bytes` (10 MB)", body = super::batch_status::BatchError),
     )
 )]

@@ -30,7 +30,8 @@ pub struct CreateCollectionRequest {
     /// `Cosine` (default), `Dot` or `Euclid`; scores are reported as cosine similarity whatever it is.
     #[schema(value_type = Option<String>, example = "Cosine")]
     distance: Option<String>,
-    /// The model whose vectors it will hold: the one this server embeds with (the default).
+    /// The model whose vectors it will hold: this server's own (the default), or one
+    /// installed in `model.models_dir`.
     model: Option<String>,
 }
 
@@ -56,6 +57,12 @@ pub struct CollectionBody {
     /// Bytes its index takes; absent when it could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     size_bytes: Option<u64>,
+    /// The model switch under way, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    switching: Option<SwitchBody>,
+    /// A completed model switch left the previous generation (its vectors of the old
+    /// model), kept until `DELETE /api/v1/collections/{name}/previous`.
+    has_previous: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -69,6 +76,23 @@ pub struct CollectionsBody {
 pub struct CollectionMessage {
     collection_name: String,
     message: String,
+}
+
+impl CollectionMessage {
+    pub(super) fn new(collection_name: String, message: String) -> Self {
+        Self { collection_name, message }
+    }
+}
+
+/// A model switch under way (`POST /api/v1/collections/{name}/reembed`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SwitchBody {
+    /// The model the collection is switching to; searches use `model` until it completes.
+    model: String,
+    vector_size: usize,
+    /// The job that embeds every image again.
+    job_id: String,
+    started_at: String,
 }
 
 /// List the collections.
@@ -110,6 +134,13 @@ async fn figures(state: &AppState, r: &CollectionRecord) -> (Option<u64>, Option
 
 fn collection_body(r: CollectionRecord, selected: &str) -> CollectionBody {
     CollectionBody {
+        switching: r.next.map(|n| SwitchBody {
+            model: n.model,
+            vector_size: n.dim,
+            job_id: n.job_id,
+            started_at: rfc3339(n.started_at),
+        }),
+        has_previous: r.previous.is_some(),
         is_selected: r.name == selected,
         model: r.model,
         vector_size: r.dim,
@@ -161,17 +192,11 @@ pub async fn create_collection(
 fn checked_record(state: &AppState, request: CreateCollectionRequest) -> Result<CollectionRecord, ApiError> {
     let deps = &state.deps;
     check_name(&request.collection_name).map_err(|e| ApiError::Validation(e.to_string()))?;
-    if let Some(model) = request.model.as_deref().filter(|m| *m != deps.model_name) {
+    let model = request.model.unwrap_or_else(|| deps.model_name.clone());
+    let dim = super::reembed::dim_of(state, &model)?;
+    if let Some(size) = request.vector_size.filter(|s| *s != dim) {
         return Err(ApiError::Validation(format!(
-            "model {model:?} is not served here: this server embeds with {:?}, and a collection can only be \
-             filled by the model it is made for",
-            deps.model_name
-        )));
-    }
-    if let Some(size) = request.vector_size.filter(|s| *s != deps.embedding_dim) {
-        return Err(ApiError::Validation(format!(
-            "vector_size {size} does not match model {:?}, which makes {}-dim vectors",
-            deps.model_name, deps.embedding_dim
+            "vector_size {size} does not match model {model:?}, which makes {dim}-dim vectors"
         )));
     }
     let distance = match request.distance.as_deref() {
@@ -180,7 +205,7 @@ fn checked_record(state: &AppState, request: CreateCollectionRequest) -> Result<
             ApiError::Validation(format!("distance must be one of \"Cosine\", \"Dot\", \"Euclid\" (got {d:?})"))
         })?,
     };
-    Ok(CollectionRecord::new(&request.collection_name, &deps.model_name, deps.embedding_dim, distance, Utc::now()))
+    Ok(CollectionRecord::new(&request.collection_name, &model, dim, distance, Utc::now()))
 }
 
 /// The collection's index, new and empty, under its alias.
@@ -226,7 +251,8 @@ pub async fn delete_collection(
     // collection made later under this name drops it first (see `create_collection`).
     let collections = &state.deps.collections;
     let mut message = format!("Collection {name} deleted");
-    for physical in std::iter::once(&record.physical).chain(record.previous.as_ref()) {
+    let next = record.next.as_ref().map(|n| &n.physical);
+    for physical in std::iter::once(&record.physical).chain(record.previous.as_ref()).chain(next) {
         if let Err(e) = collections.drop_collection(physical).await {
             tracing::error!(collection = name, physical, error = %e, "could not delete a collection's index");
             message = format!("Collection {name} deleted; its index could not be removed yet and takes disk space");

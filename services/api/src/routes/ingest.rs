@@ -29,7 +29,7 @@ const REPORT_FILES: usize = 1000;
         (status = 202, description = "A new job; the walk goes on in the background", body = TriggerResponse),
         (status = 200, description = "An active job scans this directory already: that job", body = TriggerResponse),
         (status = 404, description = "`collection_not_found`", body = ErrorBody),
-        (status = 409, description = "`collection_model_mismatch`", body = ErrorBody),
+        (status = 409, description = "`collection_model_mismatch`, `collection_switching`", body = ErrorBody),
         (status = 422, description = "`validation_error`, `path_not_allowed`, `not_a_directory` or `webhook_url_not_allowed`, as for the trigger", body = ErrorBody),
     )
 )]

@@ -23,6 +23,7 @@ mod notify;
 mod pace;
 mod paging;
 mod query;
+mod reembed;
 mod retry;
 mod stats;
 mod status;
@@ -100,6 +101,8 @@ fn described(guard: Guard, limits: BodyLimits) -> OpenApiRouter<AppState> {
         .routes(routes!(collections::create_collection).map(|r| r.route_layer(json())))
         .routes(routes!(collections::delete_collection))
         .routes(routes!(collections::select_collection).map(|r| r.route_layer(json())))
+        .routes(routes!(reembed::reembed_collection).map(|r| r.route_layer(json())))
+        .routes(routes!(reembed::delete_previous))
         .routes(routes!(duplicates::find_similar).map(|r| r.route_layer(json())))
         .routes(routes!(duplicates::archive_exact).map(|r| r.route_layer(json())))
         .routes(routes!(duplicates::restore).map(|r| r.route_layer(json())))

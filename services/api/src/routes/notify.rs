@@ -41,7 +41,7 @@ pub struct NotifyResponse {
         (status = 202, description = "Queued, with an estimate of when the queue is done", body = NotifyResponse),
         (status = 200, description = "Nothing to queue", body = NotifyResponse),
         (status = 404, description = "`collection_not_found`", body = ErrorBody),
-        (status = 409, description = "`collection_model_mismatch`: the collection holds another model's vectors", body = ErrorBody),
+        (status = 409, description = "`collection_model_mismatch`: the collection holds vectors of a model not served here; `collection_switching`: a model switch is filling it", body = ErrorBody),
         (status = 422, description = "`validation_error`, `path_not_allowed` or `webhook_url_not_allowed`, as for add-images", body = ErrorBody),
     )
 )]

@@ -24,7 +24,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::http::auth::Granted;
 use crate::keys::Scope;
 use crate::paths;
-use crate::query_engine::QueryEngine;
+use crate::query_engine::{engine_for, QueryEngine};
 use crate::state::AppState;
 use crate::target::Target;
 
@@ -134,17 +134,12 @@ struct IndexStats {
         (status = 200, description = "The nearest images, best first", body = QueryResponse),
         (status = 403, description = "`forbidden`: `copy_results` needs a key with write access", body = ErrorBody),
         (status = 404, description = "`image_not_found`: `image_path` is neither indexed nor a file this server may read; `collection_not_found`", body = ErrorBody),
-        (status = 409, description = "`collection_model_mismatch`: the collection holds another model's vectors", body = ErrorBody),
+        (status = 409, description = "`collection_model_mismatch`: the collection holds vectors of a model not served here", body = ErrorBody),
         (status = 422, description = "`validation_error` (fields), or the image cannot be used: `not_an_image`, `unreadable_image`, `image_too_large`", body = ErrorBody),
     )
 )]
 pub async fn query(State(state): State<AppState>, request: Request) -> Result<Json<QueryResponse>, ApiError> {
     let started = Instant::now();
-    let engine = state
-        .deps
-        .query
-        .clone()
-        .ok_or_else(|| ApiError::SearchUnavailable("this server was started without a model for search".into()))?;
     let granted = request.extensions().get::<Granted>().map(|g| g.0);
     let is_multipart = request
         .headers()
@@ -189,7 +184,9 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
         )));
     }
     let filter = SearchFilter { path_prefix: req.path_prefix.filter(|p| !p.is_empty()), min_score: req.min_score, tags };
-    let target = Target::resolve(&state.deps, req.collection.as_deref()).await?;
+    let target = Target::searchable(&state.deps, req.collection.as_deref()).await?;
+    // The collection's model, which a model switch changes.
+    let engine = engine_for(state.deps.queries.as_ref(), &target.record.model).await?;
 
     let (query, query_type, vector) = embed(&state, &engine, &target, subject).await?;
     let hits = target.store.search(&vector, top_k, &filter).await?;
@@ -225,7 +222,7 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
         query_type,
         results,
         query_time_seconds: started.elapsed().as_secs_f64(),
-        index_stats: IndexStats { total_images, model: state.deps.model_name.clone(), collection: target.record.name },
+        index_stats: IndexStats { total_images, model: target.record.model, collection: target.record.name },
         results_folder,
         results_not_copied,
     }))

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 
+use imgidx_shared::collections::name_of;
 use imgidx_shared::jobs::NewItem;
 
 use super::add_images::AddImagesResponse;
@@ -15,6 +16,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::http::request_id::RequestId;
 use crate::paths::stamp_of;
 use crate::state::AppState;
+use crate::target::Target;
 
 /// Queue a finished job's failed images again.
 #[utoipa::path(
@@ -39,6 +41,10 @@ pub async fn retry_job(
     if job.status.is_active() {
         return Err(ApiError::JobNotFinished(job_id));
     }
+    // Into the collection's current generation: a model switch since may have replaced
+    // the one the job wrote into (point ids stay across generations).
+    let physical = job.collection.as_deref().unwrap_or(&state.deps.initial_collection);
+    let target = Target::resolve(&state.deps, Some(name_of(physical))).await?;
     let candidates = state.deps.jobs.retry_candidates(&job_id).await?;
     let unchanged = usize::try_from(candidates.indexed_since).unwrap_or(usize::MAX);
     let images_count = candidates.items.len().saturating_add(unchanged);
@@ -58,7 +64,7 @@ pub async fn retry_job(
         candidates: items,
         request_id,
         webhooks,
-        collection: job.collection,
+        collection: Some(target.physical),
     };
     let (code, mut answer) = create_and_publish(&state, submission).await?;
     tracing::info!(retried = %job_id, job_id = %answer.job_id, queued = answer.new_images_count, "retry");

@@ -81,7 +81,7 @@ pub struct TriggerResponse {
         (status = 202, description = "A new job; the walk goes on in the background (see the job's `scan`)", body = TriggerResponse),
         (status = 200, description = "An active job scans this directory already: that job", body = TriggerResponse),
         (status = 404, description = "`collection_not_found`", body = ErrorBody),
-        (status = 409, description = "`collection_model_mismatch`: the collection holds another model's vectors", body = ErrorBody),
+        (status = 409, description = "`collection_model_mismatch`: the collection holds vectors of a model not served here; `collection_switching`: a model switch is filling it", body = ErrorBody),
         (status = 422, description = "`validation_error` (not absolute, a bad field), `path_not_allowed`, `not_a_directory` (missing, not a directory, unreadable), or `webhook_url_not_allowed`", body = ErrorBody),
     )
 )]

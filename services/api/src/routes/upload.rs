@@ -78,7 +78,7 @@ struct Form {
         (status = 200, description = "Stored; nothing to queue: each image is indexed already under its name, or queued by another active job", body = UploadResponse),
         (status = 400, description = "`malformed_multipart`", body = ErrorBody),
         (status = 404, description = "`collection_not_found`", body = ErrorBody),
-        (status = 409, description = "`collection_model_mismatch`", body = ErrorBody),
+        (status = 409, description = "`collection_model_mismatch`, `collection_switching`", body = ErrorBody),
         (status = 413, description = "`file_too_large` (one file passes `ingest.max_image_bytes`) or `payload_too_large`", body = ErrorBody),
         (status = 422, description = "`validation_error` (no files, too many, an unknown field, a bad priority) or `webhook_url_not_allowed`", body = ErrorBody),
         (status = 503, description = "`object_store_unavailable`: nothing was queued", body = ErrorBody),

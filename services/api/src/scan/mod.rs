@@ -6,6 +6,7 @@
 //! on the same stores can run any walk, and a crash costs a walk started over, not a
 //! job stuck `running`.
 
+mod copy;
 mod run;
 mod walk;
 

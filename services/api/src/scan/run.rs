@@ -3,6 +3,7 @@
 //! giving its lease back: the lease expires and the walk starts over (here or in
 //! another API process), which repeats nothing that matters (see `jobs/scan.rs`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ const CHUNKS_AHEAD: usize = 2;
 const PRUNE_PAGE: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
-enum WalkError {
+pub(super) enum WalkError {
     #[error(transparent)]
     Jobs(#[from] JobStoreError),
     #[error(transparent)]
@@ -40,7 +41,7 @@ enum WalkError {
     Task(String),
 }
 
-enum Ended {
+pub(super) enum Ended {
     Finished(Box<JobRecord>),
     /// Cancelled, or taken over by another process.
     Stopped,
@@ -68,6 +69,9 @@ pub(super) async fn run(scanner: &Scanner, walk: Walk) {
 }
 
 async fn drive(scanner: &Scanner, walk: &Walk) -> Result<Ended, WalkError> {
+    if let Some(source) = walk.spec.source_collection() {
+        return super::copy::drive(scanner, walk, source).await;
+    }
     let target = Target::of_job(&scanner.deps, walk.spec.collection.as_deref()).await?;
     let (tx, mut rx) = mpsc::channel::<Chunk>(CHUNKS_AHEAD);
     let options = WalkOptions {
@@ -97,7 +101,12 @@ async fn drive(scanner: &Scanner, walk: &Walk) -> Result<Ended, WalkError> {
     if walk.spec.prune_missing && !prune(scanner, walk, &target, &mut counts).await? {
         return Ok(Ended::Stopped);
     }
-    Ok(match scanner.deps.jobs.finish_scan(&walk.job_id, &walk.owner, &counts).await? {
+    finish(scanner, walk, &counts).await
+}
+
+/// Ends the walk's scan: its job completes once its items are done.
+pub(super) async fn finish(scanner: &Scanner, walk: &Walk, counts: &ScanCounts) -> Result<Ended, WalkError> {
+    Ok(match scanner.deps.jobs.finish_scan(&walk.job_id, &walk.owner, counts).await? {
         Some(job) => {
             // Ended here (nothing was left pending): no event will say so to watchers.
             if !job.status.is_active() {
@@ -119,25 +128,43 @@ async fn announce(scanner: &Scanner, job: &JobRecord) {
 /// Adds a chunk's new and changed images to the job and publishes them; false when the
 /// walk must stop.
 async fn queue(scanner: &Scanner, walk: &Walk, target: &Target, chunk: Chunk) -> Result<bool, WalkError> {
-    let deps = &scanner.deps;
-    let mut candidates: Vec<NewItem> = chunk
+    let candidates: Vec<NewItem> = chunk
         .images
         .into_iter()
         .map(|i| NewItem { point_id: target.point_id(&i.path), path: i.path, stamp: Some(i.stamp) })
         .collect();
+    queue_items(scanner, walk, target, candidates, &chunk.counts, &HashMap::new()).await
+}
+
+/// Adds the candidates the target does not hold as they are to the job (all of them
+/// with `force_reindex`) and publishes them, each URL image in `kept` to be read from the
+/// object its bytes were kept in; false when the walk must stop.
+pub(super) async fn queue_items(
+    scanner: &Scanner,
+    walk: &Walk,
+    target: &Target,
+    mut candidates: Vec<NewItem>,
+    counts: &ScanCounts,
+    kept: &HashMap<Uuid, String>,
+) -> Result<bool, WalkError> {
+    let deps = &scanner.deps;
     if !walk.spec.force_reindex && !candidates.is_empty() {
         let ids: Vec<Uuid> = candidates.iter().map(|c| c.point_id).collect();
         let indexed = indexed_stamps(target.store.as_ref(), &ids).await?;
         candidates.retain(|c| !is_current(c.stamp, indexed.get(&c.point_id)));
     }
-    let ScanChunk::Added { publish, .. } =
-        deps.jobs.add_scan_items(&walk.job_id, &walk.owner, &candidates, &chunk.counts).await?
+    let ScanChunk::Added { publish, .. } = deps.jobs.add_scan_items(&walk.job_id, &walk.owner, &candidates, counts).await?
     else {
         return Ok(false);
     };
     if !publish.is_empty() {
-        let tasks: Vec<ImageTask> =
-            publish.iter().map(|i| i.task(&walk.job_id, Some(&target.physical), walk.request_id.as_deref())).collect();
+        let tasks: Vec<ImageTask> = publish
+            .iter()
+            .map(|i| ImageTask {
+                object_key: kept.get(&i.point_id).cloned(),
+                ..i.task(&walk.job_id, Some(&target.physical), walk.request_id.as_deref())
+            })
+            .collect();
         deps.broker.publish_tasks(walk.priority, &tasks).await?;
     }
     Ok(true)

@@ -296,7 +296,7 @@ pub enum CollectionsCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Make a new, empty collection for the model the server embeds with.
+    /// Make a new, empty collection, for the model the server embeds with unless --model says another.
     Create {
         /// 1 to 64 characters of a-z, 0-9, `-` and `_`, starting with a letter or digit.
         name: String,
@@ -306,7 +306,7 @@ pub enum CollectionsCommand {
         /// How vectors are compared (server default: cosine).
         #[arg(long, value_enum, ignore_case = true)]
         distance: Option<Distance>,
-        /// The model it is for; must be the one the server embeds with (checked by the server).
+        /// The model it is for: the server's own (the default) or one installed in its `model.models_dir`.
         #[arg(long, value_name = "MODEL")]
         model: Option<String>,
         #[command(flatten)]
@@ -328,6 +328,25 @@ pub enum CollectionsCommand {
     /// again are embedded instead of taking the vector of an indexed copy.
     ClearCache {
         name: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Switch NAME to another model without downtime: every image is embedded again with
+    /// MODEL as a job, searches use the current model until it completes, then MODEL.
+    Reembed {
+        name: String,
+        /// The server's own model, or one installed in its `model.models_dir`.
+        #[arg(long, value_name = "MODEL")]
+        model: String,
+        /// Follow the job, and return once searches use MODEL (or the switch was abandoned).
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete the generation a completed model switch left (the old model's vectors).
+    DeletePrevious {
+        name: String,
         #[command(flatten)]
         server: ServerArgs,
     },

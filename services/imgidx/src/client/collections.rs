@@ -1,15 +1,18 @@
-//! `imgidx collections list|create|delete|select|clear-cache`: the server's named
-//! collections (`/api/v1/collections`).
+//! `imgidx collections list|create|delete|select|clear-cache|reembed|delete-previous`:
+//! the server's named collections (`/api/v1/collections`) and their model switches.
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::args::CollectionsCommand;
 use super::http::Api;
 use super::output::{or_dash, parse, show, table};
+use super::wait::wait_jobs;
 
 const COLLECTIONS: [&str; 3] = ["api", "v1", "collections"];
 
@@ -24,6 +27,21 @@ struct Collection {
     /// Absent when the server could not read the collection's index.
     points: Option<u64>,
     size_bytes: Option<u64>,
+    /// The model switch under way.
+    switching: Option<Switching>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(default)]
+struct Switching {
+    model: String,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+struct Reembedding {
+    job_id: String,
+    message: String,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -78,6 +96,52 @@ pub async fn collections(cmd: CollectionsCommand) -> Result<ExitCode> {
             let answer = Api::new(&server)?.post_json(&["api", "v1", "collections", "cache", "clear"], &body).await?;
             show(&answer, server.json, message_text)
         }
+        CollectionsCommand::Reembed { name, model, wait, server } => {
+            let api = Api::new(&server)?;
+            let answer = api.post_json(&["api", "v1", "collections", &name, "reembed"], &json!({ "model": model })).await?;
+            if !wait {
+                return show(&answer, server.json, |a| {
+                    let r: Reembedding = parse(a, "answer")?;
+                    Ok(format!("{}\nJob {} (imgidx status {} to follow it)\n", r.message, r.job_id, r.job_id))
+                });
+            }
+            let started: Reembedding = parse(&answer, "answer")?;
+            wait_jobs(&api, std::slice::from_ref(&started.job_id), 0).await?;
+            let now = switched(&api, &name).await?;
+            if server.json {
+                println!("{}", json!({ "collection_name": name, "model": now, "job_id": started.job_id }));
+            } else if now == model {
+                println!("Collection {name} now searches with model {model}");
+            } else {
+                println!("The switch of collection {name} was abandoned (job {}); it keeps model {now}", started.job_id);
+            }
+            Ok(if now == model { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        CollectionsCommand::DeletePrevious { name, server } => {
+            let answer = Api::new(&server)?.delete(&["api", "v1", "collections", &name, "previous"]).await?;
+            show(&answer, server.json, message_text)
+        }
+    }
+}
+
+/// Longest wait, once the switch's job has ended, for a server to settle the switch.
+const SETTLE_WAIT: Duration = Duration::from_secs(30);
+
+/// The collection's model once no switch is under way any more.
+async fn switched(api: &Api, name: &str) -> Result<String> {
+    let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+    loop {
+        let list: CollectionList = parse(&api.get(&COLLECTIONS).await?, "collection list")?;
+        let Some(c) = list.collections.into_iter().find(|c| c.name == name) else {
+            bail!("collection {name} is gone");
+        };
+        if c.switching.is_none() {
+            return Ok(c.model);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the switch of collection {name} to {} has not settled", c.switching.map(|s| s.model).unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -99,10 +163,11 @@ fn list_text(l: &CollectionList) -> String {
                 c.points.map_or_else(|| "-".into(), |p| p.to_string()),
                 c.size_bytes.map_or_else(|| "-".into(), size_text),
                 if c.is_selected || c.name == l.selected { "*".into() } else { String::new() },
+                c.switching.as_ref().map_or_else(String::new, |s| format!("-> {}", s.model)),
             ]
         })
         .collect();
-    table(&["NAME", "MODEL", "DIM", "DISTANCE", "POINTS", "SIZE", "SELECTED"], &rows)
+    table(&["NAME", "MODEL", "DIM", "DISTANCE", "POINTS", "SIZE", "SELECTED", "SWITCHING"], &rows)
 }
 
 fn created_text(c: &Collection) -> String {
@@ -135,7 +200,7 @@ mod tests {
         let l: CollectionList = serde_json::from_value(json!({
             "collections": [
                 {"name": "cats", "model": "tiny-clip", "vector_size": 64, "distance": "Dot", "is_selected": false,
-                 "created_at": "2025-01-01T00:00:00Z"},
+                 "created_at": "2025-01-01T00:00:00Z", "switching": {"model": "tiny-clip-b"}},
                 {"name": "images", "model": "tiny-clip", "vector_size": 64, "distance": "Cosine", "is_selected": true,
                  "created_at": "2025-01-01T00:00:00Z", "points": 17, "size_bytes": 1536}
             ],
@@ -144,8 +209,8 @@ mod tests {
         .unwrap();
         assert_eq!(
             list_text(&l),
-            "NAME    MODEL      DIM  DISTANCE  POINTS  SIZE     SELECTED\n\
-             cats    tiny-clip  64   Dot       -       -\n\
+            "NAME    MODEL      DIM  DISTANCE  POINTS  SIZE     SELECTED  SWITCHING\n\
+             cats    tiny-clip  64   Dot       -       -                  -> tiny-clip-b\n\
              images  tiny-clip  64   Cosine    17      1.5 KiB  *\n"
         );
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::server::{copy_images, fixture_images, free_port, imgidx, Serve};
+use crate::server::{copy_images, fixture_images, free_port, imgidx, repo_root, Serve};
 
 /// The sample TIFF holds 64-bit float samples no 8-bit pipeline decodes: it is always
 /// reported failed. Among other images that counts in the summary but the job
@@ -436,4 +436,37 @@ async fn collections_are_made_filled_searched_and_deleted() {
     assert_eq!(run.code, 1, "{run:#?}");
     assert!(run.stderr.starts_with("error: collection names are 1 to 64 characters"), "{}", run.stderr);
     assert!(run.stderr.ends_with(": \"Bad\" is not one (HTTP 422, validation_error)\n"), "{}", run.stderr);
+}
+
+/// `imgidx collections reembed --wait` returns once searches use the new model (here one
+/// of another vector size, from `model.models_dir`); `delete-previous` drops the old one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_is_switched_to_another_model_and_its_previous_generation_dropped() {
+    let data = tempfile::tempdir().unwrap();
+    let models = repo_root().join("tests/fixtures/models");
+    let server = Serve::start(data.path(), &[("IMGIDX__MODEL__MODELS_DIR", models.to_str().unwrap())]).await;
+    let url = server.url.as_str();
+    let tmp = tempfile::tempdir().unwrap();
+    let images: Vec<String> = copy_images(tmp.path(), 1).iter().map(|p| s(p)).collect();
+    let mut args = vec!["index".to_string(), "--wait".into(), "--server".into(), url.into()];
+    args.extend(images.iter().cloned());
+    assert_eq!(imgidx(&args).await.code, 0);
+
+    let run = imgidx(&["collections", "reembed", "images", "--model", "tiny-clip-b", "--wait", "--server", url]).await;
+    assert_eq!(run.code, 0, "{run:#?}\n{}", server.log_text());
+    assert!(run.stdout.ends_with("Collection images now searches with model tiny-clip-b\n"), "{}", run.stdout);
+    let run = imgidx(&["collections", "list", "--server", url]).await;
+    let line = run.stdout.lines().find(|l| l.starts_with("images ")).unwrap().to_owned();
+    assert!(line.contains(" tiny-clip-b ") && line.contains(" 32 "), "{}", run.stdout);
+    let run = imgidx(&["search", "a photo", "--json", "--server", url]).await;
+    assert_eq!(run.json()["index_stats"]["model"], "tiny-clip-b", "{run:#?}");
+
+    let run = imgidx(&["collections", "delete-previous", "images", "--server", url]).await;
+    assert_eq!((run.code, run.stdout.as_str()), (0, "The previous generation of collection images is deleted\n"), "{run:#?}");
+    let run = imgidx(&["collections", "delete-previous", "images", "--server", url]).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.ends_with("(HTTP 404, previous_not_found)\n"), "{}", run.stderr);
+    let run = imgidx(&["collections", "reembed", "images", "--model", "nope", "--server", url]).await;
+    assert_eq!(run.code, 1, "{run:#?}");
+    assert!(run.stderr.contains("not installed") && run.stderr.ends_with("(HTTP 422, validation_error)\n"), "{}", run.stderr);
 }

@@ -10,6 +10,7 @@ mod crashes;
 mod duplicates;
 mod exposure;
 mod formats;
+mod model_switch;
 mod moto;
 mod openapi;
 mod reads;

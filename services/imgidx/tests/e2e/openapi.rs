@@ -109,9 +109,14 @@ async fn every_operation_answers_as_the_document_says() {
     let roots = root.display().to_string();
     let results = data.path().join("results");
     let results_dir = results.display().to_string();
+    let models = repo_root().join("tests/fixtures/models").display().to_string();
     let s = Serve::start(
         data.path(),
-        &[("IMGIDX__API__ALLOWED_ROOTS", roots.as_str()), ("IMGIDX__API__RESULTS_DIR", results_dir.as_str())],
+        &[
+            ("IMGIDX__API__ALLOWED_ROOTS", roots.as_str()),
+            ("IMGIDX__API__RESULTS_DIR", results_dir.as_str()),
+            ("IMGIDX__MODEL__MODELS_DIR", models.as_str()),
+        ],
     )
     .await;
 
@@ -243,6 +248,7 @@ async fn every_operation_answers_as_the_document_says() {
     ingest_upload(&mut spec, &s, &images[0]).await;
     batch(&mut spec, &s, &images[0]).await;
     duplicates(&mut spec, &s, &images[1]).await;
+    switch(&mut spec, &s).await;
     live(&mut spec, &s, &job_id).await;
 
     let missing: Vec<_> = spec.operations().difference(&spec.checked).cloned().collect();
@@ -369,6 +375,35 @@ async fn duplicates(spec: &mut Spec, s: &Serve, image: &Path) {
     let (code, _) = call(spec, s, "post", restore, restore, Some(json!({ "archive_id": archive_id }))).await;
     assert_eq!(code, 409);
     assert!(image.is_file());
+}
+
+/// A model switch of an empty collection, to the end, and the previous generation dropped.
+async fn switch(spec: &mut Spec, s: &Serve) {
+    let collections = "/api/v1/collections";
+    let (code, _) = call(spec, s, "post", collections, collections, Some(json!({ "collection_name": "switchy" }))).await;
+    assert_eq!(code, 201);
+    let reembed = "/api/v1/collections/{collection_name}/reembed";
+    let path = "/api/v1/collections/switchy/reembed";
+    let (code, _) = call(spec, s, "post", reembed, path, Some(json!({ "model": "nope" }))).await;
+    assert_eq!(code, 422);
+    let (code, started) = call(spec, s, "post", reembed, path, Some(json!({ "model": "tiny-clip-b" }))).await;
+    assert_eq!(code, 202, "{started}");
+    wait_finished(spec, s, started["job_id"].as_str().unwrap()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = call(spec, s, "get", collections, collections, None).await;
+        let switchy = list["collections"].as_array().unwrap().iter().find(|c| c["name"] == "switchy").cloned().unwrap();
+        if switchy["model"] == "tiny-clip-b" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{switchy}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let previous = "/api/v1/collections/{collection_name}/previous";
+    let (code, _) = call(spec, s, "delete", previous, "/api/v1/collections/switchy/previous", None).await;
+    assert_eq!(code, 200);
+    let (code, _) = call(spec, s, "delete", previous, "/api/v1/collections/switchy/previous", None).await;
+    assert_eq!(code, 404);
 }
 
 /// The live endpoints of a finished job: its state, then the end.

@@ -43,6 +43,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     Migration { version: 10, name: "0010_collections", sql: include_str!("../../../migrations/0010_collections.sql") },
     Migration { version: 11, name: "0011_batches", sql: include_str!("../../../migrations/0011_batches.sql") },
     Migration { version: 12, name: "0012_curation", sql: include_str!("../../../migrations/0012_curation.sql") },
+    Migration {
+        version: 13,
+        name: "0013_model_switch",
+        sql: include_str!("../../../migrations/0013_model_switch.sql"),
+    },
 ];
 
 /// Advisory lock held while migrating ("imgidx" in ASCII, then 1), so concurrent

@@ -45,6 +45,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 10, name: "0010_batches", sql: include_str!("../../../migrations/sqlite/0010_batches.sql") },
     Migration { version: 11, name: "0011_curation", sql: include_str!("../../../migrations/sqlite/0011_curation.sql") },
+    Migration {
+        version: 12,
+        name: "0012_model_switch",
+        sql: include_str!("../../../migrations/sqlite/0012_model_switch.sql"),
+    },
 ];
 
 /// How long a write waits for another connection (another process on the same file)
