@@ -280,6 +280,40 @@ async fn seed_004s_python_examples_run_unchanged() {
     s.stop().await;
 }
 
+/// Node.js for seed 004's JavaScript example: its `WebSocket` is global from Node 22 and
+/// behind `--experimental-websocket` in Node 20 and 21 (the test machines have Node 20).
+fn node_websocket_flag() -> Option<Vec<&'static str>> {
+    let version = std::process::Command::new("node").arg("--version").output().ok()?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    let major: u32 = version.trim().trim_start_matches('v').split('.').next()?.parse().ok()?;
+    Some(if major >= 22 { vec![] } else { vec!["--experimental-websocket"] })
+}
+
+#[tokio::test]
+async fn seed_004s_javascript_example_runs_unchanged() {
+    let Some(flags) = node_websocket_flag() else {
+        eprintln!("skipping: no node on PATH (seed 004's JavaScript example needs Node.js 20.10 or later)");
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let s = Serve::start(data.path(), &[("IMGIDX__INGEST__ALLOW_PRIVATE_URLS", "true")]).await;
+    let web = image_server().await;
+    let slow: Vec<Value> = ["camera.png", "coins.png"].iter().map(|n| json!({ "url": format!("{web}/slow-{n}") })).collect();
+    let (code, created) = s.post_json("/api/v1/batch", &json!({ "images": slow })).await;
+    assert_eq!(code, 201, "{created}");
+    let script = example("websocket_client.js", &s, &web)
+        .replace("a1b2c3d4-e5f6-7890-abcd-ef1234567890", created["job_id"].as_str().unwrap());
+    let run = tokio::process::Command::new("node").args(&flags).arg("-e").arg(script).kill_on_drop(true).output();
+    let out = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the example ran for 2 minutes").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("WebSocket connected\n"), "{stdout}");
+    assert_eq!(stdout.matches(" completed\n").count(), 2, "one line per image: {stdout}");
+    assert!(stdout.contains("Completed: 2/2") && stdout.contains("Batch job completed!"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("WebSocket disconnected"), "{stdout}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn the_batch_command_sends_urls_and_files_and_prints_each_outcome() {
     let data = tempfile::tempdir().unwrap();
