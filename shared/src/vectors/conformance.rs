@@ -358,3 +358,70 @@ pub async fn whole_points_in_pages(store: &dyn VectorStore, dim: usize) {
     assert_eq!(some.iter().map(|p| p.id).collect::<Vec<_>>(), want);
     assert!(store.points(&[]).await.expect("no ids").is_empty());
 }
+
+/// Every payload filter is applied by the store while it searches: a short page is full
+/// of matches when enough match (a filter applied to the results afterwards would leave
+/// it short), and pages are disjoint slices of one ranking.
+pub async fn search_filters_and_pages(store: &dyn VectorStore, dim: usize) {
+    const BASE_NS: i64 = 1_700_000_000_000_000_000;
+    let mut pts = points(dim, 40);
+    for (i, p) in pts.iter_mut().enumerate() {
+        let n = i as u32;
+        p.payload.format = ["jpeg", "png", "heic", "dng"][i % 4].into();
+        p.payload.width = 100 * (n % 10 + 1);
+        p.payload.height = 50 * (n % 8 + 1);
+        p.payload.mtime_ns = BASE_NS + i as i64 * 1_000_000_000;
+        p.payload.indexed_at = format!("2024-05-{:02}T12:00:00Z", i % 28 + 1);
+    }
+    store.upsert(pts.clone()).await.expect("upsert");
+    let query = &pts[7].vector;
+    let day = |d: u32, h: u32| chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2024, 5, d, h, 0, 0).unwrap();
+    type Check = fn(&ImagePayload) -> bool;
+    let cases: Vec<(&str, SearchFilter, Check)> = vec![
+        ("formats", SearchFilter { formats: vec!["png".into(), "heic".into()], ..Default::default() }, |p| {
+            p.format == "png" || p.format == "heic"
+        }),
+        ("min_width", SearchFilter { min_width: Some(700), ..Default::default() }, |p| p.width >= 700),
+        ("min_height", SearchFilter { min_height: Some(300), ..Default::default() }, |p| p.height >= 300),
+        (
+            "mtime",
+            SearchFilter {
+                mtime_ns: super::Bounds { from: Some(BASE_NS + 10_000_000_000), to: Some(BASE_NS + 19_000_000_000) },
+                ..Default::default()
+            },
+            |p| (BASE_NS + 10_000_000_000..=BASE_NS + 19_000_000_000).contains(&p.mtime_ns),
+        ),
+        (
+            "indexed_at",
+            SearchFilter { indexed_at: super::Bounds { from: Some(day(10, 0)), to: Some(day(15, 23)) }, ..Default::default() },
+            |p| ("2024-05-10".."2024-05-16").contains(&&p.indexed_at[..10]),
+        ),
+        (
+            "together",
+            SearchFilter { formats: vec!["jpeg".into()], min_width: Some(500), ..Default::default() },
+            |p| p.format == "jpeg" && p.width >= 500,
+        ),
+    ];
+    for (name, filter, passes) in cases {
+        let expected = pts.iter().filter(|p| passes(&p.payload)).count();
+        assert!((4..40).contains(&expected), "{name}: the fixture must keep some and drop some ({expected})");
+        let all = store.search(query, 100, &filter).await.expect("search");
+        assert_eq!(all.len(), expected, "{name}");
+        assert!(all.iter().all(|h| passes(&h.payload)), "{name}: {all:?}");
+        let page = store.search(query, 3, &filter).await.expect("search");
+        let ids = |hits: &[super::ScoredImage]| hits.iter().map(|h| h.id).collect::<Vec<_>>();
+        assert_eq!(ids(&page), ids(&all[..3]), "{name}: a short page is full of matches, best first");
+        let next = store.search(query, 3, &SearchFilter { offset: 3, ..filter.clone() }).await.expect("search");
+        assert_eq!(ids(&next), ids(&all[3..6.min(all.len())]), "{name}: the next page follows on");
+    }
+    // Unfiltered: pages of 7 cover the ranking once, in order.
+    let ranking = store.search(query, 40, &SearchFilter::default()).await.expect("search");
+    let mut paged = Vec::new();
+    for page in 0..6 {
+        let filter = SearchFilter { offset: page * 7, ..SearchFilter::default() };
+        paged.extend(store.search(query, 7, &filter).await.expect("search").into_iter().map(|h| h.id));
+    }
+    assert_eq!(paged, ranking.iter().map(|h| h.id).collect::<Vec<_>>());
+    let past = SearchFilter { offset: 40, ..SearchFilter::default() };
+    assert!(store.search(query, 7, &past).await.expect("search").is_empty(), "past the end");
+}

@@ -16,14 +16,18 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    Condition, CountRequest, CreateIndex, DeletePayloadOp, Distance, EdgeConfig, EdgeShard, EdgeVectorParams, PayloadOps,
-    FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, NamedQuery, OperationError,
+    AnyVariants, Condition, CountRequest, CreateIndex, DateTimeWrapper, DeletePayloadOp, Distance, EdgeConfig, EdgeShard,
+    EdgeVectorParams, PayloadOps, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, MatchAny, NamedQuery,
+    OperationError, Range,
     Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
     PointOperations, PointStructPersisted, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation,
     VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector, DEFAULT_VECTOR_NAME,
 };
 
-use super::payload::{self, DIRS_KEY, HASH_KEY, MODEL_KEY, PATH_KEY, REUSE_KEYS, STAMP_KEYS, TAGS_KEY};
+use super::payload::{
+    self, IndexKind, DIRS_KEY, FORMAT_KEY, HASH_KEY, HEIGHT_KEY, INDEXED_KEY, INDEXES, MODEL_KEY, MTIME_KEY, PATH_KEY,
+    REUSE_KEYS, STAMP_KEYS, TAGS_KEY, WIDTH_KEY,
+};
 use super::*;
 use crate::collections::Distance as Metric;
 
@@ -65,6 +69,15 @@ impl EdgeStore {
         let shard = OnceLock::new();
         if Self::exists_at(path) {
             let loaded = EdgeShard::load(path, None).map_err(edge_err)?;
+            // A shard made before an index was added to `INDEXES` gets it now.
+            let indexed = loaded.info().payload_schema;
+            let missing: Vec<_> = INDEXES.iter().filter(|(key, _)| !indexed.keys().any(|k| k.to_string() == *key)).collect();
+            for (key, kind) in &missing {
+                loaded.update(index_operation(key, *kind)?).map_err(edge_err)?;
+            }
+            if !missing.is_empty() {
+                loaded.flush();
+            }
             let _ = shard.set(loaded);
         }
         let inner = Inner { path: path.to_path_buf(), shard, writes: Mutex::default() };
@@ -104,9 +117,9 @@ impl Inner {
         fs::create_dir_all(&self.path)
             .map_err(|e| VectorStoreError::Other(format!("create {}: {e}", self.path.display())))?;
         let shard = EdgeShard::new(&self.path, new_config(dim, distance)).map_err(edge_err)?;
-        shard.update(keyword_index_operation(DIRS_KEY)?).map_err(edge_err)?;
-        shard.update(keyword_index_operation(HASH_KEY)?).map_err(edge_err)?;
-        shard.update(keyword_index_operation(TAGS_KEY)?).map_err(edge_err)?;
+        for (key, kind) in INDEXES {
+            shard.update(index_operation(key, kind)?).map_err(edge_err)?;
+        }
         shard.flush();
         let _ = self.shard.set(shard);
         Ok(())
@@ -207,7 +220,9 @@ impl Inner {
             }))),
             filter: search_filter(&filter)?,
             score_threshold: filter.min_score.map(|min| OrderedFloat(payload::score_threshold(distance, min))),
-            limit: top_k,
+            // A shard leaves the offset to a collection above it (which Edge has not):
+            // rank `offset + top_k` and skip here.
+            limit: top_k.saturating_add(filter.offset),
             offset: 0,
             params: None,
             with_vector: WithVector::Bool(false),
@@ -215,6 +230,8 @@ impl Inner {
         };
         let hits = shard.query(request).map_err(edge_err)?;
         hits.into_iter()
+            .skip(filter.offset)
+            .take(top_k)
             .map(|hit| {
                 let payload = payload::from_json(hit.payload.unwrap_or_default().0)?;
                 Ok(ScoredImage { id: uuid_of(hit.id)?, score: distance.to_cosine(hit.score), payload })
@@ -445,24 +462,55 @@ fn dense(vector: Option<VectorStructInternal>, id: PointId) -> Result<Vec<f32>, 
     }
 }
 
-/// Keyword index on `key`: path-prefix searches (`dirs`) and reuse lookups (`sha256`) use
-/// the index instead of a payload scan.
-fn keyword_index_operation(key: &str) -> Result<UpdateOperation, VectorStoreError> {
+/// The payload index on `key`: filters and reuse lookups use it instead of a payload scan.
+fn index_operation(key: &str, kind: IndexKind) -> Result<UpdateOperation, VectorStoreError> {
+    let schema = match kind {
+        IndexKind::Keyword => PayloadSchemaType::Keyword,
+        IndexKind::Integer => PayloadSchemaType::Integer,
+        IndexKind::Datetime => PayloadSchemaType::Datetime,
+    };
     Ok(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
         field_name: json_path(key)?,
-        field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
+        field_schema: Some(PayloadFieldSchema::FieldType(schema)),
     })))
 }
 
-/// Under `path_prefix`, and with every one of `tags`: all conditions must hold.
+/// Every restriction of `filter`, all of which must hold.
 fn search_filter(filter: &SearchFilter) -> Result<Option<Filter>, VectorStoreError> {
     let mut must = Vec::new();
     if let Some(dir) = filter.path_prefix.as_deref().and_then(payload::prefix_dir) {
-        must.push(Condition::Field(FieldCondition::new_match(json_path(DIRS_KEY)?, Match::from(dir))));
+        must.push(FieldCondition::new_match(json_path(DIRS_KEY)?, Match::from(dir)));
     }
     for tag in &filter.tags {
-        must.push(Condition::Field(FieldCondition::new_match(json_path(TAGS_KEY)?, Match::from(tag.clone()))));
+        must.push(FieldCondition::new_match(json_path(TAGS_KEY)?, Match::from(tag.clone())));
     }
+    if !filter.formats.is_empty() {
+        let any = AnyVariants::Strings(filter.formats.iter().cloned().collect());
+        must.push(FieldCondition::new_match(json_path(FORMAT_KEY)?, Match::Any(MatchAny { any })));
+    }
+    let at_least = |n: u32| Range { gte: Some(OrderedFloat(f64::from(n))), ..Range::default() };
+    if let Some(w) = filter.min_width {
+        must.push(FieldCondition::new_range(json_path(WIDTH_KEY)?, at_least(w)));
+    }
+    if let Some(h) = filter.min_height {
+        must.push(FieldCondition::new_range(json_path(HEIGHT_KEY)?, at_least(h)));
+    }
+    if !filter.mtime_ns.is_open() {
+        // Nanoseconds as f64 keep 1/4 µs at today's dates: finer than any file system's clock.
+        let bound = |t: Option<i64>| t.map(|t| OrderedFloat(t as f64));
+        let range = Range { gte: bound(filter.mtime_ns.from), lte: bound(filter.mtime_ns.to), ..Range::default() };
+        must.push(FieldCondition::new_range(json_path(MTIME_KEY)?, range));
+    }
+    if !filter.indexed_at.is_open() {
+        let range = Range {
+            gte: filter.indexed_at.from.map(DateTimeWrapper),
+            lte: filter.indexed_at.to.map(DateTimeWrapper),
+            gt: None,
+            lt: None,
+        };
+        must.push(FieldCondition::new_datetime_range(json_path(INDEXED_KEY)?, range));
+    }
+    let must: Vec<Condition> = must.into_iter().map(Condition::Field).collect();
     Ok((!must.is_empty()).then(|| Filter { must: Some(must), ..Default::default() }))
 }
 
@@ -624,6 +672,28 @@ mod tests {
     async fn search_tags() {
         let dir = tempfile::tempdir().expect("tempdir");
         suite::search_tags(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test]
+    async fn search_filters_and_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        suite::search_filters_and_pages(&new_store(&dir).await, DIM).await;
+    }
+
+    #[tokio::test]
+    async fn a_shard_from_before_an_index_gets_it_when_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("shard");
+        std::fs::create_dir_all(&path).expect("dir");
+        let shard = EdgeShard::new(&path, new_config(DIM, Metric::Cosine)).expect("shard");
+        shard.update(index_operation(DIRS_KEY, IndexKind::Keyword).expect("op")).expect("index");
+        shard.flush();
+        drop(shard);
+        let store = EdgeStore::open(&path).expect("open");
+        let indexed = store.inner.shard.get().expect("loaded").info().payload_schema;
+        for (key, _) in INDEXES {
+            assert!(indexed.keys().any(|k| k.to_string() == key), "{key} is indexed: {indexed:?}");
+        }
     }
 
     #[tokio::test]

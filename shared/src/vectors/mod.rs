@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -91,7 +92,9 @@ pub struct ScoredImage {
     pub payload: ImagePayload,
 }
 
-/// Optional restrictions on a search.
+/// Optional restrictions on a search, and the page of results wanted. Every restriction
+/// is a filter the store applies while it searches (on indexed payload keys), never a
+/// pass over the results afterwards, so a page is always full when enough images match.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SearchFilter {
     /// Only images whose path starts with this.
@@ -100,6 +103,30 @@ pub struct SearchFilter {
     pub min_score: Option<f32>,
     /// Only images with every one of these tags.
     pub tags: Vec<String>,
+    /// Only images in one of these formats (as `ImagePayload::format`: `jpeg`, `heic`, …).
+    pub formats: Vec<String>,
+    /// Only images at least this many pixels wide, and tall (after orientation).
+    pub min_width: Option<u32>,
+    pub min_height: Option<u32>,
+    /// Only images whose file was modified in this range (`mtime_ns`).
+    pub mtime_ns: Bounds<i64>,
+    /// Only images indexed in this range (`indexed_at`).
+    pub indexed_at: Bounds<DateTime<Utc>>,
+    /// Results to skip, best first: the page after them (the search's `top_k` is its size).
+    pub offset: usize,
+}
+
+/// A range with both ends included; either may be open.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Bounds<T> {
+    pub from: Option<T>,
+    pub to: Option<T>,
+}
+
+impl<T> Bounds<T> {
+    pub fn is_open(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
+    }
 }
 
 /// What a new point can take from an indexed one with the same content and model: no
@@ -154,7 +181,8 @@ pub trait VectorStore: Send + Sync {
     /// Removes every point's content hash, so nothing is reused until images are embedded
     /// again (a cache clear). Points and vectors stay.
     async fn forget_hashes(&self) -> Result<(), VectorStoreError>;
-    /// Nearest images, best first, scored by cosine similarity whatever the distance.
+    /// Nearest images that pass `filter`, best first, scored by cosine similarity whatever
+    /// the distance: at most `top_k`, after the best `filter.offset`.
     async fn search(
         &self,
         vector: &[f32],

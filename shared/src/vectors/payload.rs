@@ -23,6 +23,34 @@ pub(crate) const HASH_KEY: &str = "sha256";
 pub(crate) const TAGS_KEY: &str = "tags";
 /// Payload key holding the model that made the vector.
 pub(crate) const MODEL_KEY: &str = "model";
+/// Payload keys search filters read (`SearchFilter`), each indexed.
+pub(crate) const FORMAT_KEY: &str = "format";
+pub(crate) const WIDTH_KEY: &str = "width";
+pub(crate) const HEIGHT_KEY: &str = "height";
+pub(crate) const MTIME_KEY: &str = "mtime_ns";
+pub(crate) const INDEXED_KEY: &str = "indexed_at";
+
+/// What a payload index holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IndexKind {
+    Keyword,
+    Integer,
+    /// RFC 3339 strings, compared as instants.
+    Datetime,
+}
+
+/// Every indexed payload key, in both backends: what filters and reuse lookups match on,
+/// so none of them scans payloads.
+pub(crate) const INDEXES: [(&str, IndexKind); 8] = [
+    (DIRS_KEY, IndexKind::Keyword),
+    (HASH_KEY, IndexKind::Keyword),
+    (TAGS_KEY, IndexKind::Keyword),
+    (FORMAT_KEY, IndexKind::Keyword),
+    (WIDTH_KEY, IndexKind::Integer),
+    (HEIGHT_KEY, IndexKind::Integer),
+    (MTIME_KEY, IndexKind::Integer),
+    (INDEXED_KEY, IndexKind::Datetime),
+];
 /// Keys read back for a reuse; fetching only these keeps `reusable` cheap.
 pub(crate) const REUSE_KEYS: [&str; 3] = ["width", "height", "format"];
 

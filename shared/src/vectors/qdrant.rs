@@ -12,13 +12,17 @@ use qdrant_client::qdrant::vectors_config::Config as VectorsConfigKind;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder, DeletePayloadPointsBuilder,
     DeletePointsBuilder,
-    Distance, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct, PointsIdsList, Query,
+    DatetimeRange, Distance, FieldType, Filter, GetPointsBuilder, PayloadIncludeSelector, PointId, PointStruct,
+    PointsIdsList, Query, Range,
     QueryPointsBuilder,
     ScrollPointsBuilder, UpsertPointsBuilder, Value, VectorParams, VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 
-use super::payload::{self, DIRS_KEY, HASH_KEY, MODEL_KEY, PATH_KEY, REUSE_KEYS, STAMP_KEYS, TAGS_KEY};
+use super::payload::{
+    self, IndexKind, DIRS_KEY, FORMAT_KEY, HASH_KEY, HEIGHT_KEY, INDEXED_KEY, INDEXES, MODEL_KEY, MTIME_KEY, PATH_KEY,
+    REUSE_KEYS, STAMP_KEYS, TAGS_KEY, WIDTH_KEY,
+};
 use super::*;
 use crate::collections::Distance as Metric;
 
@@ -105,12 +109,16 @@ impl QdrantStore {
         }
     }
 
-    /// Keyword indexes on `dirs` (`path_prefix` filters), `sha256` (reuse lookups) and
-    /// `tags` (tag filters);
-    /// creating an existing index is a no-op.
-    async fn ensure_keyword_indexes(&self) -> Result<(), VectorStoreError> {
-        for key in [DIRS_KEY, HASH_KEY, TAGS_KEY] {
-            let request = CreateFieldIndexCollectionBuilder::new(&self.collection, key, FieldType::Keyword).wait(true);
+    /// The payload indexes filters and reuse lookups use (`payload::INDEXES`); creating an
+    /// existing index is a no-op, so a collection made before one was added gets it here.
+    async fn ensure_indexes(&self) -> Result<(), VectorStoreError> {
+        for (key, kind) in INDEXES {
+            let field = match kind {
+                IndexKind::Keyword => FieldType::Keyword,
+                IndexKind::Integer => FieldType::Integer,
+                IndexKind::Datetime => FieldType::Datetime,
+            };
+            let request = CreateFieldIndexCollectionBuilder::new(&self.collection, key, field).wait(true);
             self.client.create_field_index(request).await.map_err(map_err)?;
         }
         Ok(())
@@ -166,7 +174,7 @@ impl VectorStore for QdrantStore {
                 }
             }
         }
-        self.ensure_keyword_indexes().await?;
+        self.ensure_indexes().await?;
         let _ = self.dim.set(dim);
         let _ = self.distance.set(distance);
         Ok(())
@@ -187,6 +195,8 @@ impl VectorStore for QdrantStore {
                 self.collection, params.size
             )));
         }
+        // A collection made before an index was added to `INDEXES` gets it now.
+        self.ensure_indexes().await?;
         let _ = self.dim.set(dim);
         let _ = self.distance.set(distance);
         Ok(())
@@ -279,6 +289,7 @@ impl VectorStore for QdrantStore {
         let mut request = QueryPointsBuilder::new(&self.collection)
             .query(Query::new_nearest(vector.to_vec()))
             .limit(top_k as u64)
+            .offset(filter.offset as u64)
             .with_payload(true);
         if let Some(filter) = search_filter(filter) {
             request = request.filter(filter);
@@ -385,11 +396,29 @@ impl VectorStore for QdrantStore {
     }
 }
 
-/// Under `path_prefix` (a keyword match on `dirs`) and with every one of `tags`.
+/// Every restriction of `filter`, all of which must hold (as the embedded store's).
 fn search_filter(filter: &SearchFilter) -> Option<Filter> {
     let mut must: Vec<Condition> =
         filter.path_prefix.as_deref().and_then(payload::prefix_dir).map(|dir| Condition::matches(DIRS_KEY, dir)).into_iter().collect();
     must.extend(filter.tags.iter().map(|t| Condition::matches(TAGS_KEY, t.clone())));
+    if !filter.formats.is_empty() {
+        must.push(Condition::matches(FORMAT_KEY, filter.formats.clone()));
+    }
+    let at_least = |n: u32| Range { gte: Some(f64::from(n)), ..Range::default() };
+    must.extend(filter.min_width.map(|w| Condition::range(WIDTH_KEY, at_least(w))));
+    must.extend(filter.min_height.map(|h| Condition::range(HEIGHT_KEY, at_least(h))));
+    if !filter.mtime_ns.is_open() {
+        let bound = |t: Option<i64>| t.map(|t| t as f64);
+        let range = Range { gte: bound(filter.mtime_ns.from), lte: bound(filter.mtime_ns.to), ..Range::default() };
+        must.push(Condition::range(MTIME_KEY, range));
+    }
+    if !filter.indexed_at.is_open() {
+        let at = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|t| prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos().try_into().unwrap_or(0) })
+        };
+        let range = DatetimeRange { gte: at(filter.indexed_at.from), lte: at(filter.indexed_at.to), ..DatetimeRange::default() };
+        must.push(Condition::datetime_range(INDEXED_KEY, range));
+    }
     (!must.is_empty()).then(|| Filter::must(must))
 }
 
@@ -628,6 +657,14 @@ mod tests {
     async fn search_tags() {
         with_collection("search_tags", true, |s| async move {
             suite::search_tags(s.as_ref(), DIM).await;
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn search_filters_and_pages() {
+        with_collection("search_filters_and_pages", true, |s| async move {
+            suite::search_filters_and_pages(s.as_ref(), DIM).await;
         })
         .await;
     }

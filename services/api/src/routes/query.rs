@@ -1,6 +1,6 @@
 //! `POST /api/v1/query`: nearest images to a text (seed 002), to an image on this
 //! machine (`image_path`), or to an uploaded image (multipart field `image`). Optional
-//! filters: `path_prefix`, `min_score`.
+//! filters (`query_filter.rs`, applied by the vector store) and paging (`offset`).
 //!
 //! An `image_path` is looked up in the index first: an indexed image is searched with its
 //! stored vector, and no file is read. Any other path is read only when it lies under
@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use imgidx_shared::files::ReadLimits;
-use imgidx_shared::vectors::{ImagePayload, SearchFilter};
+use imgidx_shared::vectors::ImagePayload;
 
 use super::copy_results::copy_results;
+use super::query_filter::{search_filter, Wanted};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::auth::Granted;
 use crate::keys::Scope;
@@ -35,9 +36,6 @@ const MAX_COPIED: usize = 100;
 const COPY_LIMITS: ReadLimits = ReadLimits { max_bytes: 256 << 20, max_time: Duration::from_secs(10) };
 /// Longest query text accepted; CLIP reads at most 77 tokens of it anyway.
 const MAX_TEXT_BYTES: usize = 4096;
-/// Most tags one query may require, and their longest.
-const MAX_TAGS: usize = 20;
-const MAX_TAG_BYTES: usize = 100;
 
 /// A JSON query: exactly one of `text` and `image_path`.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -61,6 +59,46 @@ pub struct QueryRequest {
     collection: Option<String>,
     /// Only images with every one of these tags (at most 20; see README, "Tags").
     tags: Option<Vec<String>>,
+    /// Results to skip, best first (paging: `top_k` is the page size), at most 10000.
+    #[schema(minimum = 0, maximum = 10000)]
+    offset: Option<usize>,
+    /// Only images in one of these formats (`jpeg`, `png`, `webp`, `heic`, `dng`, …; `jpg` is `jpeg`).
+    formats: Option<Vec<String>>,
+    /// Only images at least this many pixels wide (after EXIF orientation).
+    min_width: Option<u32>,
+    /// Only images at least this many pixels tall.
+    min_height: Option<u32>,
+    /// Only images whose file was modified at or after this (RFC 3339).
+    #[schema(format = DateTime)]
+    mtime_from: Option<String>,
+    /// Only images whose file was modified at or before this (RFC 3339).
+    #[schema(format = DateTime)]
+    mtime_to: Option<String>,
+    /// Only images indexed at or after this (RFC 3339).
+    #[schema(format = DateTime)]
+    indexed_from: Option<String>,
+    /// Only images indexed at or before this (RFC 3339).
+    #[schema(format = DateTime)]
+    indexed_to: Option<String>,
+}
+
+impl QueryRequest {
+    /// The filters and page it asks for, as given.
+    fn wanted(&mut self) -> Wanted {
+        Wanted {
+            path_prefix: self.path_prefix.take(),
+            min_score: self.min_score,
+            tags: self.tags.take(),
+            formats: self.formats.take(),
+            min_width: self.min_width,
+            min_height: self.min_height,
+            mtime_from: self.mtime_from.take(),
+            mtime_to: self.mtime_to.take(),
+            indexed_from: self.indexed_from.take(),
+            indexed_to: self.indexed_to.take(),
+            offset: self.offset,
+        }
+    }
 }
 
 /// A query by upload (`multipart/form-data`): the image in field `image`, and the
@@ -77,6 +115,15 @@ pub struct QueryUpload {
     collection: Option<String>,
     /// Repeat the field for each tag.
     tags: Option<Vec<String>>,
+    offset: Option<usize>,
+    /// Repeat the field for each format.
+    formats: Option<Vec<String>>,
+    min_width: Option<u32>,
+    min_height: Option<u32>,
+    mtime_from: Option<String>,
+    mtime_to: Option<String>,
+    indexed_from: Option<String>,
+    indexed_to: Option<String>,
 }
 
 enum Subject {
@@ -146,7 +193,7 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let (subject, req) = if is_multipart {
+    let (subject, mut req) = if is_multipart {
         let form = Multipart::from_request(request, &state)
             .await
             .map_err(|e| ApiError::MalformedMultipart(format!("malformed multipart body: {}", e.body_text())))?;
@@ -161,11 +208,7 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
     if top_k == 0 || top_k > state.settings.max_top_k {
         return Err(ApiError::Validation(format!("top_k must be between 1 and {} (got {top_k})", state.settings.max_top_k)));
     }
-    if let Some(s) = req.min_score {
-        if !(-1.0..=1.0).contains(&s) {
-            return Err(ApiError::Validation(format!("min_score must be between -1 and 1 (got {s})")));
-        }
-    }
+    let filter = search_filter(req.wanted())?;
     if req.copy_results == Some(true) && granted != Some(Scope::Write) {
         return Err(ApiError::Forbidden("copy_results writes files on the server: it needs a key with write access".into()));
     }
@@ -177,13 +220,6 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
         (Some(true), None) => return Err(ApiError::Validation("copy_results needs api.results_dir to be set".into())),
         _ => None,
     };
-    let tags = req.tags.unwrap_or_default();
-    if tags.len() > MAX_TAGS || tags.iter().any(|t| t.is_empty() || t.len() > MAX_TAG_BYTES) {
-        return Err(ApiError::Validation(format!(
-            "tags: at most {MAX_TAGS}, each 1 to {MAX_TAG_BYTES} bytes"
-        )));
-    }
-    let filter = SearchFilter { path_prefix: req.path_prefix.filter(|p| !p.is_empty()), min_score: req.min_score, tags };
     let target = Target::searchable(&state.deps, req.collection.as_deref()).await?;
     // The collection's model, which a model switch changes.
     let engine = engine_for(state.deps.queries.as_ref(), &target.record.model).await?;
@@ -195,7 +231,7 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
         .into_iter()
         .enumerate()
         .map(|(i, hit)| QueryResult {
-            rank: i + 1,
+            rank: filter.offset + i + 1,
             score: hit.score,
             image_path: hit.payload.path.clone(),
             id: hit.id,
@@ -320,11 +356,20 @@ async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<(Subject, Qu
             "path_prefix" => req.path_prefix = Some(field.text().await.map_err(malformed)?),
             "copy_results" => req.copy_results = Some(parse_field(&name, &field.text().await.map_err(malformed)?)?),
             "collection" => req.collection = Some(field.text().await.map_err(malformed)?),
-            // Repeatable: each field one tag.
+            // Repeatable: each field one tag, or one format.
             "tags" => req.tags.get_or_insert_with(Vec::new).push(field.text().await.map_err(malformed)?),
+            "formats" => req.formats.get_or_insert_with(Vec::new).push(field.text().await.map_err(malformed)?),
+            "offset" => req.offset = Some(parse_field(&name, &field.text().await.map_err(malformed)?)?),
+            "min_width" => req.min_width = Some(parse_field(&name, &field.text().await.map_err(malformed)?)?),
+            "min_height" => req.min_height = Some(parse_field(&name, &field.text().await.map_err(malformed)?)?),
+            "mtime_from" => req.mtime_from = Some(field.text().await.map_err(malformed)?),
+            "mtime_to" => req.mtime_to = Some(field.text().await.map_err(malformed)?),
+            "indexed_from" => req.indexed_from = Some(field.text().await.map_err(malformed)?),
+            "indexed_to" => req.indexed_to = Some(field.text().await.map_err(malformed)?),
             other => {
                 return Err(ApiError::Validation(format!(
-                    "unknown multipart field {other:?} (expected image, top_k, path_prefix, min_score, copy_results, collection, tags)"
+                    "unknown multipart field {other:?} (expected image, top_k, offset, path_prefix, min_score, copy_results, \
+                     collection, tags, formats, min_width, min_height, mtime_from, mtime_to, indexed_from, indexed_to)"
                 )))
             }
         }

@@ -115,6 +115,37 @@ pub struct QueryOptions {
     /// Collection to search (`imgidx collections list`); the server's selected one when unset.
     #[arg(long, value_name = "NAME")]
     pub collection: Option<String>,
+    /// Results to skip, best first: `--offset 20 -k 10` is the third page of ten.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub offset: Option<u64>,
+    /// Only images that pass it, applied by the index (repeatable): format=png (repeat for
+    /// any of several), tag=beach (every one), min_width=N, min_height=N, and RFC 3339 times
+    /// mtime_from=, mtime_to=, indexed_from=, indexed_to=.
+    #[arg(long = "filter", value_name = "KEY=VALUE", value_parser = parse_filter)]
+    pub filters: Vec<(String, String)>,
+}
+
+/// Query fields `--filter` sets, by its key; repeatable ones collect into a list.
+pub const FILTER_KEYS: [(&str, &str); 8] = [
+    ("format", "formats"),
+    ("tag", "tags"),
+    ("min_width", "min_width"),
+    ("min_height", "min_height"),
+    ("mtime_from", "mtime_from"),
+    ("mtime_to", "mtime_to"),
+    ("indexed_from", "indexed_from"),
+    ("indexed_to", "indexed_to"),
+];
+
+/// `KEY=VALUE` as the query field it sets and its value.
+fn parse_filter(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s.split_once('=').ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    let known = FILTER_KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ");
+    let (_, field) = FILTER_KEYS.iter().find(|(k, _)| *k == key).ok_or_else(|| format!("unknown filter {key:?} (one of {known})"))?;
+    if field.starts_with("min_") && value.parse::<u32>().is_err() {
+        return Err(format!("{key} takes a number of pixels (got {value:?})"));
+    }
+    Ok(((*field).to_owned(), value.to_owned()))
 }
 
 #[derive(Args, Debug)]

@@ -49,18 +49,44 @@ pub async fn similar(args: SimilarArgs) -> Result<ExitCode> {
 }
 
 /// The optional fields, left out when unset so the server's defaults apply.
-fn add_options(body: &mut Map<String, Value>, o: &QueryOptions) {
+/// The options as query fields; `formats` and `tags` once per value.
+fn option_fields(o: &QueryOptions) -> Vec<(String, Value)> {
+    let mut fields = Vec::new();
     if let Some(k) = o.top_k {
-        body.insert("top_k".into(), json!(k));
+        fields.push(("top_k".to_owned(), json!(k)));
+    }
+    if let Some(n) = o.offset {
+        fields.push(("offset".to_owned(), json!(n)));
     }
     if let Some(p) = &o.path_prefix {
-        body.insert("path_prefix".into(), json!(p));
+        fields.push(("path_prefix".to_owned(), json!(p)));
     }
     if let Some(s) = o.min_score {
-        body.insert("min_score".into(), json!(s));
+        fields.push(("min_score".to_owned(), json!(s)));
     }
     if let Some(c) = &o.collection {
-        body.insert("collection".into(), json!(c));
+        fields.push(("collection".to_owned(), json!(c)));
+    }
+    for (field, value) in &o.filters {
+        // Checked to be pixels when it was parsed.
+        let value = match value.parse::<u32>() {
+            Ok(n) if field.starts_with("min_") => json!(n),
+            _ => json!(value),
+        };
+        fields.push((field.clone(), value));
+    }
+    fields
+}
+
+fn add_options(body: &mut Map<String, Value>, o: &QueryOptions) {
+    for (field, value) in option_fields(o) {
+        if field == "formats" || field == "tags" {
+            if let Value::Array(list) = body.entry(field).or_insert_with(|| json!([])) {
+                list.push(value);
+            }
+        } else {
+            body.insert(field, value);
+        }
     }
 }
 
@@ -77,17 +103,12 @@ async fn upload_form(image: &Path, o: &QueryOptions) -> Result<Form> {
     let name = image.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
     let part = Part::bytes(bytes).file_name(name.clone()).mime_str(mime_of(&name))?;
     let mut form = Form::new().part("image", part);
-    if let Some(k) = o.top_k {
-        form = form.text("top_k", k.to_string());
-    }
-    if let Some(p) = &o.path_prefix {
-        form = form.text("path_prefix", p.clone());
-    }
-    if let Some(s) = o.min_score {
-        form = form.text("min_score", s.to_string());
-    }
-    if let Some(c) = &o.collection {
-        form = form.text("collection", c.clone());
+    for (field, value) in option_fields(o) {
+        let text = match value {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        form = form.text(field, text);
     }
     Ok(form)
 }
@@ -156,11 +177,19 @@ mod tests {
             path_prefix: Some("/a".into()),
             min_score: Some(0.25),
             collection: Some("cats".into()),
+            offset: Some(10),
+            filters: vec![
+                ("formats".into(), "png".into()),
+                ("formats".into(), "jpeg".into()),
+                ("min_width".into(), "800".into()),
+                ("mtime_from".into(), "2024-01-01T00:00:00Z".into()),
+            ],
         };
         add_options(&mut body, &o);
         assert_eq!(
             Value::Object(body),
-            json!({"top_k": 5, "path_prefix": "/a", "min_score": 0.25, "collection": "cats"})
+            json!({"top_k": 5, "path_prefix": "/a", "min_score": 0.25, "collection": "cats", "offset": 10,
+                   "formats": ["png", "jpeg"], "min_width": 800, "mtime_from": "2024-01-01T00:00:00Z"})
         );
     }
 

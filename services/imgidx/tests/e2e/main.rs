@@ -15,6 +15,7 @@ mod moto;
 mod openapi;
 mod reads;
 mod reuse;
+mod search_filters;
 mod outcomes;
 mod serve;
 mod server;
