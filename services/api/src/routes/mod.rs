@@ -23,6 +23,7 @@ mod notify;
 mod pace;
 mod paging;
 mod query;
+mod query_combined;
 mod query_filter;
 mod reembed;
 mod retry;

@@ -20,6 +20,7 @@ use imgidx_shared::files::ReadLimits;
 use imgidx_shared::vectors::ImagePayload;
 
 use super::copy_results::copy_results;
+use super::query_combined::{self, combine, describe, Part, QueryPart};
 use super::query_filter::{search_filter, Wanted};
 use crate::error::{ApiError, ErrorBody};
 use crate::http::auth::Granted;
@@ -37,7 +38,7 @@ const COPY_LIMITS: ReadLimits = ReadLimits { max_bytes: 256 << 20, max_time: Dur
 /// Longest query text accepted; CLIP reads at most 77 tokens of it anyway.
 const MAX_TEXT_BYTES: usize = 4096;
 
-/// A JSON query: exactly one of `text` and `image_path`.
+/// A JSON query: exactly one of `text`, `image_path` and `queries`.
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
@@ -45,6 +46,9 @@ pub struct QueryRequest {
     text: Option<String>,
     /// Search by an image: an indexed path (its stored vector), or a file inside `api.allowed_roots`.
     image_path: Option<String>,
+    /// Search by several texts and images at once (at most 8): the weighted sum of their
+    /// vectors, unit length again; a negative weight steers away from its part.
+    queries: Option<Vec<QueryPart>>,
     /// How many results, 1 to `api.max_top_k` (default 10).
     #[schema(minimum = 1)]
     top_k: Option<usize>,
@@ -130,13 +134,14 @@ enum Subject {
     Text(String),
     Path(String),
     Upload { name: String, bytes: Bytes },
+    Combined(Vec<(Part, f32)>),
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct QueryResponse {
     /// The text, the image path, or the uploaded file's name.
     query: String,
-    /// text, image or upload.
+    /// text, image, upload or combined.
     #[schema(value_type = String, example = "text")]
     query_type: &'static str,
     results: Vec<QueryResult>,
@@ -283,6 +288,17 @@ async fn embed(
             let vector = engine.embed_bytes(bytes, name.clone()).await?;
             (name, "upload", vector)
         }
+        Subject::Combined(parts) => {
+            let mut vectors = Vec::with_capacity(parts.len());
+            for (part, weight) in &parts {
+                let vector = match part {
+                    Part::Text(text) => engine.embed_text(text.clone()).await?,
+                    Part::Path(raw) => vector_of_path(state, engine, target, raw).await?,
+                };
+                vectors.push((vector, *weight));
+            }
+            (describe(&parts), "combined", combine(&vectors)?)
+        }
     })
 }
 
@@ -310,26 +326,30 @@ async fn vector_of_path(
 /// Malformed JSON is a 400; well-formed JSON that breaks the contract is a 422.
 fn read_json(body: &[u8]) -> Result<(Subject, QueryRequest), ApiError> {
     let mut req: QueryRequest = super::json_body::parse(body)?;
-    let subject = match (req.text.take(), req.image_path.take()) {
-        (Some(text), None) => {
-            let text = text.trim().to_string();
-            if text.is_empty() {
-                return Err(ApiError::Validation("text must not be empty".into()));
-            }
-            if text.len() > MAX_TEXT_BYTES {
-                return Err(ApiError::Validation(format!("text is longer than {MAX_TEXT_BYTES} bytes")));
-            }
-            Subject::Text(text)
-        }
-        (None, Some(path)) => Subject::Path(path),
-        (Some(_), Some(_)) => return Err(ApiError::Validation("give either text or image_path, not both".into())),
-        (None, None) => {
+    let subject = match (req.text.take(), req.image_path.take(), req.queries.take()) {
+        (Some(text), None, None) => Subject::Text(checked_text(text)?),
+        (None, Some(path), None) => Subject::Path(path),
+        (None, None, Some(given)) => Subject::Combined(query_combined::parts(given, checked_text)?),
+        (None, None, None) => {
             return Err(ApiError::Validation(
-                "give text, or image_path, or upload an image as multipart field \"image\"".into(),
+                "give text, image_path or queries, or upload an image as multipart field \"image\"".into(),
             ))
         }
+        _ => return Err(ApiError::Validation("give one of text, image_path and queries".into())),
     };
     Ok((subject, req))
+}
+
+/// A query text, trimmed: not empty, and at most `MAX_TEXT_BYTES`.
+fn checked_text(text: String) -> Result<String, ApiError> {
+    let text = text.trim().to_string();
+    if text.is_empty() {
+        return Err(ApiError::Validation("text must not be empty".into()));
+    }
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(ApiError::Validation(format!("text is longer than {MAX_TEXT_BYTES} bytes")));
+    }
+    Ok(text)
 }
 
 /// Multipart: the image file in field `image`; `top_k`, `path_prefix`, `min_score` as text fields.

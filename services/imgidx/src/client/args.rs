@@ -152,6 +152,9 @@ fn parse_filter(s: &str) -> Result<(String, String), String> {
 pub struct SearchArgs {
     /// What to look for, in words.
     pub text: String,
+    /// Steer away from this (repeatable): the query becomes TEXT minus half of each.
+    #[arg(long, value_name = "TEXT")]
+    pub minus: Vec<String>,
     #[command(flatten)]
     pub query: QueryOptions,
     #[command(flatten)]

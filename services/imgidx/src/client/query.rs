@@ -24,7 +24,11 @@ pub async fn search(args: SearchArgs) -> Result<ExitCode> {
     }
     let api = Api::new(&args.server)?;
     let mut body = Map::new();
-    body.insert("text".into(), json!(args.text));
+    if args.minus.is_empty() {
+        body.insert("text".into(), json!(args.text));
+    } else {
+        body.insert("queries".into(), combined(&args.text, &args.minus));
+    }
     add_options(&mut body, &args.query);
     let answer = api.post_json(&QUERY, &Value::Object(body)).await?;
     show(&answer, args.server.json)
@@ -49,6 +53,16 @@ pub async fn similar(args: SimilarArgs) -> Result<ExitCode> {
 }
 
 /// The optional fields, left out when unset so the server's defaults apply.
+/// Weight of each `--minus` text against the query's 1.
+const MINUS_WEIGHT: f64 = -0.5;
+
+/// A combined query: `text`, minus half of each of `minus`.
+fn combined(text: &str, minus: &[String]) -> Value {
+    let parts = std::iter::once(json!({ "text": text, "weight": 1.0 }))
+        .chain(minus.iter().map(|m| json!({ "text": m, "weight": MINUS_WEIGHT })));
+    Value::Array(parts.collect())
+}
+
 /// The options as query fields; `formats` and `tags` once per value.
 fn option_fields(o: &QueryOptions) -> Vec<(String, Value)> {
     let mut fields = Vec::new();
