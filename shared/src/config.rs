@@ -2,6 +2,7 @@
 //! environment (`IMGIDX__SECTION__KEY`). Every key is documented in
 //! `docs/configuration.md`; unknown keys are errors so typos never pass silently.
 
+use crate::embed::PreprocessMode;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,13 @@ pub struct ApiSettings {
     pub recent_jobs: usize,
     /// Largest `top_k` a query may ask for.
     pub max_top_k: usize,
+    /// Query texts whose vectors are kept, per model (0: none).
+    pub query_cache_entries: usize,
+    /// Most searches one `POST /api/v1/query/batch` may carry.
+    pub max_batch_queries: usize,
+    /// `relevance: "auto"` keeps results scoring this many robust standard deviations
+    /// above the median of the query's scores over a sample of the collection.
+    pub relevance_sigmas: f32,
     /// Where `copy_results: true` puts a query's result files (`<dir>/<query id>/`);
     /// `<data_dir>/results` when unset.
     pub results_dir: Option<PathBuf>,
@@ -117,6 +125,9 @@ impl Default for ApiSettings {
             max_body_bytes: 16 * 1024 * 1024,
             recent_jobs: 10,
             max_top_k: 1000,
+            query_cache_entries: 1024,
+            max_batch_queries: 64,
+            relevance_sigmas: 3.0,
             results_dir: None,
             api_keys: Vec::new(),
             api_keys_file: None,
@@ -237,6 +248,29 @@ pub struct VectorSettings {
     /// Directory holding the embedded indexes of collections made through the API, one
     /// subdirectory each; `<data_dir>/collections` when unset.
     pub edge_collections_dir: Option<PathBuf>,
+    /// Embedded store: points a collection holds before its HNSW index is built (in the
+    /// background, once indexing goes idle); 0: never (exact search only).
+    pub index_threshold: usize,
+    /// HNSW graph degree, and the beam width building it (embedded store).
+    pub hnsw_m: usize,
+    pub hnsw_ef_construct: usize,
+    /// Beam width of an indexed search (embedded store): higher is more exact and slower.
+    pub hnsw_ef: usize,
+    /// Threads one index build uses; 0: half this machine's cores (at least one), so
+    /// searches keep the rest.
+    pub index_threads: usize,
+    /// `int8`: new embedded collections also keep scalar-quantized vectors (a quarter of the
+    /// memory per comparison), searched first and rescored with the originals.
+    pub quantization: Quantization,
+}
+
+/// Vector quantization of the embedded store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quantization {
+    #[default]
+    None,
+    Int8,
 }
 
 impl Default for VectorSettings {
@@ -247,6 +281,12 @@ impl Default for VectorSettings {
             collection: "images".into(),
             edge_path: None,
             edge_collections_dir: None,
+            index_threshold: 20_000,
+            hnsw_m: 16,
+            hnsw_ef_construct: 100,
+            hnsw_ef: 128,
+            index_threads: 0,
+            quantization: Quantization::None,
         }
     }
 }
@@ -329,6 +369,10 @@ pub struct WorkerSettings {
     /// Address (`host:port`) of this worker's Prometheus `/metrics`; off when unset.
     /// `imgidx serve` has none of its own: the API's `/metrics` shows every role.
     pub metrics_listen: Option<String>,
+    /// `exact`: Pillow's pipeline bit for bit, as CLIP was trained with; `fast`: JPEG
+    /// decoded at a reduced DCT scale (libturbojpeg) and SIMD resizing, the same crop
+    /// (queries by image are preprocessed the same way).
+    pub preprocess: PreprocessMode,
 }
 
 impl Default for WorkerSettings {
@@ -345,6 +389,7 @@ impl Default for WorkerSettings {
             file_retry_secs: 60,
             reuse_vectors: true,
             metrics_listen: None,
+            preprocess: PreprocessMode::Exact,
         }
     }
 }
@@ -482,6 +527,15 @@ impl Settings {
         }
         if self.api.max_top_k == 0 {
             return bad("api.max_top_k must be at least 1");
+        }
+        if self.vectors.hnsw_m < 4 || self.vectors.hnsw_ef_construct < 4 || self.vectors.hnsw_ef == 0 {
+            return bad("vectors.hnsw_m and vectors.hnsw_ef_construct must be at least 4, vectors.hnsw_ef at least 1");
+        }
+        if self.api.max_batch_queries == 0 {
+            return bad("api.max_batch_queries must be at least 1");
+        }
+        if !(self.api.relevance_sigmas.is_finite() && self.api.relevance_sigmas > 0.0) {
+            return bad("api.relevance_sigmas must be a number above 0");
         }
         if self.api.max_paths_per_request == 0 {
             return bad("api.max_paths_per_request must be at least 1");

@@ -115,6 +115,16 @@ pub enum ApiError {
     ArchiveNotFound(String),
     #[error("archive {0} has been restored already")]
     ArchiveRestored(String),
+    /// One search of a batch failed: its own status and code, the message naming it.
+    #[error("searches[{index}]: {source}")]
+    InSearch { index: usize, source: Box<ApiError> },
+}
+
+impl ApiError {
+    /// This error as that of search `index` of a batch.
+    pub fn in_search(self, index: usize) -> Self {
+        ApiError::InSearch { index, source: Box::new(self) }
+    }
 }
 
 fn retry_after_secs(d: &Duration) -> u64 {
@@ -286,6 +296,10 @@ impl ApiError {
             ApiError::TaskNotCompleted { .. } => (StatusCode::CONFLICT, "task_not_completed", self.to_string()),
             ApiError::ArchiveNotFound(_) => (StatusCode::NOT_FOUND, "archive_not_found", self.to_string()),
             ApiError::ArchiveRestored(_) => (StatusCode::CONFLICT, "archive_restored", self.to_string()),
+            ApiError::InSearch { index, source } => {
+                let (status, code, message) = source.parts();
+                (status, code, format!("searches[{index}]: {message}"))
+            }
             ApiError::JobNotFinished(id) => (
                 StatusCode::CONFLICT,
                 "job_not_finished",
@@ -364,6 +378,7 @@ mod tests {
             ApiError::TaskNotCompleted { task_id: String::new(), state: "running" },
             ApiError::ArchiveNotFound(String::new()),
             ApiError::ArchiveRestored(String::new()),
+            ApiError::ImageNotFound.in_search(3),
         ];
         for code in ["image_too_large", "not_an_image", "unreadable_image"] {
             errors.push(ApiError::QueryImage { code, message: String::new() });

@@ -12,11 +12,13 @@ mod metrics;
 mod openapi;
 mod paths;
 mod query_engine;
+mod relevance;
 mod routes;
 mod scan;
 mod state;
 mod switches;
 mod target;
+mod text_cache;
 mod webhooks;
 
 use std::sync::Arc;
@@ -141,6 +143,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         webhooks,
         analyses: Arc::clone(&analyses),
+        backgrounds: Default::default(),
     };
     let host = HostPolicy::new(addr.ip().is_loopback(), &settings.allowed_hosts);
     let app = http::layered(routes::router(state, guard.clone()), settings, host, metrics).map_err(ServiceError::Other)?;

@@ -20,6 +20,7 @@ use imgidx_shared::embed::{
 use imgidx_shared::files::{self, ReadRefusal};
 
 use crate::error::ApiError;
+use crate::text_cache::TextCache;
 
 /// Queries embedding at the same time; more wait their turn.
 const CONCURRENT_QUERIES: usize = 4;
@@ -30,8 +31,13 @@ pub struct QueryEngine {
     vision: Arc<VisionEncoder>,
     preprocessor: Preprocessor,
     text: Result<(TextEncoder, ClipTokenizer), String>,
+    /// Vectors of recent query texts; None: off (`api.query_cache_entries = 0`).
+    texts: Option<TextCache>,
     permits: Semaphore,
 }
+
+/// Most texts one call of the text encoder embeds (a batch's texts go in chunks of it).
+const TEXT_BATCH: usize = 32;
 
 impl QueryEngine {
     /// Loads what search needs from `model_dir`. `vision` reuses an encoder already loaded
@@ -50,8 +56,10 @@ impl QueryEngine {
             None => Arc::new(VisionEncoder::load(model_dir, model)?),
         };
         let m = vision.manifest().clone();
+        // As the workers preprocess: a query by image must land where its image would.
         let preprocessor = Preprocessor::new(m.image_size, m.mean, m.std, limits.max_image_pixels, limits.max_file_bytes)
-            .with_budget(budget);
+            .with_budget(budget)
+            .with_mode(limits.preprocess);
         let text = match (&m.text, m.tokenizer_path(model_dir)) {
             (Some(_), Some(_)) => {
                 let tokenizer = ClipTokenizer::for_model(model_dir, &m)
@@ -64,7 +72,13 @@ impl QueryEngine {
         if let Err(why) = &text {
             tracing::warn!(model = %m.name, "text search disabled: {why}");
         }
-        Ok(Self { vision, preprocessor, text, permits: Semaphore::new(CONCURRENT_QUERIES) })
+        Ok(Self { vision, preprocessor, text, texts: None, permits: Semaphore::new(CONCURRENT_QUERIES) })
+    }
+
+    /// Keeps the vectors of the last `entries` query texts (0: none).
+    pub fn with_text_cache(mut self, entries: usize) -> Self {
+        self.texts = TextCache::new(entries);
+        self
     }
 
     pub fn manifest(&self) -> &ModelManifest {
@@ -72,15 +86,59 @@ impl QueryEngine {
     }
 
     pub async fn embed_text(self: &Arc<Self>, text: String) -> Result<Vec<f32>, ApiError> {
+        let mut vectors = self.embed_texts(vec![text]).await?;
+        vectors.pop().ok_or_else(|| ApiError::Internal("query embedding: the encoder returned no vector".into()))
+    }
+
+    /// The vectors of `texts`, in order: cached ones from the cache, the others embedded
+    /// together (in chunks of [`TEXT_BATCH`]), each text once, and cached.
+    pub async fn embed_texts(self: &Arc<Self>, texts: Vec<String>) -> Result<Vec<Vec<f32>>, ApiError> {
         if let Err(why) = &self.text {
             return Err(ApiError::SearchUnavailable(format!("text search is unavailable: {why}")));
         }
-        self.blocking(move |engine| {
-            let (encoder, tokenizer) = engine.text.as_ref().map_err(|why| ApiError::SearchUnavailable(why.clone()))?;
-            let row = tokenizer.tokenize(&text, engine.manifest().context_length);
-            first(encoder.embed(&[row]))
-        })
-        .await
+        let mut found = std::collections::HashMap::with_capacity(texts.len());
+        let mut missing = Vec::new();
+        for text in &texts {
+            if found.contains_key(text) {
+                continue;
+            }
+            match self.texts.as_ref().and_then(|c| c.get(text)) {
+                Some(vector) => {
+                    found.insert(text.clone(), vector);
+                }
+                None if !missing.contains(text) => missing.push(text.clone()),
+                None => {}
+            }
+        }
+        for chunk in missing.chunks(TEXT_BATCH) {
+            let chunk = chunk.to_vec();
+            let vectors = self
+                .blocking(move |engine| {
+                    let (encoder, tokenizer) =
+                        engine.text.as_ref().map_err(|why| ApiError::SearchUnavailable(why.clone()))?;
+                    let context = engine.manifest().context_length;
+                    let rows: Vec<_> = chunk.iter().map(|t| tokenizer.tokenize(t, context)).collect();
+                    let vectors = encoder.embed(&rows).map_err(|e| ApiError::Internal(format!("query embedding: {e}")))?;
+                    if vectors.len() != chunk.len() {
+                        return Err(ApiError::Internal("query embedding: the encoder returned too few vectors".into()));
+                    }
+                    Ok(chunk.into_iter().zip(vectors).collect::<Vec<_>>())
+                })
+                .await?;
+            for (text, vector) in vectors {
+                let vector: Arc<[f32]> = Arc::from(vector);
+                if let Some(cache) = &self.texts {
+                    cache.put(text.clone(), vector.clone());
+                }
+                found.insert(text, vector);
+            }
+        }
+        texts
+            .iter()
+            .map(|t| {
+                found.get(t).map(|v| v.to_vec()).ok_or_else(|| ApiError::Internal("query embedding: a text was not embedded".into()))
+            })
+            .collect()
     }
 
     /// Reads the regular file at `canonical` (already checked against the allowed roots)
@@ -134,7 +192,10 @@ pub fn query_engines(settings: &Settings, default: QueryEngine, budget: DecodeBu
     let (model, limits) = (settings.model.clone(), settings.worker.clone());
     let load: Loader<QueryEngine> =
         Arc::new(move |dir: &Path| QueryEngine::load(dir, &model, &limits, None, budget.clone()));
+    let entries = settings.api.query_cache_entries;
+    let load: Loader<QueryEngine> = Arc::new(move |dir: &Path| load(dir).map(|e| e.with_text_cache(entries)));
     let name = default.manifest().name.clone();
+    let default = default.with_text_cache(entries);
     Models::new(&name, Arc::new(default), settings.models_dir(), settings.model.max_loaded, load)
 }
 

@@ -14,6 +14,7 @@ use imgidx_shared::vectors::Collections;
 
 use crate::curation::Analyses;
 use crate::query_engine::QueryEngine;
+use crate::relevance::Backgrounds;
 use crate::live::LiveHub;
 use crate::metrics::ApiMetrics;
 use crate::scan::Scanner;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub metrics: ApiMetrics,
     /// Where jobs' ends are announced, and how deliveries are signed.
     pub webhooks: Arc<Webhooks>,
+    /// Background samples for `relevance: "auto"`.
+    pub backgrounds: Arc<Backgrounds>,
     /// Runs duplicate analyses.
     pub analyses: Arc<Analyses>,
 }

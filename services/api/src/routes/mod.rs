@@ -23,6 +23,7 @@ mod notify;
 mod pace;
 mod paging;
 mod query;
+mod query_batch;
 mod query_combined;
 mod query_filter;
 mod reembed;
@@ -88,7 +89,8 @@ fn described(guard: Guard, limits: BodyLimits) -> OpenApiRouter<AppState> {
         .routes(routes!(batch_live::batch_ws))
         .routes(routes!(duplicates::report))
         .routes(routes!(duplicates::archive_details))
-        .routes(routes!(query::query).map(|r| r.route_layer(from_fn(content_type::json_or_multipart))));
+        .routes(routes!(query::query).map(|r| r.route_layer(from_fn(content_type::json_or_multipart))))
+        .routes(routes!(query_batch::query_batch).map(|r| r.route_layer(json())));
     let write = OpenApiRouter::new()
         .routes(routes!(add_images::add_images).map(|r| r.route_layer(json())))
         .routes(routes!(notify::notify).map(|r| r.route_layer(json())))

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use imgidx_shared::files::ReadLimits;
-use imgidx_shared::vectors::ImagePayload;
+use imgidx_shared::vectors::{ImagePayload, SearchFilter};
 
 use super::copy_results::copy_results;
 use super::query_combined::{self, combine, describe, Part, QueryPart};
@@ -27,6 +27,7 @@ use crate::http::auth::Granted;
 use crate::keys::Scope;
 use crate::paths;
 use crate::query_engine::{engine_for, QueryEngine};
+use crate::relevance::{self, Background};
 use crate::state::AppState;
 use crate::target::Target;
 
@@ -84,6 +85,32 @@ pub struct QueryRequest {
     /// Only images indexed at or before this (RFC 3339).
     #[schema(format = DateTime)]
     indexed_to: Option<String>,
+    /// `auto`: only results that stand out from the query's background over the
+    /// collection (a cutoff computed per query, reported as `cutoff`); `all` (default): no cutoff.
+    relevance: Option<Relevance>,
+}
+
+/// Which results a query keeps besides its filters (see README, "Relevance").
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq, Debug, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Relevance {
+    /// Every result, best first.
+    #[default]
+    All,
+    /// Results scoring at least the query's own cutoff.
+    Auto,
+}
+
+impl std::str::FromStr for Relevance {
+    type Err = ApiError;
+
+    fn from_str(s: &str) -> Result<Self, ApiError> {
+        match s.trim() {
+            "all" => Ok(Relevance::All),
+            "auto" => Ok(Relevance::Auto),
+            other => Err(ApiError::Validation(format!("relevance must be \"all\" or \"auto\" (got {other:?})"))),
+        }
+    }
 }
 
 impl QueryRequest {
@@ -128,9 +155,12 @@ pub struct QueryUpload {
     mtime_to: Option<String>,
     indexed_from: Option<String>,
     indexed_to: Option<String>,
+    /// `all` or `auto`.
+    #[schema(value_type = Option<String>)]
+    relevance: Option<Relevance>,
 }
 
-enum Subject {
+pub(super) enum Subject {
     Text(String),
     Path(String),
     Upload { name: String, bytes: Bytes },
@@ -153,6 +183,14 @@ pub struct QueryResponse {
     /// Ranks whose file could not be copied (gone, or not a regular file any more).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     results_not_copied: Vec<usize>,
+    /// With `relevance: "auto"`: the score results had to reach (absent when the
+    /// collection is too small to tell, under 20 images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cutoff: Option<f32>,
+    /// With `relevance: "auto"`: the query's scores over the collection's sample, which
+    /// `cutoff` was computed from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    background: Option<Background>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -207,32 +245,104 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
         let body = Bytes::from_request(request, &state)
             .await
             .map_err(|_| ApiError::PayloadTooLarge(state.settings.max_body_bytes))?;
-        read_json(&body)?
+        let mut req: QueryRequest = super::json_body::parse(&body)?;
+        (subject_of(&mut req)?, req)
     };
-    let top_k = req.top_k.unwrap_or(DEFAULT_TOP_K);
-    if top_k == 0 || top_k > state.settings.max_top_k {
-        return Err(ApiError::Validation(format!("top_k must be between 1 and {} (got {top_k})", state.settings.max_top_k)));
-    }
-    let filter = search_filter(req.wanted())?;
-    if req.copy_results == Some(true) && granted != Some(Scope::Write) {
+    let copies = wants_copies(&req);
+    let search = Search::checked(subject, &mut req, state.settings.max_top_k)?;
+    if copies && granted != Some(Scope::Write) {
         return Err(ApiError::Forbidden("copy_results writes files on the server: it needs a key with write access".into()));
     }
-    let copy_to = match (req.copy_results, &state.settings.results_dir) {
-        (Some(true), _) if top_k > MAX_COPIED => {
-            return Err(ApiError::Validation(format!("copy_results copies at most {MAX_COPIED} results (top_k is {top_k})")))
+    let copy_to = match (copies, &state.settings.results_dir) {
+        (true, _) if search.top_k > MAX_COPIED => {
+            return Err(ApiError::Validation(format!("copy_results copies at most {MAX_COPIED} results (top_k is {})", search.top_k)))
         }
-        (Some(true), Some(dir)) => Some(dir.clone()),
-        (Some(true), None) => return Err(ApiError::Validation("copy_results needs api.results_dir to be set".into())),
+        (true, Some(dir)) => Some(dir.clone()),
+        (true, None) => return Err(ApiError::Validation("copy_results needs api.results_dir to be set".into())),
         _ => None,
     };
-    let target = Target::searchable(&state.deps, req.collection.as_deref()).await?;
-    // The collection's model, which a model switch changes.
-    let engine = engine_for(state.deps.queries.as_ref(), &target.record.model).await?;
+    let (target, engine) = searched(&state, search.collection.as_deref()).await?;
+    let mut response = answer(&state, &target, &engine, search, started).await?;
+    if let Some(dir) = copy_to {
+        let paths: Vec<String> = response.results.iter().map(|r| r.image_path.clone()).collect();
+        let roots = state.roots.clone();
+        let copied = tokio::task::spawn_blocking(move || copy_results(&dir, &paths, &roots, &COPY_LIMITS))
+            .await
+            .map_err(|e| ApiError::Internal(format!("copying results: {e}")))??;
+        response.results_folder = Some(copied.folder.to_string_lossy().into_owned());
+        response.results_not_copied = copied.skipped;
+    }
+    response.query_time_seconds = started.elapsed().as_secs_f64();
+    Ok(Json(response))
+}
 
-    let (query, query_type, vector) = embed(&state, &engine, &target, subject).await?;
-    let hits = target.store.search(&vector, top_k, &filter).await?;
+/// One search, checked: what it looks for, how many, and with which filters.
+pub(super) struct Search {
+    pub subject: Subject,
+    pub top_k: usize,
+    pub filter: SearchFilter,
+    pub relevance: Relevance,
+    pub collection: Option<String>,
+}
+
+impl Search {
+    /// The search `req` asks for (its filters and page taken out of it); out of bounds is a 422.
+    pub fn checked(subject: Subject, req: &mut QueryRequest, max_top_k: usize) -> Result<Self, ApiError> {
+        let top_k = req.top_k.unwrap_or(DEFAULT_TOP_K);
+        if top_k == 0 || top_k > max_top_k {
+            return Err(ApiError::Validation(format!("top_k must be between 1 and {max_top_k} (got {top_k})")));
+        }
+        let filter = search_filter(req.wanted())?;
+        Ok(Self { subject, top_k, filter, relevance: req.relevance.unwrap_or_default(), collection: req.collection.take() })
+    }
+
+    /// The texts it embeds (a batch embeds them together first).
+    pub fn texts(&self) -> Vec<String> {
+        match &self.subject {
+            Subject::Text(t) => vec![t.clone()],
+            Subject::Combined(parts) => parts
+                .iter()
+                .filter_map(|(p, _)| match p {
+                    Part::Text(t) => Some(t.clone()),
+                    Part::Path(_) => None,
+                })
+                .collect(),
+            Subject::Path(_) | Subject::Upload { .. } => Vec::new(),
+        }
+    }
+}
+
+/// The collection a search reads and the engine of its model (which a model switch changes).
+pub(super) async fn searched(state: &AppState, collection: Option<&str>) -> Result<(Target, Arc<QueryEngine>), ApiError> {
+    let target = Target::searchable(&state.deps, collection).await?;
+    let engine = engine_for(state.deps.queries.as_ref(), &target.record.model).await?;
+    Ok((target, engine))
+}
+
+/// Runs one checked search on `target`.
+pub(super) async fn answer(
+    state: &AppState,
+    target: &Target,
+    engine: &Arc<QueryEngine>,
+    search: Search,
+    started: Instant,
+) -> Result<QueryResponse, ApiError> {
+    let Search { subject, top_k, mut filter, relevance, .. } = search;
+    let (query, query_type, vector) = embed(state, engine, target, subject).await?;
     let total_images = target.store.count().await?;
-    let results: Vec<QueryResult> = hits
+    let cutoff = match relevance {
+        Relevance::All => None,
+        Relevance::Auto => {
+            let sample = state.backgrounds.sample(&target.physical, target.store.as_ref(), total_images).await?;
+            relevance::cutoff(&vector, &sample, state.settings.relevance_sigmas)
+        }
+    };
+    if let Some(c) = &cutoff {
+        // The cutoff is one more filter for the store; a stricter `min_score` still holds.
+        filter.min_score = Some(filter.min_score.map_or(c.cutoff, |m| m.max(c.cutoff)));
+    }
+    let hits = target.store.search(&vector, top_k, &filter).await?;
+    let results = hits
         .into_iter()
         .enumerate()
         .map(|(i, hit)| QueryResult {
@@ -243,30 +353,21 @@ pub async fn query(State(state): State<AppState>, request: Request) -> Result<Js
             payload: hit.payload,
         })
         .collect();
-    let copied = match copy_to {
-        Some(dir) => {
-            let paths: Vec<String> = results.iter().map(|r| r.image_path.clone()).collect();
-            let roots = state.roots.clone();
-            let copied = tokio::task::spawn_blocking(move || copy_results(&dir, &paths, &roots, &COPY_LIMITS))
-                .await
-                .map_err(|e| ApiError::Internal(format!("copying results: {e}")))??;
-            Some(copied)
-        }
-        None => None,
-    };
-    let (results_folder, results_not_copied) = match copied {
-        Some(c) => (Some(c.folder.to_string_lossy().into_owned()), c.skipped),
-        None => (None, Vec::new()),
-    };
-    Ok(Json(QueryResponse {
+    Ok(QueryResponse {
         query,
         query_type,
         results,
         query_time_seconds: started.elapsed().as_secs_f64(),
-        index_stats: IndexStats { total_images, model: target.record.model, collection: target.record.name },
-        results_folder,
-        results_not_copied,
-    }))
+        index_stats: IndexStats {
+            total_images,
+            model: target.record.model.clone(),
+            collection: target.record.name.clone(),
+        },
+        results_folder: None,
+        results_not_copied: Vec::new(),
+        cutoff: cutoff.map(|c| c.cutoff),
+        background: cutoff.map(|c| c.background),
+    })
 }
 
 async fn embed(
@@ -323,10 +424,9 @@ async fn vector_of_path(
     engine.embed_bytes(bytes.into(), raw.to_string()).await
 }
 
-/// Malformed JSON is a 400; well-formed JSON that breaks the contract is a 422.
-fn read_json(body: &[u8]) -> Result<(Subject, QueryRequest), ApiError> {
-    let mut req: QueryRequest = super::json_body::parse(body)?;
-    let subject = match (req.text.take(), req.image_path.take(), req.queries.take()) {
+/// What a JSON query searches by: exactly one of `text`, `image_path` and `queries`.
+pub(super) fn subject_of(req: &mut QueryRequest) -> Result<Subject, ApiError> {
+    Ok(match (req.text.take(), req.image_path.take(), req.queries.take()) {
         (Some(text), None, None) => Subject::Text(checked_text(text)?),
         (None, Some(path), None) => Subject::Path(path),
         (None, None, Some(given)) => Subject::Combined(query_combined::parts(given, checked_text)?),
@@ -336,8 +436,12 @@ fn read_json(body: &[u8]) -> Result<(Subject, QueryRequest), ApiError> {
             ))
         }
         _ => return Err(ApiError::Validation("give one of text, image_path and queries".into())),
-    };
-    Ok((subject, req))
+    })
+}
+
+/// Whether it asks for its results to be copied (a batch cannot).
+pub(super) fn wants_copies(req: &QueryRequest) -> bool {
+    req.copy_results == Some(true)
 }
 
 /// A query text, trimmed: not empty, and at most `MAX_TEXT_BYTES`.
@@ -386,10 +490,11 @@ async fn read_form(mut form: Multipart, max_bytes: usize) -> Result<(Subject, Qu
             "mtime_to" => req.mtime_to = Some(field.text().await.map_err(malformed)?),
             "indexed_from" => req.indexed_from = Some(field.text().await.map_err(malformed)?),
             "indexed_to" => req.indexed_to = Some(field.text().await.map_err(malformed)?),
+            "relevance" => req.relevance = Some(field.text().await.map_err(malformed)?.parse()?),
             other => {
                 return Err(ApiError::Validation(format!(
                     "unknown multipart field {other:?} (expected image, top_k, offset, path_prefix, min_score, copy_results, \
-                     collection, tags, formats, min_width, min_height, mtime_from, mtime_to, indexed_from, indexed_to)"
+                     collection, tags, formats, min_width, min_height, mtime_from, mtime_to, indexed_from, indexed_to, relevance)"
                 )))
             }
         }

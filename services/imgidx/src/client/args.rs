@@ -123,6 +123,10 @@ pub struct QueryOptions {
     /// mtime_from=, mtime_to=, indexed_from=, indexed_to=.
     #[arg(long = "filter", value_name = "KEY=VALUE", value_parser = parse_filter)]
     pub filters: Vec<(String, String)>,
+    /// Only results that stand out from the query's background over the collection
+    /// (`relevance: "auto"`: a cutoff computed for this query, shown with the results).
+    #[arg(long)]
+    pub relevant: bool,
 }
 
 /// Query fields `--filter` sets, by its key; repeatable ones collect into a list.

@@ -8,7 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 
 /// File extensions (compared case-insensitively) taken from directories.
-pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "gif", "webp", "tif", "tiff", "bmp"];
+/// Every format the server decodes (HEIF and AVIF through libheif, camera RAW through its
+/// embedded preview), so a folder given to `imgidx index` sends all of them.
+pub const IMAGE_EXTENSIONS: [&str; 22] = [
+    "jpg", "jpeg", "png", "gif", "webp", "tif", "tiff", "bmp", "heic", "heif", "hif", "avif", "dng", "cr2", "cr3", "nef",
+    "nrw", "arw", "raf", "orf", "rw2", "raw",
+];
 
 #[derive(Debug, Default)]
 pub struct Expansion {
@@ -121,13 +126,14 @@ mod tests {
     fn directories_give_image_files_by_extension_any_case() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        for f in ["b.JPG", "a.png", "c.Tiff", "notes.txt", "noext", "sub/d.webp", "sub/deep/e.bmp"] {
+        for f in ["b.JPG", "a.png", "c.Tiff", "notes.txt", "noext", "sub/d.webp", "sub/deep/e.bmp", "f.HEIC", "g.avif", "h.dng", "i.CR3", "j.nef"] {
             touch(&root.join(f));
         }
         let flat = expand(&[root.to_path_buf()], false).unwrap();
-        assert_eq!(names(&flat, root), ["a.png", "b.JPG", "c.Tiff"]);
+        assert_eq!(names(&flat, root), ["a.png", "b.JPG", "c.Tiff", "f.HEIC", "g.avif", "h.dng", "i.CR3", "j.nef"]);
         let tree = expand(&[root.to_path_buf()], true).unwrap();
-        assert_eq!(names(&tree, root), ["a.png", "b.JPG", "c.Tiff", "sub/d.webp", "sub/deep/e.bmp"]);
+        let want = ["a.png", "b.JPG", "c.Tiff", "f.HEIC", "g.avif", "h.dng", "i.CR3", "j.nef", "sub/d.webp", "sub/deep/e.bmp"];
+        assert_eq!(names(&tree, root), want);
         assert!(tree.warnings.is_empty(), "{:?}", tree.warnings);
     }
 

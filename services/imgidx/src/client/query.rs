@@ -81,6 +81,9 @@ fn option_fields(o: &QueryOptions) -> Vec<(String, Value)> {
     if let Some(c) = &o.collection {
         fields.push(("collection".to_owned(), json!(c)));
     }
+    if o.relevant {
+        fields.push(("relevance".to_owned(), json!("auto")));
+    }
     for (field, value) in &o.filters {
         // Checked to be pixels when it was parsed.
         let value = match value.parse::<u32>() {
@@ -172,6 +175,9 @@ pub fn results_text(r: &QueryResponse) -> String {
         s.total_images,
         s.model
     ));
+    if let Some(cutoff) = r.cutoff {
+        out.push_str(&format!("Relevant: scoring at least {cutoff:.4}, this query's own cutoff\n"));
+    }
     out
 }
 
@@ -192,6 +198,7 @@ mod tests {
             min_score: Some(0.25),
             collection: Some("cats".into()),
             offset: Some(10),
+            relevant: true,
             filters: vec![
                 ("formats".into(), "png".into()),
                 ("formats".into(), "jpeg".into()),
@@ -202,7 +209,7 @@ mod tests {
         add_options(&mut body, &o);
         assert_eq!(
             Value::Object(body),
-            json!({"top_k": 5, "path_prefix": "/a", "min_score": 0.25, "collection": "cats", "offset": 10,
+            json!({"top_k": 5, "path_prefix": "/a", "min_score": 0.25, "collection": "cats", "relevance": "auto", "offset": 10,
                    "formats": ["png", "jpeg"], "min_width": 800, "mtime_from": "2024-01-01T00:00:00Z"})
         );
     }

@@ -140,6 +140,9 @@ pub struct QueryResponse {
     pub results: Vec<QueryHit>,
     pub query_time_seconds: f64,
     pub index_stats: QueryIndexStats,
+    /// With `relevance: "auto"`: the score results had to reach.
+    #[serde(default)]
+    pub cutoff: Option<f64>,
 }
 
 /// One image of a job and its outcome (`GET …/status/{job}/items`).

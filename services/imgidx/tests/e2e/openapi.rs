@@ -184,7 +184,18 @@ async fn every_operation_answers_as_the_document_says() {
     assert_eq!(code, 404);
     let (code, _) = call(&mut spec, &s, "post", "/api/v1/query", "/api/v1/query", Some(json!({ "text": "x", "top_k": 0 }))).await;
     assert_eq!(code, 422);
+    let (code, r) = call(&mut spec, &s, "post", "/api/v1/query", "/api/v1/query", Some(json!({ "text": "a cat", "relevance": "auto" }))).await;
+    assert_eq!(code, 200, "{r}");
     upload(&mut spec, &s, &images[0]).await;
+    let query_batch = "/api/v1/query/batch";
+    let searches = json!({ "searches": [{ "text": "a cat", "top_k": 2 }, { "image_path": images[0], "relevance": "auto" }] });
+    let (code, r) = call(&mut spec, &s, "post", query_batch, query_batch, Some(searches)).await;
+    assert_eq!((code, r["responses"].as_array().map(Vec::len)), (200, Some(2)), "{r}");
+    let passwd = json!({ "searches": [{ "image_path": "/etc/passwd" }] });
+    let (code, _) = call(&mut spec, &s, "post", query_batch, query_batch, Some(passwd)).await;
+    assert_eq!(code, 404);
+    let (code, _) = call(&mut spec, &s, "post", query_batch, query_batch, Some(json!({ "searches": [] }))).await;
+    assert_eq!(code, 422);
 
     // Collections: made, listed, filled, selected and deleted, with refusals.
     let col = "/api/v1/collections";

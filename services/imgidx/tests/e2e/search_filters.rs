@@ -170,3 +170,104 @@ async fn a_combined_query_ranks_by_the_weighted_sum_of_its_parts() {
     assert_eq!(out["query"], "\"a dog\" (1) - \"people\" (0.5)", "{out}");
     s.stop().await;
 }
+
+/// A fixture built for `relevance: "auto"`: chelsea.png and three resized copies of it
+/// (the planted matches), among the other samples and each of their four quarters.
+fn planted_and_background(dir: &std::path::Path) -> (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>) {
+    let images = copy_images(dir, 1);
+    let chelsea = images.iter().find(|p| p.ends_with("chelsea.png")).expect("chelsea.png among the samples").clone();
+    let mut background = Vec::new();
+    for p in images.iter().filter(|p| **p != chelsea) {
+        let img = image::open(p).unwrap();
+        let (w, h) = (img.width() / 2, img.height() / 2);
+        let stem = p.file_stem().unwrap().to_str().unwrap();
+        for (i, (x, y)) in [(0, 0), (w, 0), (0, h), (w, h)].into_iter().enumerate() {
+            let quarter = dir.join(format!("{stem}_q{i}.png"));
+            img.crop_imm(x, y, w, h).to_rgb8().save(&quarter).unwrap();
+            background.push(quarter);
+        }
+        background.push(p.clone());
+    }
+    let cat = image::open(&chelsea).unwrap();
+    let mut planted = vec![chelsea];
+    for (i, (num, den, ext)) in [(1, 2, "jpg"), (3, 4, "png"), (1, 3, "jpg")].into_iter().enumerate() {
+        let copy = dir.join(format!("cat_copy{i}.{ext}"));
+        let resized = cat.resize(cat.width() * num / den, cat.height() * num / den, image::imageops::FilterType::Triangle);
+        resized.to_rgb8().save(&copy).unwrap();
+        planted.push(copy);
+    }
+    (planted, background)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relevance_auto_keeps_the_planted_copies_and_a_batch_answers_every_search() {
+    let s = Serve::fresh().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (planted, background) = planted_and_background(dir.path());
+    let all: Vec<String> = planted.iter().chain(&background).map(|p| p.display().to_string()).collect();
+    assert!(background.len() >= 40, "{} background images", background.len());
+    let (code, job) = s.post_json("/api/v1/index/add-images", &json!({ "image_paths": all })).await;
+    assert_eq!(code, 202, "{job}");
+    wait_done(&s, job["job_id"].as_str().unwrap(), std::time::Duration::from_secs(180)).await;
+
+    let cat = planted[0].display().to_string();
+    let by_cat = json!({ "image_path": cat, "top_k": 100, "relevance": "auto" });
+    let (code, auto) = s.post_json("/api/v1/query", &by_cat).await;
+    assert_eq!(code, 200, "{auto}");
+    let mut kept = paths(auto["results"].as_array().unwrap());
+    kept.sort();
+    let mut want: Vec<String> = planted.iter().map(|p| p.display().to_string()).collect();
+    want.sort();
+    assert_eq!(kept, want, "exactly the planted copies: {auto}");
+    let cutoff = auto["cutoff"].as_f64().unwrap();
+    assert_eq!(auto["background"]["sample_size"], all.len(), "a collection this small is sampled whole: {auto}");
+    assert!(auto["background"]["median"].as_f64().unwrap() < cutoff, "{auto}");
+    let (_, every) = s.post_json("/api/v1/query", &json!({ "image_path": cat, "top_k": 100 })).await;
+    assert_eq!(every["results"].as_array().unwrap().len(), all.len(), "without relevance, every image");
+    assert!(every.get("cutoff").is_none(), "{every}");
+    // The cutoff adds to a stricter min_score, never loosens it.
+    let (_, strict) = s.post_json("/api/v1/query", &json!({ "image_path": cat, "relevance": "auto", "min_score": 0.99999 })).await;
+    assert!(strict["results"].as_array().unwrap().len() < planted.len(), "{strict}");
+    let (code, bad) = s.post_json("/api/v1/query", &json!({ "text": "a cat", "relevance": "some" })).await;
+    assert_eq!((code, bad["error"].as_str()), (422, Some("validation_error")), "{bad}");
+
+    // A batch answers each search as /query does, in order.
+    let singles = [
+        json!({ "text": "a photo", "top_k": 3 }),
+        by_cat.clone(),
+        json!({ "text": "a photo", "top_k": 3, "offset": 3 }),
+        json!({ "queries": [{ "text": "a photo" }, { "text": "a cat", "weight": -0.5 }], "top_k": 5 }),
+        json!({ "text": "a photo", "top_k": 3 }),
+    ];
+    let (code, batch) = s.post_json("/api/v1/query/batch", &json!({ "searches": singles })).await;
+    assert_eq!(code, 200, "{batch}");
+    let responses = batch["responses"].as_array().unwrap();
+    assert_eq!(responses.len(), singles.len());
+    for (single, answered) in singles.iter().zip(responses) {
+        let (_, alone) = s.post_json("/api/v1/query", single).await;
+        let (a, b) = (answered["results"].as_array().unwrap(), alone["results"].as_array().unwrap());
+        assert_eq!(paths(a), paths(b), "{single}");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x["score"].as_f64().unwrap() - y["score"].as_f64().unwrap()).abs() < 1e-5, "{single}");
+        }
+    }
+    assert_eq!(responses[1]["cutoff"], auto["cutoff"]);
+    for (bad, code, error, needle) in [
+        (json!({ "searches": [] }), 422, "validation_error", "searches"),
+        (json!({ "searches": vec![json!({ "text": "a" }); 65] }), 422, "validation_error", "1 to 64"),
+        (json!({ "searches": [{ "text": "a" }, { "text": "b", "copy_results": true }] }), 422, "validation_error", "searches[1]: copy_results"),
+        (json!({ "searches": [{ "text": "a", "top_k": 0 }] }), 422, "validation_error", "searches[0]: top_k"),
+        (json!({ "searches": [{ "text": "a" }, { "image_path": "/nowhere/x.jpg" }] }), 404, "image_not_found", "searches[1]: "),
+        (json!({ "searches": [{ "text": "a", "collection": "nope" }] }), 404, "collection_not_found", "searches[0]: "),
+    ] {
+        let (got, r) = s.post_json("/api/v1/query/batch", &bad).await;
+        assert_eq!((got, r["error"].as_str()), (code, Some(error)), "{r}");
+        assert!(r["message"].as_str().unwrap().contains(needle), "{needle}: {r}");
+    }
+
+    // The CLI asks for the same with --relevant, and shows the cutoff.
+    let run = imgidx(&["similar", &cat, "--server-path", "-k", "100", "--relevant", "--server", &s.url]).await;
+    assert_eq!(run.code, 0, "{run:#?}");
+    assert!(run.stdout.contains("this query's own cutoff") && run.stdout.contains("4 results"), "{}", run.stdout);
+    s.stop().await;
+}
