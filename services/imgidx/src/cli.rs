@@ -45,11 +45,15 @@ pub enum Command {
     Worker,
     /// Run the progress aggregator.
     Aggregator,
-    /// Benchmark decode+preprocess, the bare model and the whole worker pipeline in one run.
+    /// Benchmark decode+preprocess, the bare model and the whole worker pipeline in one run
+    /// (`--images DIR`); `imgidx bench search` measures the embedded index.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Bench {
+        #[command(subcommand)]
+        what: Option<BenchCommand>,
         /// Directory of images to cycle through.
-        #[arg(long)]
-        images: PathBuf,
+        #[arg(long, required = true)]
+        images: Option<PathBuf>,
         /// Images per measurement.
         #[arg(long, default_value_t = 256)]
         count: usize,
@@ -160,5 +164,35 @@ pub enum EmbedCommand {
         /// Print the whole zero-padded row, exactly as the text encoder receives it.
         #[arg(long)]
         padded: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Search cost of the embedded index as it grows: exact vs HNSW p50/p99, recall@k,
+    /// build time, memory per million vectors, on synthetic clustered unit vectors.
+    Search {
+        /// Collection sizes to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_values_t = [10_000usize, 100_000])]
+        vectors: Vec<usize>,
+        #[arg(long, default_value_t = 512)]
+        dim: usize,
+        /// Queries per measurement.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        #[arg(long, default_value_t = 10)]
+        top_k: usize,
+        /// Clusters the vectors are drawn around.
+        #[arg(long, default_value_t = 100)]
+        clusters: usize,
+        /// Quantization settings to measure, comma-separated: none, int8.
+        #[arg(long, value_delimiter = ',', default_values_t = [String::from("none")])]
+        quantization: Vec<String>,
+        /// Where the scratch collections go (the system's temporary directory when unset).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
 }

@@ -2,6 +2,7 @@
 //! and wires the service libraries together.
 
 mod bench;
+mod bench_search;
 mod cli;
 mod client;
 mod embed_cmd;
@@ -144,11 +145,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let shutdown = shutdown_on_signal(&settings);
             imgidx_aggregator::run(settings, shutdown).await?;
         }
-        Command::Bench { images, count, model, report } => {
+        Command::Bench { what: Some(cli::BenchCommand::Search { vectors, dim, queries, top_k, clusters, quantization, dir, report }), .. } => {
+            let quantization = quantization
+                .iter()
+                .map(|q| match q.as_str() {
+                    "none" => Ok(imgidx_shared::config::Quantization::None),
+                    "int8" => Ok(imgidx_shared::config::Quantization::Int8),
+                    other => Err(anyhow::anyhow!("--quantization: {other:?} is neither none nor int8")),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let args = bench_search::SearchBenchArgs { sizes: vectors, dim, queries, top_k, clusters, quantization, dir, report };
+            bench_search::run(&settings, args).await?;
+        }
+        Command::Bench { what: None, images, count, model, report } => {
             if let Some(model) = model {
                 settings.model.dir = model;
             }
-            let r = bench::run(&settings, bench::BenchArgs { images_dir: images, count, report }).await?;
+            let images_dir = images.ok_or_else(|| anyhow::anyhow!("imgidx bench needs --images DIR"))?;
+            let r = bench::run(&settings, bench::BenchArgs { images_dir, count, report }).await?;
             bench::print(&r);
         }
         Command::Embed(cmd) => embed_cmd::run(&settings, cmd)?,

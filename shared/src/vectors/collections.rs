@@ -164,11 +164,18 @@ pub struct EdgeCollections {
     initial_path: PathBuf,
     /// Every other one at `<dir>/<physical name>`.
     dir: PathBuf,
+    tuning: EdgeTuning,
 }
 
 impl EdgeCollections {
     pub fn new(initial: &str, initial_path: PathBuf, dir: PathBuf) -> Self {
-        Self { initial: initial.to_owned(), initial_path, dir }
+        Self { initial: initial.to_owned(), initial_path, dir, tuning: EdgeTuning::default() }
+    }
+
+    /// Opens every shard indexed and searched as `tuning` says.
+    pub fn tuned(mut self, tuning: EdgeTuning) -> Self {
+        self.tuning = tuning;
+        self
     }
 
     fn path(&self, physical: &str) -> Result<PathBuf, VectorStoreError> {
@@ -187,7 +194,8 @@ impl CollectionBackend for EdgeCollections {
     async fn connect(&self, physical: &str) -> Result<Arc<dyn VectorStore>, VectorStoreError> {
         let path = self.path(physical)?;
         // Loading a shard reads its segments from disk.
-        let store = tokio::task::spawn_blocking(move || EdgeStore::open(&path))
+        let tuning = self.tuning.clone();
+        let store = tokio::task::spawn_blocking(move || EdgeStore::open_tuned(&path, tuning))
             .await
             .map_err(|e| VectorStoreError::Other(format!("edge task failed: {e}")))??;
         Ok(Arc::new(store))

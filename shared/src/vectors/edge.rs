@@ -13,6 +13,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Instant;
 
 use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
@@ -28,6 +29,7 @@ use super::payload::{
     self, IndexKind, DIRS_KEY, FORMAT_KEY, HASH_KEY, HEIGHT_KEY, INDEXED_KEY, INDEXES, MODEL_KEY, MTIME_KEY, PATH_KEY,
     REUSE_KEYS, STAMP_KEYS, TAGS_KEY, WIDTH_KEY,
 };
+use super::edge_index::{compact_wal, EdgeTuning, INDEX_IDLE};
 use super::*;
 use crate::collections::Distance as Metric;
 
@@ -47,6 +49,33 @@ struct Inner {
     /// Serialises writers (updates, flushes, creation): `EdgeShard::flush` panics instead of
     /// waiting when an update holds the WAL lock, and the shard must be created only once.
     writes: Mutex<WriteLog>,
+    /// How the shard is indexed and searched.
+    tuning: EdgeTuning,
+    /// The background index build (see `edge_index.rs`).
+    indexer: Mutex<Indexer>,
+}
+
+#[derive(Default)]
+struct Indexer {
+    /// When the last write was applied.
+    last_write: Option<Instant>,
+    /// A build thread is running (or waiting for writes to stop).
+    running: bool,
+    /// Builds that optimised something, since open.
+    builds: u64,
+}
+
+/// Where the shard's index stands (`imgidx bench search`, tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexStatus {
+    pub points: usize,
+    /// Points whose vectors are in an HNSW index.
+    pub indexed: usize,
+    pub segments: usize,
+    /// A background build is running or waiting for writes to stop.
+    pub building: bool,
+    /// Background builds that optimised something since the store was opened.
+    pub builds: u64,
 }
 
 /// Update sequence numbers, for group commit.
@@ -66,9 +95,23 @@ impl EdgeStore {
 
     /// Load the shard at `path` if one exists there; otherwise `ensure_collection` creates it.
     pub fn open(path: &Path) -> Result<Self, VectorStoreError> {
+        Self::open_tuned(path, EdgeTuning::default())
+    }
+
+    /// As [`open`](Self::open), indexing and searching as `tuning` says (an existing shard
+    /// takes its HNSW and optimiser settings; quantization applies to new shards).
+    pub fn open_tuned(path: &Path, tuning: EdgeTuning) -> Result<Self, VectorStoreError> {
         let shard = OnceLock::new();
         if Self::exists_at(path) {
+            match compact_wal(path) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(path = %path.display(), removed = n, "compacted the WAL"),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "WAL not compacted"),
+            }
             let loaded = EdgeShard::load(path, None).map_err(edge_err)?;
+            let dim = vector_dim(&loaded.config())?;
+            loaded.set_hnsw_config(tuning.hnsw()).map_err(edge_err)?;
+            loaded.set_optimizers_config(tuning.optimizers(dim)).map_err(edge_err)?;
             // A shard made before an index was added to `INDEXES` gets it now.
             let indexed = loaded.info().payload_schema;
             let missing: Vec<_> = INDEXES.iter().filter(|(key, _)| !indexed.keys().any(|k| k.to_string() == *key)).collect();
@@ -80,8 +123,59 @@ impl EdgeStore {
             }
             let _ = shard.set(loaded);
         }
-        let inner = Inner { path: path.to_path_buf(), shard, writes: Mutex::default() };
-        Ok(Self { inner: Arc::new(inner) })
+        let inner =
+            Inner { path: path.to_path_buf(), shard, writes: Mutex::default(), tuning, indexer: Mutex::default() };
+        let store = Self { inner: Arc::new(inner) };
+        // A shard left unindexed (a build cut short by a restart) is built now.
+        store.wrote();
+        Ok(store)
+    }
+
+    /// Searches comparing the query with every vector (the baseline an indexed search's
+    /// recall is measured against).
+    pub async fn search_exact(&self, vector: &[f32], top_k: usize, filter: &SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
+        let (vector, filter) = (vector.to_vec(), filter.clone());
+        self.blocking(move |inner| inner.search(vector, top_k, filter, true)).await
+    }
+
+    /// Where the index stands.
+    pub fn index_status(&self) -> Result<IndexStatus, VectorStoreError> {
+        let info = self.inner.shard()?.info();
+        let indexer = self.inner.lock_indexer();
+        Ok(IndexStatus {
+            points: info.points_count,
+            indexed: info.indexed_vectors_count,
+            segments: info.segments_count,
+            building: indexer.running,
+            builds: indexer.builds,
+        })
+    }
+
+    /// Builds the index now, in this thread (blocking), whatever the threshold; whether
+    /// anything was optimised.
+    pub fn index_now(&self) -> Result<bool, VectorStoreError> {
+        self.inner.optimize()
+    }
+
+    /// Notes a write; past the threshold, starts the background build unless one runs.
+    fn wrote(&self) {
+        let mut indexer = self.inner.lock_indexer();
+        indexer.last_write = Some(Instant::now());
+        if indexer.running || !self.inner.tuning.background || self.inner.tuning.index_threshold == 0 {
+            return;
+        }
+        let Ok(shard) = self.inner.shard() else { return };
+        let info = shard.info();
+        if info.points_count < self.inner.tuning.index_threshold || info.indexed_vectors_count >= info.points_count {
+            return;
+        }
+        indexer.running = true;
+        let inner = Arc::clone(&self.inner);
+        let started = std::thread::Builder::new().name("edge-index".into()).spawn(move || inner.index_when_idle());
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "could not start the index build");
+            indexer.running = false;
+        }
     }
 
     /// Run `f` on the blocking pool so the shard's synchronous I/O never blocks the runtime.
@@ -109,6 +203,57 @@ impl Inner {
         self.writes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn lock_indexer(&self) -> MutexGuard<'_, Indexer> {
+        self.indexer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The build thread: waits until writes have stopped for [`INDEX_IDLE`], optimises,
+    /// and again while writes came in during a build.
+    fn index_when_idle(self: Arc<Self>) {
+        loop {
+            let since = {
+                let mut indexer = self.lock_indexer();
+                match indexer.last_write.map(|t| t.elapsed()) {
+                    Some(quiet) if quiet < INDEX_IDLE => Some(INDEX_IDLE - quiet),
+                    _ => {
+                        // Quiet: build, and note when, to know whether writes came meanwhile.
+                        indexer.last_write = None;
+                        None
+                    }
+                }
+            };
+            if let Some(wait) = since {
+                std::thread::sleep(wait);
+                continue;
+            }
+            let started = Instant::now();
+            match self.optimize() {
+                Ok(true) => {
+                    self.lock_indexer().builds += 1;
+                    tracing::info!(path = %self.path.display(), took = ?started.elapsed(), "embedded index optimised");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(path = %self.path.display(), error = %e, "embedded index build failed"),
+            }
+            let mut indexer = self.lock_indexer();
+            if indexer.last_write.is_none() {
+                indexer.running = false;
+                return;
+            }
+        }
+    }
+
+    /// Edge's optimisers, run to the end (blocking); then the result is flushed.
+    fn optimize(&self) -> Result<bool, VectorStoreError> {
+        let shard = self.shard()?;
+        let optimized = shard.optimize().map_err(edge_err)?;
+        if optimized {
+            let _writes = self.lock_writes();
+            flush(shard)?;
+        }
+        Ok(optimized)
+    }
+
     fn ensure_shape(&self, dim: usize, distance: Metric) -> Result<(), VectorStoreError> {
         let _writes = self.lock_writes();
         if let Some(shard) = self.shard.get() {
@@ -116,7 +261,7 @@ impl Inner {
         }
         fs::create_dir_all(&self.path)
             .map_err(|e| VectorStoreError::Other(format!("create {}: {e}", self.path.display())))?;
-        let shard = EdgeShard::new(&self.path, new_config(dim, distance)).map_err(edge_err)?;
+        let shard = EdgeShard::new(&self.path, new_config(dim, distance, &self.tuning)).map_err(edge_err)?;
         for (key, kind) in INDEXES {
             shard.update(index_operation(key, kind)?).map_err(edge_err)?;
         }
@@ -147,7 +292,7 @@ impl Inner {
         let mut log = self.lock_writes();
         if log.flushed < seq {
             let covered = log.applied;
-            shard.flush();
+            flush(shard)?;
             log.flushed = covered;
         }
         Ok(())
@@ -207,7 +352,7 @@ impl Inner {
         self.apply_durably(shard, UpdateOperation::PayloadOperation(PayloadOps::DeletePayload(op)))
     }
 
-    fn search(&self, vector: Vec<f32>, top_k: usize, filter: SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
+    fn search(&self, vector: Vec<f32>, top_k: usize, filter: SearchFilter, exact: bool) -> Result<Vec<ScoredImage>, VectorStoreError> {
         let shard = self.shard()?;
         let config = shard.config();
         check_query_dim(vector.len(), vector_dim(&config)?)?;
@@ -224,7 +369,7 @@ impl Inner {
             // rank `offset + top_k` and skip here.
             limit: top_k.saturating_add(filter.offset),
             offset: 0,
-            params: None,
+            params: Some(self.tuning.search_params(exact)),
             with_vector: WithVector::Bool(false),
             with_payload: WithPayloadInterface::Bool(true),
         };
@@ -312,7 +457,9 @@ impl VectorStore for EdgeStore {
         if points.is_empty() {
             return Ok(());
         }
-        self.blocking(move |inner| inner.upsert(points)).await
+        self.blocking(move |inner| inner.upsert(points)).await?;
+        self.wrote();
+        Ok(())
     }
 
     async fn stamps(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, FileStamp>, VectorStoreError> {
@@ -346,7 +493,7 @@ impl VectorStore for EdgeStore {
             return Ok(Vec::new());
         }
         let (vector, filter) = (vector.to_vec(), filter.clone());
-        self.blocking(move |inner| inner.search(vector, top_k, filter)).await
+        self.blocking(move |inner| inner.search(vector, top_k, filter, false)).await
     }
 
     async fn paths_under(&self, dir: &str, from: Option<Uuid>, limit: usize) -> Result<PathPage, VectorStoreError> {
@@ -377,7 +524,9 @@ impl VectorStore for EdgeStore {
             return Ok(());
         }
         let ids = ids.to_vec();
-        self.blocking(move |inner| inner.delete(&ids)).await
+        self.blocking(move |inner| inner.delete(&ids)).await?;
+        self.wrote();
+        Ok(())
     }
 
     async fn count(&self) -> Result<u64, VectorStoreError> {
@@ -396,10 +545,29 @@ impl VectorStore for EdgeStore {
     }
 }
 
-fn new_config(dim: usize, distance: Metric) -> EdgeConfig {
+fn new_config(dim: usize, distance: Metric, tuning: &EdgeTuning) -> EdgeConfig {
+    let mut vector = EdgeVectorParams::builder(dim, edge_distance(distance));
+    if let Some(q) = tuning.quantization_config() {
+        vector = vector.quantization_config(q);
+    }
     EdgeConfig::builder()
-        .vector(DEFAULT_VECTOR_NAME, EdgeVectorParams::builder(dim, edge_distance(distance)).build())
+        .vector(DEFAULT_VECTOR_NAME, vector.build())
+        .hnsw_config(tuning.hnsw())
+        .optimizers(tuning.optimizers(dim))
         .build()
+}
+
+/// `EdgeShard::flush`, which panics (`try_lock`/`try_read` then `expect`) when an
+/// optimisation holds the segments for the moment it swaps one in: tried again shortly.
+fn flush(shard: &EdgeShard) -> Result<(), VectorStoreError> {
+    const TRIES: u32 = 200;
+    for _ in 0..TRIES {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush())).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Err(VectorStoreError::Other("the embedded store could not flush (its segments stayed locked)".into()))
 }
 
 fn edge_distance(distance: Metric) -> Distance {
@@ -685,7 +853,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("shard");
         std::fs::create_dir_all(&path).expect("dir");
-        let shard = EdgeShard::new(&path, new_config(DIM, Metric::Cosine)).expect("shard");
+        let shard = EdgeShard::new(&path, new_config(DIM, Metric::Cosine, &EdgeTuning::default())).expect("shard");
         shard.update(index_operation(DIRS_KEY, IndexKind::Keyword).expect("op")).expect("index");
         shard.flush();
         drop(shard);
@@ -787,7 +955,13 @@ mod tests {
     fn edge_flush_cost() {
         use std::time::{Duration, Instant};
         let dir = tempfile::tempdir().expect("tempdir");
-        let inner = Inner { path: dir.path().to_path_buf(), shard: OnceLock::new(), writes: Mutex::default() };
+        let inner = Inner {
+            path: dir.path().to_path_buf(),
+            shard: OnceLock::new(),
+            writes: Mutex::default(),
+            tuning: EdgeTuning::default(),
+            indexer: Mutex::default(),
+        };
         inner.ensure_shape(512, Metric::Cosine).expect("create");
         let shard = inner.shard().expect("shard");
         for batch in [1u64, 32] {
@@ -829,4 +1003,71 @@ mod tests {
         }
         Ok(())
     }
+
+    /// A build runs beside searches and upserts: both go on, and stay right, while it runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_index_build_does_not_block_searches_or_upserts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dim = 32;
+        // No background build: this test starts one itself.
+        let tuning = EdgeTuning { index_threshold: 5_000, background: false, ..EdgeTuning::default() };
+        let store = EdgeStore::open_tuned(&dir.path().join("vectors"), tuning).expect("open");
+        store.ensure_collection(dim).await.expect("ensure");
+        let all: Vec<Point> = (0..20_000).map(|i| suite::point(dim, i)).collect();
+        for chunk in all.chunks(2_000) {
+            store.upsert(chunk.to_vec()).await.expect("upsert");
+        }
+        assert_eq!(store.index_status().expect("status").indexed, 0, "nothing indexed yet");
+        let building = store.clone();
+        let build = tokio::task::spawn_blocking(move || building.index_now());
+        let (mut searches, mut upserts) = (0u64, 0u64);
+        while !build.is_finished() {
+            let q = &all[(searches * 7919 % 20_000) as usize];
+            let hits = store.search(&q.vector, 1, &SearchFilter::default()).await.expect("search during the build");
+            assert_eq!(hits.first().map(|h| h.id), Some(q.id), "a stored vector finds itself");
+            searches += 1;
+            if searches % 20 == 0 {
+                store.upsert(vec![suite::point(dim, 20_000 + upserts)]).await.expect("upsert during the build");
+                upserts += 1;
+            }
+        }
+        assert!(build.await.expect("join").expect("build"), "the build optimised");
+        assert!(searches >= 10 && upserts >= 1, "{searches} searches, {upserts} upserts ran during the build");
+        let status = store.index_status().expect("status");
+        assert!(status.indexed >= 20_000, "{status:?}");
+        assert_eq!(store.count().await.expect("count"), 20_000 + upserts);
+        // Indexed search agrees with exact search on what it finds best.
+        for q in all.iter().step_by(997) {
+            let exact = store.search_exact(&q.vector, 5, &SearchFilter::default()).await.expect("exact");
+            let indexed = store.search(&q.vector, 5, &SearchFilter::default()).await.expect("indexed");
+            assert_eq!(exact[0].id, indexed[0].id);
+        }
+    }
+
+    /// Past the threshold, the build starts by itself once writes stop, and survives a reopen.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn past_the_threshold_the_index_builds_once_writes_stop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dim = 16;
+        let path = dir.path().join("vectors");
+        let tuning = EdgeTuning { index_threshold: 3_000, ..EdgeTuning::default() };
+        let store = EdgeStore::open_tuned(&path, tuning.clone()).expect("open");
+        store.ensure_collection(dim).await.expect("ensure");
+        store.upsert((0..2_000).map(|i| suite::point(dim, i)).collect()).await.expect("upsert");
+        assert!(!store.index_status().expect("status").building, "under the threshold");
+        store.upsert((2_000..4_000).map(|i| suite::point(dim, i)).collect()).await.expect("upsert");
+        assert!(store.index_status().expect("status").building, "past it: waiting for writes to stop");
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        while store.index_status().expect("status").building {
+            assert!(Instant::now() < deadline, "the build never ended");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let status = store.index_status().expect("status");
+        assert!(status.builds >= 1 && status.indexed >= 3_000, "{status:?}");
+        drop(store);
+        let reopened = EdgeStore::open_tuned(&path, tuning).expect("reopen");
+        let status = reopened.index_status().expect("status");
+        assert!(status.indexed >= 3_000 && status.points == 4_000, "the index is on disk: {status:?}");
+    }
+
 }

@@ -5,6 +5,7 @@ mod collections;
 #[cfg(test)]
 mod conformance;
 mod edge;
+mod edge_index;
 mod payload;
 mod qdrant;
 
@@ -17,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use collections::{CollectionBackend, Collections, EdgeCollections, QdrantCollections};
-pub use edge::EdgeStore;
+pub use edge::{EdgeStore, IndexStatus};
+pub use edge_index::EdgeTuning;
 pub use qdrant::QdrantStore;
 
 use crate::collections::Distance;
@@ -213,11 +215,10 @@ pub trait VectorStore: Send + Sync {
 pub fn collections(settings: &Settings) -> Result<Arc<Collections>, VectorStoreError> {
     let backend: Box<dyn CollectionBackend> = match &settings.vectors.qdrant_url {
         Some(url) => Box::new(QdrantCollections::connect(url, settings.vectors.qdrant_api_key.as_deref())?),
-        None => Box::new(EdgeCollections::new(
-            &settings.vectors.collection,
-            settings.edge_path(),
-            settings.edge_collections_dir(),
-        )),
+        None => Box::new(
+            EdgeCollections::new(&settings.vectors.collection, settings.edge_path(), settings.edge_collections_dir())
+                .tuned(EdgeTuning::from_settings(&settings.vectors)),
+        ),
     };
     Ok(Arc::new(Collections::new(backend)))
 }
