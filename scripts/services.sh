@@ -119,6 +119,8 @@ ensure_packages() {
     command -v openssl >/dev/null || want+=(openssl)
     # HEIC and AVIF decoding (loaded at run time by the workers; its tests need it).
     compgen -G '/usr/lib/*/libheif.so.1' >/dev/null || compgen -G '/usr/lib/libheif.so.1' >/dev/null || want+=(libheif1)
+    # worker.preprocess = "fast"'s scaled JPEG decode (loaded at run time; its tests use it).
+    compgen -G '/usr/lib/*/libturbojpeg.so.0' >/dev/null || compgen -G '/usr/lib/libturbojpeg.so.0' >/dev/null || want+=(libturbojpeg0)
     local need_pg=0
     [[ -n $(pg_bin) && -x $(pg_bin)/initdb ]] || need_pg=1
     command -v pg_isready >/dev/null || need_pg=1

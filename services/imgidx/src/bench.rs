@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use imgidx_shared::broker::{Broker, MemoryBroker};
 use imgidx_shared::config::Settings;
-use imgidx_shared::embed::{DecodeBudget, Models, Preprocessor, VisionEncoder};
+use imgidx_shared::embed::{turbojpeg_available, DecodeBudget, Models, PreprocessMode, Preprocessor, VisionEncoder};
 use imgidx_shared::jobs::{JobStore, SqliteJobStore};
 use imgidx_shared::objects::Objects;
 use imgidx_shared::messages::{ImageTask, Priority};
@@ -49,6 +49,32 @@ pub struct BenchReport {
     /// Where the pipeline's time went, per worker stage (the `imgidx_worker_stage_seconds`
     /// histogram's sums): per image for read and decode, per batch for the rest.
     pub stages: Vec<StageBreakdown>,
+    /// The preprocess mode the pipeline ran (`worker.preprocess`).
+    pub preprocess: PreprocessMode,
+    /// `exact` against `fast` preprocessing on the same files.
+    pub fast_vs_exact: PreprocessComparison,
+}
+
+/// Decode+preprocess rates of both modes on 1 thread and on the decode pool, and how
+/// close `fast` stays to `exact` where it matters: the embeddings.
+#[derive(Debug, Serialize)]
+pub struct PreprocessComparison {
+    /// Why fast mode had no libturbojpeg (it then decodes JPEG as exact does); None: it had.
+    pub turbojpeg_missing: Option<String>,
+    pub exact_1_thread: f64,
+    pub fast_1_thread: f64,
+    /// fast / exact on one thread: the speed-up per core.
+    pub speedup_per_core: f64,
+    pub exact_pool: f64,
+    pub fast_pool: f64,
+    pub speedup_pool: f64,
+    /// Pool rate / 1-thread rate, per mode (linear scaling: the pool's thread count).
+    pub exact_scaling: f64,
+    pub fast_scaling: f64,
+    /// Files whose embeddings were compared, and the cosine of fast's to exact's.
+    pub compared: usize,
+    pub mean_cosine: f64,
+    pub min_cosine: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,7 +102,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<BenchRe
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
-    let pre = Preprocessor::new(m.image_size, m.mean, m.std, w.max_image_pixels, w.max_file_bytes);
+    let exact = Preprocessor::new(m.image_size, m.mean, m.std, w.max_image_pixels, w.max_file_bytes);
+    let fast = exact.clone().with_mode(PreprocessMode::Fast);
+    let pre = exact.clone().with_mode(w.preprocess);
     let count = args.count.max(w.batch_size);
     eprintln!("bench: {} ({}px), batch {}, {} decode threads, {count} images from {} files", m.name, m.image_size, w.batch_size, threads, files.len());
 
@@ -97,6 +125,7 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<BenchRe
     let miss_us = miss_lookup_us(vectors.as_ref(), &m.name, MISS_LOOKUPS).await?;
     eprintln!("bench: reuse lookup of new bytes {miss_us:.1} µs");
 
+    let fast_vs_exact = compare_modes(&encoder, &exact, &fast, &files, count, threads)?;
     let bound_overlapped = decode.min(model_rate);
     let bound_shared_cpu = 1.0 / (1.0 / decode + 1.0 / model_rate);
     let report = BenchReport {
@@ -126,6 +155,8 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<BenchRe
                 mean_ms: if t.count == 0 { 0.0 } else { t.seconds * 1000.0 / t.count as f64 },
             })
             .collect(),
+        preprocess: w.preprocess,
+        fast_vs_exact,
     };
     if let Some(path) = &args.report {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?).with_context(|| path.display().to_string())?;
@@ -168,6 +199,56 @@ fn decode_rate(pre: &Preprocessor, files: &[PathBuf], count: usize, threads: usi
         bail!("{failures} images failed to decode");
     }
     Ok(count as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Most files whose embeddings `compare_modes` compares.
+const COMPARED_FILES: usize = 64;
+
+fn compare_modes(
+    encoder: &VisionEncoder,
+    exact: &Preprocessor,
+    fast: &Preprocessor,
+    files: &[PathBuf],
+    count: usize,
+    threads: usize,
+) -> anyhow::Result<PreprocessComparison> {
+    let turbojpeg_missing = turbojpeg_available().err();
+    // Modes in turn, so a busy machine slows both alike.
+    let exact_1 = decode_rate(exact, files, count, 1)?;
+    let fast_1 = decode_rate(fast, files, count, 1)?;
+    let exact_pool = decode_rate(exact, files, count, threads)?;
+    let fast_pool = decode_rate(fast, files, count, threads)?;
+    eprintln!("bench: fast preprocess {fast_1:.1} vs exact {exact_1:.1} images/s on 1 thread, {fast_pool:.1} vs {exact_pool:.1} on {threads}");
+    let mut cosines = Vec::new();
+    for file in files.iter().take(COMPARED_FILES) {
+        let a = encoder.embed(&exact.load_path(file)?.tensor, 1)?;
+        let b = encoder.embed(&fast.load_path(file)?.tensor, 1)?;
+        if let (Some(a), Some(b)) = (a.first(), b.first()) {
+            cosines.push(cosine(a, b));
+        }
+    }
+    let mean = cosines.iter().sum::<f64>() / cosines.len().max(1) as f64;
+    let min = cosines.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok(PreprocessComparison {
+        turbojpeg_missing,
+        exact_1_thread: exact_1,
+        fast_1_thread: fast_1,
+        speedup_per_core: fast_1 / exact_1,
+        exact_pool,
+        fast_pool,
+        speedup_pool: fast_pool / exact_pool,
+        exact_scaling: exact_pool / exact_1,
+        fast_scaling: fast_pool / fast_1,
+        compared: cosines.len(),
+        mean_cosine: mean,
+        min_cosine: min,
+    })
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE)
 }
 
 /// Embed full batches of real preprocessed images (one warm-up batch first).
@@ -304,6 +385,22 @@ pub fn print(r: &BenchReport) {
         "reuse lookup, new bytes",
         format!("{:.1} µs", r.reuse_miss_lookup_us),
         r.reuse_miss_vs_pipeline_per_image
+    );
+    let c = &r.fast_vs_exact;
+    println!(
+        "preprocess fast vs exact: {:.2}x per core ({:.1} vs {:.1}/s), {:.2}x on {} threads; scaling exact {:.2}, fast {:.2}; \
+         embedding cosine mean {:.4}, min {:.4} over {} files{}",
+        c.speedup_per_core,
+        c.fast_1_thread,
+        c.exact_1_thread,
+        c.speedup_pool,
+        r.decode_threads,
+        c.exact_scaling,
+        c.fast_scaling,
+        c.mean_cosine,
+        c.min_cosine,
+        c.compared,
+        c.turbojpeg_missing.as_ref().map(|w| format!(" (no libturbojpeg: {w})")).unwrap_or_default()
     );
     println!("pipeline time by worker stage (read, decode: per image on the decode pool; the rest per batch):");
     for s in &r.stages {

@@ -20,7 +20,8 @@ pub fn run(settings: &Settings, cmd: EmbedCommand) -> anyhow::Result<()> {
                 manifest.std,
                 settings.worker.max_image_pixels,
                 settings.worker.max_file_bytes,
-            );
+            )
+            .with_mode(settings.worker.preprocess);
             // The reader takes canonical paths only (it follows no symlink).
             let canonical = std::fs::canonicalize(&image).with_context(|| format!("{}", image.display()))?;
             let img = pre.load_path(&canonical).with_context(|| format!("{}", image.display()))?;

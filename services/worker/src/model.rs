@@ -33,7 +33,8 @@ impl WorkerModel {
     pub fn new(encoder: Arc<VisionEncoder>, tagger: Option<Arc<Tagger>>, limits: &WorkerSettings, budget: DecodeBudget) -> Self {
         let m = encoder.manifest();
         let preprocessor = Preprocessor::new(m.image_size, m.mean, m.std, limits.max_image_pixels, limits.max_file_bytes)
-            .with_budget(budget);
+            .with_budget(budget)
+            .with_mode(limits.preprocess);
         Self { encoder, tagger, preprocessor: Arc::new(preprocessor) }
     }
 

@@ -15,7 +15,9 @@ pub mod vision;
 pub use decode_budget::DecodeBudget;
 pub use manifest::{GraphSpec, ManifestError, ModelManifest};
 pub use models::{Loader, ModelError, Models};
-pub use preprocess::{image_format, DecodeError, Preprocessed, Preprocessor, SNIFF_BYTES};
+pub use preprocess::{
+    image_format, turbojpeg_available, DecodeError, PreprocessMode, Preprocessed, Preprocessor, SNIFF_BYTES,
+};
 pub use tags::Tagger;
 pub use text::TextEncoder;
 pub use tokenizer::{ClipTokenizer, TokenizerError};

@@ -1,7 +1,8 @@
 //! Image decoding and preprocessing exactly as OpenAI CLIP's `preprocess`:
 //! torchvision `Resize(S, BICUBIC)` -> `CenterCrop(S)` -> `convert("RGB")` ->
 //! `ToTensor` -> `Normalize`, applied to the PIL image, with the EXIF
-//! orientation applied first.
+//! orientation applied first. (`PreprocessMode::Fast` trades the exactness for speed:
+//! see `fast`.)
 //!
 //! Exactness notes (see `scripts/preprocess_reference.py`, which computes the
 //! references the tests compare against):
@@ -17,11 +18,15 @@
 //!   decoders, whose output differs from libjpeg-turbo/libwebp by a few levels.
 
 mod decode;
+mod fast;
+#[cfg(test)]
+mod fast_tests;
 mod heif;
 mod raw;
 mod resample;
 #[cfg(test)]
 mod tests;
+mod turbo;
 
 use std::path::Path;
 use std::time::Duration;
@@ -42,6 +47,24 @@ pub fn image_format(head: &[u8]) -> Option<&'static str> {
     heif::brand(head).or_else(|| raw::container(head)).or_else(|| decode::sniff(head).ok().map(|(_, name)| name))
 }
 
+/// How images become tensors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PreprocessMode {
+    /// Bit for bit Pillow's pipeline, as CLIP was trained with.
+    #[default]
+    Exact,
+    /// JPEG decoded at a reduced DCT scale (libjpeg-turbo) and SIMD resizing; the same
+    /// crop, not the same bits (see `fast`).
+    Fast,
+}
+
+/// Whether the fast mode's scaled JPEG decoder (libturbojpeg, loaded at run time) is
+/// usable here; the reason when not (fast mode then decodes JPEG as exact mode does).
+pub fn turbojpeg_available() -> Result<(), String> {
+    turbo::available()
+}
+
 /// Decodes image files and turns them into normalised CLIP input tensors.
 #[derive(Debug, Clone)]
 pub struct Preprocessor {
@@ -52,6 +75,7 @@ pub struct Preprocessor {
     max_file_bytes: u64,
     /// Shared with everything else that decodes in this process; None: unbounded (CLI tools).
     budget: Option<DecodeBudget>,
+    mode: PreprocessMode,
 }
 
 /// Longest a worker spends reading one file before reporting it unreadable.
@@ -96,12 +120,18 @@ impl DecodeError {
 
 impl Preprocessor {
     pub fn new(image_size: u32, mean: [f32; 3], std: [f32; 3], max_pixels: u64, max_file_bytes: u64) -> Self {
-        Self { image_size, lut: normalise_lut(mean, std), max_pixels, max_file_bytes, budget: None }
+        Self { image_size, lut: normalise_lut(mean, std), max_pixels, max_file_bytes, budget: None, mode: PreprocessMode::Exact }
     }
 
     /// Decodes within `budget` (see `decode_budget`).
     pub fn with_budget(mut self, budget: DecodeBudget) -> Self {
         self.budget = Some(budget);
+        self
+    }
+
+    /// Decodes and resizes as `mode` says (exact unless set).
+    pub fn with_mode(mut self, mode: PreprocessMode) -> Self {
+        self.mode = mode;
         self
     }
 
@@ -141,6 +171,9 @@ impl Preprocessor {
         let len = bytes.len() as u64;
         if len > self.max_file_bytes {
             return Err(file_too_large(len, self.max_file_bytes));
+        }
+        if self.mode == PreprocessMode::Fast {
+            return fast::load_fast(self, bytes);
         }
         let decoded = decode::decode(bytes, self.max_pixels, self.budget.as_ref(), self.image_size)?;
         let (width, height) = (decoded.raster.width, decoded.raster.height);
