@@ -10,7 +10,9 @@
 #   export ORT_DYLIB_PATH="$(scripts/setup-ort.sh)"
 #
 # --gpu installs onnxruntime-gpu (CUDA execution provider) instead of the CPU
-# wheel. Idempotent: pip runs only when a package is missing or the wrong
+# wheel, with its [cuda,cudnn] extras: the CUDA runtime, cuBLAS, cuFFT, cuRAND and
+# cuDNN as NVIDIA's nvidia-*-cu12 wheels, which imgidx loads from beside the
+# library (only the NVIDIA driver must be on the host). Idempotent: pip runs only when a package is missing or the wrong
 # version. ORT_VERSION overrides the pinned version (must match the ort
 # crate's api-NN feature).
 
@@ -44,8 +46,8 @@ for arg in "$@"; do
         *) die "unknown option: $arg" ;;
     esac
 done
-if (( GPU )); then ORT_PKG=onnxruntime-gpu; OTHER_PKG=onnxruntime
-else ORT_PKG=onnxruntime; OTHER_PKG=onnxruntime-gpu; fi
+if (( GPU )); then ORT_PKG=onnxruntime-gpu; OTHER_PKG=onnxruntime; EXTRAS="[cuda,cudnn]"
+else ORT_PKG=onnxruntime; OTHER_PKG=onnxruntime-gpu; EXTRAS=""; fi
 
 as_root() {
     if [[ $(id -u) -eq 0 ]]; then "$@"
@@ -74,14 +76,19 @@ PY=$VENV/bin/python
 # --- the packages -------------------------------------------------------------
 # Exit 0 when everything is there at the right version, 1 otherwise.
 have_packages() {
-    "$PY" - "$ORT_PKG" "$ORT_VERSION" "$OTHER_PKG" <<'EOF' 2>/dev/null
+    "$PY" - "$ORT_PKG" "$ORT_VERSION" "$OTHER_PKG" "$EXTRAS" <<'EOF' 2>/dev/null
+import re
 import sys
-from importlib.metadata import version, PackageNotFoundError
-pkg, want, other = sys.argv[1:]
+from importlib.metadata import requires, version, PackageNotFoundError
+pkg, want, other, extras = sys.argv[1:]
 try:
     assert version(pkg) == want
     for p in ("onnx", "numpy", "pillow", "requests"):
         version(p)
+    # The GPU wheel's extras: the CUDA and cuDNN runtime wheels.
+    for req in requires(pkg) or []:
+        if any(f'extra == "{e}"' in req for e in extras.strip("[]").split(",") if e):
+            version(re.split(r"[ ;<>=!~\[(]", req, maxsplit=1)[0])
 except (PackageNotFoundError, AssertionError):
     sys.exit(1)
 # The CPU and GPU wheels both provide the `onnxruntime` module; only one may be
@@ -101,9 +108,9 @@ if ! have_packages; then
         # Its files overlapped ours: reinstall rather than trust what's left.
         "$PY" -m pip uninstall -q -y "$ORT_PKG" >/dev/null 2>&1 || true
     fi
-    say "pip install $ORT_PKG==$ORT_VERSION onnx numpy pillow requests (into .venv)"
+    say "pip install $ORT_PKG$EXTRAS==$ORT_VERSION onnx numpy pillow requests (into .venv)"
     "$PY" -m pip install -q --disable-pip-version-check \
-        "$ORT_PKG==$ORT_VERSION" onnx numpy pillow requests \
+        "$ORT_PKG$EXTRAS==$ORT_VERSION" onnx numpy pillow requests \
         || die "pip install failed"
     have_packages || die "packages still missing after pip install"
 fi

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use futures::StreamExt;
 use uuid::Uuid;
 
 use imgidx_shared::messages::FileStamp;
@@ -11,11 +12,19 @@ use imgidx_shared::vectors::{VectorStore, VectorStoreError};
 /// Most point ids asked of the vector store in one call.
 const STAMP_LOOKUP_CHUNK: usize = 1024;
 
+/// Lookups of one request in flight at once (the embedded store answers each on the
+/// blocking pool, a server on its own cores).
+const CONCURRENT_LOOKUPS: usize = 4;
+
 /// The stamps the index holds for those of `ids` it has.
 pub async fn indexed_stamps(vectors: &dyn VectorStore, ids: &[Uuid]) -> Result<HashMap<Uuid, FileStamp>, VectorStoreError> {
+    // Made up front: a closure inside the stream would make this future's type
+    // higher-ranked, which axum's handlers cannot take.
+    let pending: Vec<_> = ids.chunks(STAMP_LOOKUP_CHUNK).map(|chunk| vectors.stamps(chunk)).collect();
+    let mut lookups = futures::stream::iter(pending).buffer_unordered(CONCURRENT_LOOKUPS);
     let mut all = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(STAMP_LOOKUP_CHUNK) {
-        all.extend(vectors.stamps(chunk).await?);
+    while let Some(found) = lookups.next().await {
+        all.extend(found?);
     }
     Ok(all)
 }

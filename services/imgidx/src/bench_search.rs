@@ -29,6 +29,8 @@ pub struct SearchBenchArgs {
     pub top_k: usize,
     pub clusters: usize,
     pub quantization: Vec<Quantization>,
+    /// Beam widths to search the index with (`vectors.hnsw_ef` when empty).
+    pub efs: Vec<usize>,
     /// Where the scratch collections go (removed after); a temporary directory when unset.
     pub dir: Option<PathBuf>,
     pub report: Option<PathBuf>,
@@ -55,15 +57,14 @@ pub struct SearchRun {
     pub index_seconds: f64,
     pub exact_p50_ms: f64,
     pub exact_p99_ms: f64,
-    pub indexed_p50_ms: f64,
-    pub indexed_p99_ms: f64,
-    /// exact p50 / indexed p50.
-    pub speedup_p50: f64,
-    /// Mean share of the exact top k the indexed search also returns.
-    pub recall_at_k: f64,
+    /// The index searched with each beam width.
+    pub indexed: Vec<IndexedSearch>,
     /// Growth of this process's resident memory while filling and indexing, per million vectors.
     pub memory_mib_per_million: f64,
+    /// The collection's directory once reopened (which compacts its WAL), per million vectors.
     pub disk_mib_per_million: f64,
+    /// The same before the reopen, with the WAL of the whole fill.
+    pub disk_mib_per_million_before_compaction: f64,
 }
 
 pub async fn run(settings: &Settings, args: SearchBenchArgs) -> anyhow::Result<SearchBenchReport> {
@@ -106,7 +107,8 @@ async fn one_run(args: &SearchBenchArgs, size: usize, tuning: EdgeTuning) -> any
         Quantization::Int8 => "int8",
     };
     let rss_before = resident_bytes();
-    let store = EdgeStore::open_tuned(&scratch.path().join("vectors"), tuning)?;
+    let path = scratch.path().join("vectors");
+    let store = EdgeStore::open_tuned(&path, tuning.clone())?;
     store.ensure_collection(args.dim).await?;
     let mut data = Clustered::new(args.dim, args.clusters, 42);
     let started = Instant::now();
@@ -133,20 +135,34 @@ async fn one_run(args: &SearchBenchArgs, size: usize, tuning: EdgeTuning) -> any
     let building = store.clone();
     tokio::task::spawn_blocking(move || building.index_now()).await??;
     let index_seconds = started.elapsed().as_secs_f64();
-    let mut indexed_times = Vec::with_capacity(queries.len());
-    let mut recall = 0.0;
-    for (q, truth) in queries.iter().zip(&exact_ids) {
-        let t = Instant::now();
-        let hits = store.search(q, args.top_k, &filter).await?;
-        indexed_times.push(t.elapsed());
-        let found = hits.iter().filter(|h| truth.contains(&h.id)).count();
-        recall += found as f64 / truth.len().max(1) as f64;
+    let (exact_p50, exact_p99) = (percentile(&mut exact_times, 0.50), percentile(&mut exact_times, 0.99));
+    let efs = if args.efs.is_empty() { vec![tuning.hnsw_ef] } else { args.efs.clone() };
+    let mut indexed = Vec::with_capacity(efs.len());
+    for ef in efs {
+        let mut times = Vec::with_capacity(queries.len());
+        let mut recall = 0.0;
+        for (q, truth) in queries.iter().zip(&exact_ids) {
+            let t = Instant::now();
+            let hits = store.search_with_ef(q, args.top_k, &filter, ef).await?;
+            times.push(t.elapsed());
+            let found = hits.iter().filter(|h| truth.contains(&h.id)).count();
+            recall += found as f64 / truth.len().max(1) as f64;
+        }
+        let (p50, p99) = (percentile(&mut times, 0.50), percentile(&mut times, 0.99));
+        indexed.push(IndexedSearch {
+            hnsw_ef: ef,
+            p50_ms: p50,
+            p99_ms: p99,
+            speedup_p50: exact_p50 / p50.max(1e-6),
+            recall_at_k: recall / queries.len() as f64,
+        });
     }
     let per_million = 1e6 / size as f64 / (1024.0 * 1024.0);
     let memory = resident_bytes().saturating_sub(rss_before) as f64 * per_million;
-    let disk = store.size_bytes().await? as f64 * per_million;
-    let (exact_p50, exact_p99) = (percentile(&mut exact_times, 0.50), percentile(&mut exact_times, 0.99));
-    let (indexed_p50, indexed_p99) = (percentile(&mut indexed_times, 0.50), percentile(&mut indexed_times, 0.99));
+    let disk_before = store.size_bytes().await? as f64 * per_million;
+    drop(store);
+    let reopened = EdgeStore::open_tuned(&path, tuning)?;
+    let disk = reopened.size_bytes().await? as f64 * per_million;
     Ok(SearchRun {
         vectors: size,
         quantization,
@@ -154,32 +170,44 @@ async fn one_run(args: &SearchBenchArgs, size: usize, tuning: EdgeTuning) -> any
         index_seconds,
         exact_p50_ms: exact_p50,
         exact_p99_ms: exact_p99,
-        indexed_p50_ms: indexed_p50,
-        indexed_p99_ms: indexed_p99,
-        speedup_p50: exact_p50 / indexed_p50.max(1e-6),
-        recall_at_k: recall / queries.len() as f64,
+        indexed,
         memory_mib_per_million: memory,
         disk_mib_per_million: disk,
+        disk_mib_per_million_before_compaction: disk_before,
     })
 }
 
 fn print_run(r: &SearchRun) {
     println!(
-        "{:>9} vectors, quantization {:<4}: exact p50 {:.2} ms p99 {:.2} ms | indexed p50 {:.2} ms p99 {:.2} ms ({:.1}x) | \
-         recall@k {:.3} | index build {:.1} s, fill {:.1} s | {:.0} MiB RAM, {:.0} MiB disk per million",
+        "{:>9} vectors, quantization {:<4}: exact p50 {:.2} ms p99 {:.2} ms | index build {:.1} s, fill {:.1} s | \
+         {:.0} MiB RAM, {:.0} MiB disk ({:.0} before WAL compaction) per million",
         r.vectors,
         r.quantization,
         r.exact_p50_ms,
         r.exact_p99_ms,
-        r.indexed_p50_ms,
-        r.indexed_p99_ms,
-        r.speedup_p50,
-        r.recall_at_k,
         r.index_seconds,
         r.fill_seconds,
         r.memory_mib_per_million,
-        r.disk_mib_per_million
+        r.disk_mib_per_million,
+        r.disk_mib_per_million_before_compaction
     );
+    for i in &r.indexed {
+        println!(
+            "{:>9}   indexed, hnsw_ef {:>4}: p50 {:.2} ms p99 {:.2} ms ({:.1}x exact) | recall@k {:.3}",
+            "", i.hnsw_ef, i.p50_ms, i.p99_ms, i.speedup_p50, i.recall_at_k
+        );
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct IndexedSearch {
+    pub hnsw_ef: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// exact p50 / indexed p50.
+    pub speedup_p50: f64,
+    /// Mean share of the exact top k the indexed search also returns.
+    pub recall_at_k: f64,
 }
 
 /// Unit vectors around `clusters` random centres, each cluster as tight as CLIP image

@@ -169,6 +169,27 @@ pub enum EmbedCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// What add-images costs a client, against a running server: rounds of new paths
+    /// (hard links to --image), then the same paths again once indexed.
+    Api {
+        /// A folder the server may read, where the linked files go (a new run-… folder in it).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The image every file links to.
+        #[arg(long)]
+        image: PathBuf,
+        /// Paths per request.
+        #[arg(long, default_value_t = 10_000)]
+        paths: usize,
+        /// Requests of new paths (then as many again of indexed ones).
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[command(flatten)]
+        server: client::ServerArgs,
+    },
     /// Search cost of the embedded index as it grows: exact vs HNSW p50/p99, recall@k,
     /// build time, memory per million vectors, on synthetic clustered unit vectors.
     Search {
@@ -185,6 +206,9 @@ pub enum BenchCommand {
         /// Clusters the vectors are drawn around.
         #[arg(long, default_value_t = 100)]
         clusters: usize,
+        /// Beam widths to search the index with, comma-separated (default: vectors.hnsw_ef).
+        #[arg(long, value_delimiter = ',')]
+        ef: Vec<usize>,
         /// Quantization settings to measure, comma-separated: none, int8.
         #[arg(long, value_delimiter = ',', default_values_t = [String::from("none")])]
         quantization: Vec<String>,

@@ -2,6 +2,7 @@
 //! and wires the service libraries together.
 
 mod bench;
+mod bench_api;
 mod bench_search;
 mod cli;
 mod client;
@@ -145,7 +146,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let shutdown = shutdown_on_signal(&settings);
             imgidx_aggregator::run(settings, shutdown).await?;
         }
-        Command::Bench { what: Some(cli::BenchCommand::Search { vectors, dim, queries, top_k, clusters, quantization, dir, report }), .. } => {
+        Command::Bench { what: Some(cli::BenchCommand::Search { vectors, dim, queries, top_k, clusters, ef, quantization, dir, report }), .. } => {
             let quantization = quantization
                 .iter()
                 .map(|q| match q.as_str() {
@@ -154,8 +155,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     other => Err(anyhow::anyhow!("--quantization: {other:?} is neither none nor int8")),
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let args = bench_search::SearchBenchArgs { sizes: vectors, dim, queries, top_k, clusters, quantization, dir, report };
+            let args = bench_search::SearchBenchArgs { sizes: vectors, dim, queries, top_k, clusters, quantization, efs: ef, dir, report };
             bench_search::run(&settings, args).await?;
+        }
+        Command::Bench { what: Some(cli::BenchCommand::Api { dir, image, paths, rounds, report, server }), .. } => {
+            bench_api::run(bench_api::ApiBenchArgs { server, dir, image, paths, rounds, report }).await?;
         }
         Command::Bench { what: None, images, count, model, report } => {
             if let Some(model) = model {

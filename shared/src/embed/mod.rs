@@ -1,6 +1,7 @@
 //! CLIP embedding: model manifest, image decoding and preprocessing exactly as
 //! OpenAI CLIP does it, and the ONNX Runtime vision and text encoders.
 
+mod cuda_libs;
 pub mod decode_budget;
 pub mod manifest;
 pub mod models;

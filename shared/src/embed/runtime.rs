@@ -26,6 +26,8 @@ static RUNTIME: Mutex<Option<Loaded>> = Mutex::new(None);
 struct Loaded {
     dylib: PathBuf,
     environment: Environment,
+    /// The CUDA libraries loaded for the CUDA provider (see `cuda_libs`), kept loaded.
+    _cuda: Vec<libloading::os::unix::Library>,
 }
 
 /// Initialises ONNX Runtime from the configured library. Idempotent: later calls
@@ -51,6 +53,10 @@ pub(crate) fn environment(settings: &ModelSettings) -> Result<Environment, Embed
         return Ok(loaded.environment.clone());
     }
     check_dylib_exists(&dylib)?;
+    let cuda = match settings.execution_provider {
+        ExecutionProvider::Cuda => super::cuda_libs::preload(&dylib),
+        ExecutionProvider::Cpu => Vec::new(),
+    };
     let environment = ort::init_from(&dylib)
         .map_err(|e| EmbedError::Setup(format!("cannot load ONNX Runtime from {}: {e}", dylib.display())))?
         .with_name("imgidx")
@@ -58,7 +64,7 @@ pub(crate) fn environment(settings: &ModelSettings) -> Result<Environment, Embed
         .build()
         .map_err(|e| EmbedError::Runtime(format!("cannot create the ONNX Runtime environment: {e}")))?;
     tracing::info!(dylib = %dylib.display(), "ONNX Runtime loaded");
-    *slot = Some(Loaded { dylib, environment: environment.clone() });
+    *slot = Some(Loaded { dylib, environment: environment.clone(), _cuda: cuda });
     Ok(environment)
 }
 

@@ -21,7 +21,8 @@ use qdrant_edge::{
     EdgeVectorParams, PayloadOps, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, MatchAny, NamedQuery,
     OperationError, Range,
     Payload, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStructPersisted, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, UpdateOperation,
+    PointOperations, PointStructPersisted, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, SearchParams,
+    UpdateOperation,
     VectorInternal, VectorStructInternal, WithPayloadInterface, WithVector, DEFAULT_VECTOR_NAME,
 };
 
@@ -135,7 +136,24 @@ impl EdgeStore {
     /// recall is measured against).
     pub async fn search_exact(&self, vector: &[f32], top_k: usize, filter: &SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
         let (vector, filter) = (vector.to_vec(), filter.clone());
-        self.blocking(move |inner| inner.search(vector, top_k, filter, true)).await
+        self.blocking(move |inner| {
+            let params = inner.tuning.search_params(true, inner.tuning.hnsw_ef);
+            inner.search(vector, top_k, filter, params)
+        })
+        .await
+    }
+
+    /// Searches through the index with beam width `ef` instead of `vectors.hnsw_ef`
+    /// (`imgidx bench search` sweeps it).
+    pub async fn search_with_ef(
+        &self,
+        vector: &[f32],
+        top_k: usize,
+        filter: &SearchFilter,
+        ef: usize,
+    ) -> Result<Vec<ScoredImage>, VectorStoreError> {
+        let (vector, filter) = (vector.to_vec(), filter.clone());
+        self.blocking(move |inner| inner.search(vector, top_k, filter, inner.tuning.search_params(false, ef))).await
     }
 
     /// Where the index stands.
@@ -352,7 +370,13 @@ impl Inner {
         self.apply_durably(shard, UpdateOperation::PayloadOperation(PayloadOps::DeletePayload(op)))
     }
 
-    fn search(&self, vector: Vec<f32>, top_k: usize, filter: SearchFilter, exact: bool) -> Result<Vec<ScoredImage>, VectorStoreError> {
+    fn search(
+        &self,
+        vector: Vec<f32>,
+        top_k: usize,
+        filter: SearchFilter,
+        params: SearchParams,
+    ) -> Result<Vec<ScoredImage>, VectorStoreError> {
         let shard = self.shard()?;
         let config = shard.config();
         check_query_dim(vector.len(), vector_dim(&config)?)?;
@@ -369,7 +393,7 @@ impl Inner {
             // rank `offset + top_k` and skip here.
             limit: top_k.saturating_add(filter.offset),
             offset: 0,
-            params: Some(self.tuning.search_params(exact)),
+            params: Some(params),
             with_vector: WithVector::Bool(false),
             with_payload: WithPayloadInterface::Bool(true),
         };
@@ -493,7 +517,11 @@ impl VectorStore for EdgeStore {
             return Ok(Vec::new());
         }
         let (vector, filter) = (vector.to_vec(), filter.clone());
-        self.blocking(move |inner| inner.search(vector, top_k, filter, false)).await
+        self.blocking(move |inner| {
+            let params = inner.tuning.search_params(false, inner.tuning.hnsw_ef);
+            inner.search(vector, top_k, filter, params)
+        })
+        .await
     }
 
     async fn paths_under(&self, dir: &str, from: Option<Uuid>, limit: usize) -> Result<PathPage, VectorStoreError> {
@@ -720,12 +748,21 @@ fn uuid_of(id: PointId) -> Result<Uuid, VectorStoreError> {
 fn dir_size(path: &Path) -> std::io::Result<u64> {
     let mut total = 0;
     for entry in fs::read_dir(path)? {
-        let entry = entry?;
-        let meta = entry.metadata()?; // does not follow symlinks
-        if meta.is_dir() {
-            total += dir_size(&entry.path())?;
-        } else if meta.is_file() {
-            total += allocated_bytes(&meta);
+        // An index build swaps segments in and out: what vanished meanwhile counts nothing.
+        let sized = entry.and_then(|entry| {
+            let meta = entry.metadata()?; // does not follow symlinks
+            if meta.is_dir() {
+                dir_size(&entry.path())
+            } else if meta.is_file() {
+                Ok(allocated_bytes(&meta))
+            } else {
+                Ok(0)
+            }
+        });
+        match sized {
+            Ok(n) => total += n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(total)

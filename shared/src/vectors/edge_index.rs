@@ -104,13 +104,17 @@ impl EdgeTuning {
         }
     }
 
-    /// Search parameters: exact (every vector compared), or through the index.
-    pub(super) fn search_params(&self, exact: bool) -> SearchParams {
+    /// Search parameters: exact (every original vector compared: the truth recall is
+    /// measured against), or through the index (and the quantized vectors, if any).
+    pub(super) fn search_params(&self, exact: bool, ef: usize) -> SearchParams {
         SearchParams {
-            hnsw_ef: Some(self.hnsw_ef),
+            hnsw_ef: Some(ef),
             exact,
-            quantization: (self.quantization != Quantization::None)
-                .then_some(QuantizationSearchParams { ignore: false, rescore: Some(true), oversampling: Some(2.0) }),
+            quantization: (self.quantization != Quantization::None).then_some(QuantizationSearchParams {
+                ignore: exact,
+                rescore: Some(true),
+                oversampling: Some(2.0),
+            }),
             indexed_only: false,
             acorn: None,
         }
@@ -167,6 +171,7 @@ mod tests {
         assert_eq!(EdgeTuning { index_threshold: 0, ..t.clone() }.optimizers(512).indexing_threshold, Some(0));
         assert!(matches!(t.quantization_config(), Some(QuantizationConfig::Scalar(_))));
         assert!(EdgeTuning::default().quantization_config().is_none());
-        assert!(t.search_params(false).quantization.is_some_and(|q| q.rescore == Some(true)));
+        assert!(t.search_params(false, 64).quantization.is_some_and(|q| q.rescore == Some(true) && !q.ignore));
+        assert!(t.search_params(true, 64).quantization.is_some_and(|q| q.ignore), "exact compares the originals");
     }
 }

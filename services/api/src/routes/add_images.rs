@@ -18,7 +18,7 @@ use super::enqueue::{create_and_publish, nothing_to_do, Submission};
 use crate::error::{ApiError, ErrorBody};
 use crate::freshness::{indexed_stamps, is_current};
 use crate::http::request_id::RequestId;
-use crate::paths::{resolve, PathRejection, ResolvedPath};
+use crate::paths::{resolve_many, PathRejection, ResolvedPath};
 use crate::state::AppState;
 use crate::target::Target;
 
@@ -68,13 +68,16 @@ pub async fn add_images(
     let target = Target::resolve(&state.deps, collection.as_deref()).await?;
 
     let roots = state.roots.clone();
+    let started = std::time::Instant::now();
     let resolved = tokio::task::spawn_blocking(move || resolve_all(&paths, &roots))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     let images_count = resolved.len();
+    let resolving = started.elapsed();
 
     let ids: Vec<Uuid> = resolved.iter().map(|r| target.point_id(&r.canonical)).collect();
     let indexed = indexed_stamps(target.store.as_ref(), &ids).await?;
+    tracing::debug!(images_count, ?resolving, looking_up = ?(started.elapsed() - resolving), "add-images paths resolved and looked up");
     let candidates: Vec<NewItem> = resolved
         .into_iter()
         .zip(ids)
@@ -99,8 +102,8 @@ fn resolve_all(paths: &[String], roots: &[std::path::PathBuf]) -> Result<Vec<Res
     let mut out = Vec::with_capacity(paths.len());
     let mut relative = Vec::new();
     let mut outside = Vec::new();
-    for raw in paths {
-        match resolve(raw, roots) {
+    for resolved in resolve_many(paths, roots) {
+        match resolved {
             Ok(r) => {
                 if seen.insert(r.canonical.clone()) {
                     out.push(r);

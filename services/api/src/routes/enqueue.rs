@@ -55,7 +55,9 @@ async fn commit_and_publish(
     let job_id = new_job_id(Utc::now());
     // Before the job: a job that exists always has its deliveries (see jobs/webhooks.rs).
     state.webhooks.register(state.deps.jobs.as_ref(), &job_id, &webhooks).await?;
+    let started = std::time::Instant::now();
     let claimed = state.deps.jobs.create_job_in(&job_id, priority, collection.as_deref(), &candidates).await?;
+    let committing = started.elapsed();
     let already_queued = candidates.len() - claimed.len();
     if claimed.is_empty() {
         return Ok(nothing_to_do(images_count, unchanged, already_queued));
@@ -64,7 +66,8 @@ async fn commit_and_publish(
     let tasks: Vec<ImageTask> =
         claimed.iter().map(|i| i.task(&job_id, collection.as_deref(), request_id.as_deref())).collect();
     publish_job(state, &job_id, priority, &tasks).await?;
-    tracing::info!(job_id, new = tasks.len(), unchanged, already_queued, priority = priority.as_str(), "job queued");
+    let publishing = started.elapsed() - committing;
+    tracing::info!(job_id, new = tasks.len(), unchanged, already_queued, priority = priority.as_str(), ?committing, ?publishing, "job queued");
 
     let new = claimed.len();
     let mut message = format!("Queued {new} new images for indexing");

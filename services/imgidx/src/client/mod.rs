@@ -22,6 +22,8 @@ mod upload;
 mod wait;
 mod watch;
 
+pub use args::ServerArgs;
+pub use http::Api;
 pub use args::{
     BatchArgs, CancelArgs, CollectionsCommand, DuplicatesArgs, IndexArgs, JobsArgs, RetryArgs, SearchArgs, SimilarArgs, StatsArgs,
     StatusArgs, TriggerArgs, UploadArgs, WatchArgs,
