@@ -9,6 +9,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 use super::fast::load_with;
+use super::tests::{sample_images, with_exif_orientation};
 use super::*;
 
 #[allow(clippy::excessive_precision)]
@@ -28,15 +29,6 @@ const JPEG_MIN_R: f64 = 0.995;
 /// alpha, <= 0.25 without; r >= 0.9996).
 const RESIZE_MEAN_LEVELS: f32 = 1.0;
 const RESIZE_MIN_R: f64 = 0.999;
-
-/// As `tests.rs` finds them: `$IMGIDX_TESTDATA`, else the committed copy under
-/// `tests/fixtures/images`.
-fn sample_images() -> PathBuf {
-    if let Ok(dir) = std::env::var("IMGIDX_TESTDATA") {
-        return PathBuf::from(dir);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/images").canonicalize().unwrap()
-}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/preprocess").canonicalize().unwrap()
@@ -162,25 +154,6 @@ fn other_formats_are_close_to_exact() {
     for name in ["chelsea.png", "astronaut.png"] {
         compare(name, &read(&sample_images().join(name)), 224, true, RESIZE_MEAN_LEVELS, RESIZE_MIN_R);
     }
-}
-
-/// `jpeg` with an EXIF block (APP1) saying `orientation`, as a camera JPEG has (the same
-/// construction as `tests.rs`).
-fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
-    let mut tiff = b"II*\0\x08\0\0\0\x01\0".to_vec();
-    tiff.extend_from_slice(&0x0112u16.to_le_bytes());
-    tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
-    tiff.extend_from_slice(&1u32.to_le_bytes());
-    tiff.extend_from_slice(&u32::from(orientation).to_le_bytes());
-    tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
-    let mut app1 = b"Exif\0\0".to_vec();
-    app1.extend_from_slice(&tiff);
-    let mut out = jpeg[..2].to_vec();
-    out.extend_from_slice(&[0xFF, 0xE1]);
-    out.extend_from_slice(&u16::try_from(app1.len() + 2).unwrap().to_be_bytes());
-    out.extend_from_slice(&app1);
-    out.extend_from_slice(&jpeg[2..]);
-    out
 }
 
 #[test]

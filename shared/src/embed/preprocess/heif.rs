@@ -8,8 +8,9 @@
 //! 8-bit interleaved RGB (10-bit files are scaled down, alpha is dropped as Pillow's
 //! `convert("RGB")` drops it).
 //!
-//! This is the one module with `unsafe` code: the C calls, each checked, and every
-//! object libheif hands out freed by a guard on every path.
+//! One of the few modules with `unsafe` code (with `turbo.rs` and `embed/cuda_libs.rs`):
+//! the C calls, each checked, and every object libheif hands out freed by a guard on
+//! every path.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_void, CStr};

@@ -25,7 +25,7 @@ fn fixtures() -> PathBuf {
 
 /// `$IMGIDX_TESTDATA`, else the copy committed under `tests/fixtures/images`
 /// (the same scikit-image samples as `../shared/testdata/images`).
-fn sample_images() -> PathBuf {
+pub(super) fn sample_images() -> PathBuf {
     if let Ok(dir) = std::env::var("IMGIDX_TESTDATA") {
         return PathBuf::from(dir);
     }
@@ -356,7 +356,7 @@ const RAW_FIXTURES: [(&str, &str); 8] = [
 ];
 
 /// `jpeg` with an EXIF block (APP1) saying `orientation`, as a camera JPEG has.
-fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+pub(super) fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
     let mut tiff = b"II*\0\x08\0\0\0\x01\0".to_vec();
     tiff.extend_from_slice(&0x0112u16.to_le_bytes());
     tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
