@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::bench_search::percentile;
 use crate::client::{Api, ServerArgs};
 
 const ADD_IMAGES: [&str; 4] = ["api", "v1", "index", "add-images"];
@@ -54,7 +55,7 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<ApiBenchReport> {
         if answer["new_images_count"].as_u64() != Some(paths.len() as u64) {
             bail!("round {i}: expected {} new images, the server answered {answer}", paths.len());
         }
-        eprintln!("bench api: round {i}: {} new paths in {:.1} ms", paths.len(), took * 1e3);
+        eprintln!("bench api: round {i}: {} new paths in {:.1} ms", paths.len(), took.as_secs_f64() * 1e3);
         new.push(took);
     }
     let started = Instant::now();
@@ -73,10 +74,10 @@ pub async fn run(args: ApiBenchArgs) -> anyhow::Result<ApiBenchReport> {
     let report = ApiBenchReport {
         paths_per_request: args.paths,
         rounds: args.rounds,
-        new_p50_ms: quantile(&mut new, 0.5) * 1e3,
-        new_p99_ms: quantile(&mut new, 0.99) * 1e3,
-        resubmit_p50_ms: quantile(&mut again, 0.5) * 1e3,
-        resubmit_p99_ms: quantile(&mut again, 0.99) * 1e3,
+        new_p50_ms: percentile(&mut new, 0.5),
+        new_p99_ms: percentile(&mut new, 0.99),
+        resubmit_p50_ms: percentile(&mut again, 0.5),
+        resubmit_p99_ms: percentile(&mut again, 0.99),
         resubmit_all_paths: args.paths * args.rounds,
         resubmit_all_ms,
         indexing_seconds,
@@ -125,11 +126,11 @@ fn make_rounds(dir: &Path, image: &Path, paths: usize, rounds: usize) -> anyhow:
     Ok(out)
 }
 
-async fn submit(api: &Api, paths: &[String]) -> anyhow::Result<(f64, serde_json::Value)> {
+async fn submit(api: &Api, paths: &[String]) -> anyhow::Result<(Duration, serde_json::Value)> {
     let body = json!({ "image_paths": paths });
     let started = Instant::now();
     let answer = api.post_json(&ADD_IMAGES, &body).await?;
-    Ok((started.elapsed().as_secs_f64(), answer))
+    Ok((started.elapsed(), answer))
 }
 
 async fn wait_idle(api: &Api) -> anyhow::Result<()> {
@@ -144,11 +145,4 @@ async fn wait_idle(api: &Api) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-}
-
-/// Nearest-rank quantile of `values`.
-fn quantile(values: &mut [f64], q: f64) -> f64 {
-    values.sort_unstable_by(f64::total_cmp);
-    let i = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len().max(1)) - 1;
-    values.get(i).copied().unwrap_or(0.0)
 }

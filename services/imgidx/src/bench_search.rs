@@ -272,7 +272,7 @@ fn point(i: usize, vector: Vec<f32>) -> Point {
 }
 
 /// Milliseconds at quantile `q` (nearest rank).
-fn percentile(times: &mut [Duration], q: f64) -> f64 {
+pub(crate) fn percentile(times: &mut [Duration], q: f64) -> f64 {
     times.sort_unstable();
     let i = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len().max(1)) - 1;
     times.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
