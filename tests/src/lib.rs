@@ -305,6 +305,7 @@ impl Cluster {
                 Arc::new(WorkerModel::new(self.encoder.clone(), None, &worker_settings, budget.clone())),
             )),
             budget,
+            decode_pool: imgidx_worker::decode_pool(&worker_settings),
             isolation: Default::default(),
             health: Default::default(),
             metrics: self.worker_metrics.clone(),

@@ -13,7 +13,9 @@ use serde::Serialize;
 
 use imgidx_shared::broker::{Broker, MemoryBroker};
 use imgidx_shared::config::Settings;
-use imgidx_shared::embed::{turbojpeg_available, DecodeBudget, Models, PreprocessMode, Preprocessor, VisionEncoder};
+use imgidx_shared::embed::{
+    turbojpeg_available, BatchProbe, DecodeBudget, Models, PreprocessMode, Preprocessor, VisionEncoder,
+};
 use imgidx_shared::jobs::{JobStore, SqliteJobStore};
 use imgidx_shared::objects::Objects;
 use imgidx_shared::messages::{ImageTask, Priority};
@@ -26,7 +28,11 @@ use imgidx_worker::{WorkerDeps, WorkerModel};
 pub struct BenchReport {
     pub model: String,
     pub image_size: u32,
+    /// The CUDA device the model ran on; None on CPU.
+    pub device: Option<i32>,
     pub batch_size: usize,
+    /// How the batch size was chosen from device memory (CUDA with `worker.auto_batch_size`).
+    pub batch_probe: Option<BatchProbe>,
     pub decode_threads: usize,
     pub images: usize,
     pub decode_images_per_s: f64,
@@ -94,9 +100,12 @@ pub struct BenchArgs {
 
 pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<BenchReport> {
     let files = image_files(&args.images_dir)?;
-    let model = settings.model.clone();
+    let model = settings.model.on_device(settings.model.devices().first().copied().flatten());
     let encoder = Arc::new(tokio::task::spawn_blocking(move || VisionEncoder::load(&model.dir, &model)).await??);
     let m = encoder.manifest().clone();
+    // The batch size the worker would run at on this device (probed on CUDA).
+    let (sized, batch_probe) = imgidx_worker::devices::sized(encoder.clone(), &settings.worker).await;
+    let settings = &Settings { worker: sized, ..settings.clone() };
     let w = &settings.worker;
     let threads = match w.decode_threads {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -131,7 +140,9 @@ pub async fn run(settings: &Settings, args: BenchArgs) -> anyhow::Result<BenchRe
     let report = BenchReport {
         model: m.name.clone(),
         image_size: m.image_size,
+        device: encoder.device(),
         batch_size: w.batch_size,
+        batch_probe,
         decode_threads: threads,
         images: count,
         decode_images_per_s: decode,
@@ -251,17 +262,24 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (norm(a) * norm(b)).max(f64::MIN_POSITIVE)
 }
 
-/// Embed full batches of real preprocessed images (one warm-up batch first).
+/// Embed full batches of real preprocessed images (one warm-up batch first), each staged
+/// as the worker stages its batches (into pinned memory on CUDA).
 fn model_rate(encoder: &VisionEncoder, pre: &Preprocessor, files: &[PathBuf], batch: usize, count: usize) -> anyhow::Result<f64> {
-    let mut pixels = Vec::new();
-    for i in 0..batch {
-        pixels.extend_from_slice(&pre.load_path(&files[i % files.len()])?.tensor);
-    }
-    encoder.embed(&pixels, batch)?;
+    let images: Vec<Vec<f32>> =
+        (0..batch.min(files.len())).map(|i| pre.load_path(&files[i]).map(|p| p.tensor)).collect::<Result<_, _>>()?;
+    let run = || -> anyhow::Result<()> {
+        let mut staged = encoder.batch(batch)?;
+        for i in 0..batch {
+            staged.push(&images[i % images.len()])?;
+        }
+        encoder.embed_batch(staged)?;
+        Ok(())
+    };
+    run()?;
     let batches = count.div_ceil(batch);
     let start = Instant::now();
     for _ in 0..batches {
-        encoder.embed(&pixels, batch)?;
+        run()?;
     }
     Ok((batches * batch) as f64 / start.elapsed().as_secs_f64())
 }
@@ -342,6 +360,7 @@ async fn pipeline_rate(
         // The pipeline's own cost: tagging adds one dot product per label and image.
         models: Arc::new(Models::only(&name, Arc::new(WorkerModel::new(encoder, None, &settings.worker, budget.clone())))),
         budget,
+        decode_pool: imgidx_worker::decode_pool(&settings.worker),
         isolation: Default::default(),
         health: Default::default(),
         metrics: stages.clone(),
@@ -374,6 +393,16 @@ async fn pipeline_rate(
 
 pub fn print(r: &BenchReport) {
     println!("model {} ({}px), batch {}, {} decode threads, {} images", r.model, r.image_size, r.batch_size, r.decode_threads, r.images);
+    if let Some(p) = &r.batch_probe {
+        println!(
+            "batch size probed on CUDA device {}: {:.1} MiB per image, {} of {} MiB free, {} halvings",
+            r.device.unwrap_or_default(),
+            p.bytes_per_image as f64 / f64::from(1 << 20),
+            p.free_bytes >> 20,
+            p.total_bytes >> 20,
+            p.halvings
+        );
+    }
     println!("{:<28}{:>12}", "decode+preprocess", format!("{:.1}/s", r.decode_images_per_s));
     println!("{:<28}{:>12}", "model (bare)", format!("{:.1}/s", r.model_images_per_s));
     println!("{:<28}{:>12}", "pipeline (end to end)", format!("{:.1}/s", r.pipeline_images_per_s));

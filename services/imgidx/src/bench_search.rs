@@ -29,7 +29,7 @@ pub struct SearchBenchArgs {
     pub top_k: usize,
     pub clusters: usize,
     pub quantization: Vec<Quantization>,
-    /// Beam widths to search the index with (`vectors.hnsw_ef` when empty).
+    /// Beam widths to search the index with (`vectors.hnsw_ef`, by size when 0, when empty).
     pub efs: Vec<usize>,
     /// Where the scratch collections go (removed after); a temporary directory when unset.
     pub dir: Option<PathBuf>,
@@ -136,7 +136,7 @@ async fn one_run(args: &SearchBenchArgs, size: usize, tuning: EdgeTuning) -> any
     tokio::task::spawn_blocking(move || building.index_now()).await??;
     let index_seconds = started.elapsed().as_secs_f64();
     let (exact_p50, exact_p99) = (percentile(&mut exact_times, 0.50), percentile(&mut exact_times, 0.99));
-    let efs = if args.efs.is_empty() { vec![tuning.hnsw_ef] } else { args.efs.clone() };
+    let efs = if args.efs.is_empty() { vec![tuning.ef_for(size)] } else { args.efs.clone() };
     let mut indexed = Vec::with_capacity(efs.len());
     for ef in efs {
         let mut times = Vec::with_capacity(queries.len());

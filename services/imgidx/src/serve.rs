@@ -25,7 +25,7 @@ use imgidx_shared::{reconcile, retention};
 use imgidx_shared::service;
 use imgidx_shared::shutdown::Shutdown;
 use imgidx_worker::metrics::WorkerMetrics;
-use imgidx_worker::{Isolation, WorkerDeps, WorkerModel};
+use imgidx_worker::{Isolation, WorkerDeps};
 
 /// Where the brokers of the roles come from.
 enum Queue {
@@ -51,7 +51,9 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&settings.api.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.api.listen))?;
-    let (dir, model, limits) = (settings.model.dir.clone(), settings.model.clone(), settings.worker.clone());
+    // Queries run on the first device; each device gets worker pipelines of its own.
+    let first_device = settings.model.devices().first().copied().flatten();
+    let (dir, model, limits) = (settings.model.dir.clone(), settings.model.on_device(first_device), settings.worker.clone());
     // One decode memory budget for the whole process: worker pipelines and queries.
     let budget = DecodeBudget::from_settings(&settings.worker);
     let query_budget = budget.clone();
@@ -67,9 +69,8 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
         imgidx_api::open_collections(&settings, jobs.as_ref(), &manifest.name, manifest.embedding_dim).await?;
     let objects = Objects::open(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
     let tagger = imgidx_worker::load_tagger(&settings).await?;
-    // One set of loaded models for every worker pipeline of the process.
-    let own = WorkerModel::new(encoder, tagger, &settings.worker, budget.clone());
-    let models = Arc::new(imgidx_worker::worker_models(&settings, own, budget.clone()));
+    // One set of loaded models per device, for every worker pipeline on it.
+    let devices = imgidx_worker::devices::load_pipelines(&settings, &budget, Some(encoder), tagger).await?;
     let queries = Arc::new(imgidx_api::query_engines(&settings, engine, budget.clone()));
     let node = settings.node_name();
     let queue = match settings.broker.url.as_deref().filter(|u| !u.is_empty()) {
@@ -98,7 +99,9 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
     let registry = MetricsRegistry::default();
     let worker_metrics = WorkerMetrics::new(&registry);
     let aggregator_shutdown = Shutdown::new();
-    for i in 0..settings.serve.workers.max(1) {
+    let decode_pool = imgidx_worker::decode_pool(&settings.worker);
+    let pipelines = devices.iter().flat_map(|d| (0..settings.serve.workers.max(1)).map(move |i| (d, i)));
+    for (i, (device, _)) in pipelines.enumerate() {
         let broker = queue.broker(&settings, &format!("worker-{i}")).await?;
         brokers.push(broker.clone());
         let deps = WorkerDeps {
@@ -106,15 +109,16 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> anyhow::Result<()> {
             collections: collections.clone(),
             initial_collection: settings.vectors.collection.clone(),
             jobs: jobs.clone(),
-            models: models.clone(),
+            models: device.models.clone(),
             budget: budget.clone(),
+            decode_pool: decode_pool.clone(),
             isolation: isolation.clone(),
             health: health.clone(),
             metrics: worker_metrics.clone(),
             objects: objects.clone(),
             fetch: settings.ingest.fetch_limits(),
         };
-        let (w, prefetch, s) = (settings.worker.clone(), settings.broker.prefetch, shutdown.clone());
+        let (w, prefetch, s) = (device.settings.clone(), settings.broker.prefetch, shutdown.clone());
         let tag = format!("{node}.worker-{}-{i}", std::process::id());
         let worker = async move { imgidx_worker::serve(&w, prefetch, deps, &tag, s).await.map(|_| ()).map_err(anyhow::Error::from) };
         tasks.spawn(workers_running.track_future(worker));

@@ -13,7 +13,7 @@ use std::time::Instant;
 use chrono::Utc;
 
 use imgidx_shared::broker::Broker;
-use imgidx_shared::embed::{EmbedError, VisionEncoder};
+use imgidx_shared::embed::{EmbedError, PixelBatch, VisionEncoder};
 use imgidx_shared::messages::{CompletionEvent, FailureKind, Outcome};
 use imgidx_shared::time::{from_unix_nanos, rfc3339};
 use imgidx_shared::vectors::{Collections, ImagePayload, Point, VectorStore, VectorStoreError};
@@ -199,17 +199,11 @@ impl Finisher {
 /// as a whole (it fails even on a blank image): then nothing is any image's fault.
 async fn embed(encoder: &Arc<VisionEncoder>, images: &[&Decoded]) -> Result<Vec<Result<Vec<f32>, Failure>>, EmbedError> {
     let per_image = images.first().and_then(|d| d.pixels()).map(|p| p.tensor.len()).unwrap_or(0);
-    let results = isolate(images.len(), |range| {
-        let mut pixels = Vec::with_capacity(per_image * range.len());
-        for p in images[range.clone()].iter().filter_map(|d| d.pixels()) {
-            pixels.extend_from_slice(&p.tensor);
-        }
-        run(encoder, pixels, range.len())
-    })
-    .await;
+    let results = isolate(images.len(), |range| run(encoder, staged(encoder, &images[range]))).await;
     if results.iter().any(|r| matches!(r, Err(Leaf::Error(_)))) {
         // A run of one image failed: is it the image, or the runtime?
-        run(encoder, vec![0.0; per_image], 1).await?;
+        let blank = encoder.batch(1).and_then(|mut b| b.push(&vec![0.0; per_image]).map(|()| b));
+        run(encoder, blank).await?;
     }
     Ok(results
         .into_iter()
@@ -225,9 +219,18 @@ async fn embed(encoder: &Arc<VisionEncoder>, images: &[&Decoded]) -> Result<Vec<
         .collect())
 }
 
-async fn run(encoder: &Arc<VisionEncoder>, pixels: Vec<f32>, n: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
-    let encoder = encoder.clone();
-    tokio::task::spawn_blocking(move || encoder.embed(&pixels, n))
+/// The images' pixels, written where the runtime reads them (pinned memory on CUDA).
+fn staged(encoder: &VisionEncoder, images: &[&Decoded]) -> Result<PixelBatch, EmbedError> {
+    let mut batch = encoder.batch(images.len())?;
+    for p in images.iter().filter_map(|d| d.pixels()) {
+        batch.push(&p.tensor)?;
+    }
+    Ok(batch)
+}
+
+async fn run(encoder: &Arc<VisionEncoder>, batch: Result<PixelBatch, EmbedError>) -> Result<Vec<Vec<f32>>, EmbedError> {
+    let (encoder, batch) = (encoder.clone(), batch?);
+    tokio::task::spawn_blocking(move || encoder.embed_batch(batch))
         .await
         .map_err(|e| EmbedError::Runtime(format!("inference task failed: {e}")))?
 }

@@ -6,6 +6,7 @@
 //! (`file_retry.rs`), never charged to the images.
 
 mod attempts;
+pub mod devices;
 mod file_retry;
 mod finish;
 mod hold;
@@ -24,7 +25,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use imgidx_shared::broker::Broker;
 use imgidx_shared::config::{Settings, WorkerSettings};
-use imgidx_shared::embed::{DecodeBudget, Tagger, VisionEncoder};
+use imgidx_shared::embed::{DecodeBudget, Tagger};
 use imgidx_shared::health::HealthBoard;
 use imgidx_shared::jobs::JobStore;
 use imgidx_shared::metrics::MetricsRegistry;
@@ -61,6 +62,8 @@ pub struct WorkerDeps {
     pub models: Arc<WorkerModels>,
     /// Decode memory budget, shared with whatever else decodes in this process.
     pub budget: DecodeBudget,
+    /// Decode threads, shared by every pipeline of the process (see [`decode_pool`]).
+    pub decode_pool: Arc<Semaphore>,
     /// Shared by every pipeline of the process (see `attempts.rs`).
     pub isolation: Isolation,
     /// Where a worker holding its batch through an outage says so (`/health`).
@@ -81,24 +84,34 @@ pub struct WorkerReport {
     pub batches: u64,
 }
 
-/// Build the backends from configuration and work until `shutdown`.
+impl WorkerReport {
+    fn add(self, other: Self) -> Self {
+        Self {
+            indexed: self.indexed + other.indexed,
+            failed: self.failed + other.failed,
+            batches: self.batches + other.batches,
+        }
+    }
+}
+
+/// Build the backends from configuration and work until `shutdown`: one pipeline per
+/// device (`model.cuda_devices`), all on the same queue, stores and decode pool.
 pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport, ServiceError> {
-    let model = settings.model.clone();
-    let encoder = tokio::task::spawn_blocking(move || VisionEncoder::load(&model.dir, &model))
-        .await
-        .map_err(|e| ServiceError::Other(e.to_string()))??;
     let tagger = load_tagger(&settings).await?;
+    let budget = DecodeBudget::from_settings(&settings.worker);
+    let pipelines = devices::load_pipelines(&settings, &budget, None, tagger).await?;
+    let Some(first) = pipelines.first() else {
+        return Err(ServiceError::Other("no device to run the worker on".into()));
+    };
+    let dim = first.models.default_model().dim();
     let collections = vectors::collections(&settings)?;
     let jobs = service::job_store(&settings).await?;
     // As before collections: a worker started before any API still finds the initial
     // collection. Once the catalog knows it, it is the catalog's (a model switch may have
     // replaced its first generation).
     if jobs.collection(&settings.vectors.collection).await?.is_none() {
-        collections.open(&settings.vectors.collection, encoder.manifest().embedding_dim, Some(Distance::Cosine)).await?;
+        collections.open(&settings.vectors.collection, dim, Some(Distance::Cosine)).await?;
     }
-    let budget = DecodeBudget::from_settings(&settings.worker);
-    let own = WorkerModel::new(Arc::new(encoder), tagger, &settings.worker, budget.clone());
-    let models = Arc::new(worker_models(&settings, own, budget.clone()));
     let objects = Objects::open(&settings).map_err(|e| ServiceError::Other(e.to_string()))?;
     let broker = service::broker(&settings, "worker").await?;
     let tag = format!("{}.worker-{}", settings.node_name(), std::process::id());
@@ -108,8 +121,9 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
         collections,
         initial_collection: settings.vectors.collection.clone(),
         jobs,
-        models,
+        models: first.models.clone(),
         budget,
+        decode_pool: decode_pool(&settings.worker),
         isolation: Isolation::default(),
         health: HealthBoard::default(),
         metrics: WorkerMetrics::new(&registry),
@@ -120,13 +134,39 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<WorkerReport,
         Some(addr) => Some(service::metrics_endpoint(addr, registry, shutdown.clone()).await?),
         None => None,
     };
-    let result = serve(&settings.worker, settings.broker.prefetch, deps, &tag, shutdown).await;
+    let prefetch = settings.broker.prefetch;
+    let runs = pipelines.into_iter().map(|p| {
+        let deps = WorkerDeps { models: p.models, ..deps.clone() };
+        let tag = match p.device {
+            Some(d) => format!("{tag}.cuda{d}"),
+            None => tag.clone(),
+        };
+        let shutdown = shutdown.clone();
+        async move { serve(&p.settings, prefetch, deps, &tag, shutdown).await }
+    });
+    let mut result = Ok(WorkerReport::default());
+    for report in futures::future::join_all(runs).await {
+        result = match (result, report) {
+            (Ok(sum), Ok(r)) => Ok(sum.add(r)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+    }
     if let Some(endpoint) = endpoint {
         let _ = endpoint.await;
     }
     // Closing returns whatever we still hold to the queues.
     broker.close().await;
     result
+}
+
+/// The permits that bound decoding in a process: `worker.decode_threads`, one per core
+/// when 0. One pool for every pipeline, so several GPUs do not oversubscribe the cores.
+pub fn decode_pool(settings: &WorkerSettings) -> Arc<Semaphore> {
+    let threads = match settings.decode_threads {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
+    Arc::new(Semaphore::new(threads))
 }
 
 /// The tag vocabulary embedded with the model's text encoder (`tags.*`); None when tags
@@ -151,11 +191,8 @@ pub async fn serve(
     let inbox = Inbox::start(streams, usize::from(prefetch), shutdown.clone());
     // Reading is the same for every model (the worker's limits); decoding is per model.
     let preprocessor = deps.models.default_model().preprocessor.clone();
-    let threads = match settings.decode_threads {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        n => n,
-    };
-    let pool = Arc::new(Semaphore::new(threads));
+    let pool = deps.decode_pool.clone();
+    let threads = pool.available_permits();
     let decode_memory_mb = deps.budget.total_bytes() >> 20;
     tracing::info!(worker = tag, batch_size = settings.batch_size, decode_threads = threads, decode_memory_mb, "worker consuming");
 

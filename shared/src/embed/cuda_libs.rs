@@ -5,6 +5,9 @@
 //! `LD_LIBRARY_PATH` is needed. Where no such wheels are (a system CUDA install, NVIDIA's
 //! container images) nothing is loaded and the dynamic loader finds the system's.
 //!
+//! Also here: how much memory a device has free, from the CUDA runtime (the batch-size
+//! probe's measure).
+//!
 //! The one other module with `unsafe` code besides the decoders' FFI: `dlopen` runs the
 //! library's initialisers, which is what loading NVIDIA's own libraries is for.
 #![allow(unsafe_code)]
@@ -67,6 +70,39 @@ pub(crate) fn preload(ort_dylib: &Path) -> Vec<Library> {
     loaded
 }
 
+/// The CUDA runtime's sonames, newest first: already in the process when ONNX Runtime's
+/// CUDA provider is (the loader then hands back the loaded copy).
+const CUDART: [&str; 2] = ["libcudart.so.12", "libcudart.so"];
+
+/// `(free, total)` bytes of memory on CUDA `device`, as `cudaMemGetInfo` reports them.
+pub(crate) fn device_memory(device: i32) -> Result<(u64, u64), String> {
+    // SAFETY: the CUDA runtime, loaded as the CUDA provider loads it.
+    let lib = CUDART
+        .iter()
+        .find_map(|name| unsafe { Library::open(Some(*name), RTLD_NOW) }.ok())
+        .ok_or_else(|| format!("the CUDA runtime ({}) is not installed", CUDART.join(" or ")))?;
+    type SetDevice = unsafe extern "C" fn(i32) -> i32;
+    type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> i32;
+    // SAFETY: the symbols' C signatures, from cuda_runtime_api.h (cudaError_t is an int).
+    let (set_device, mem_get_info) = unsafe {
+        let set: libloading::os::unix::Symbol<SetDevice> = lib.get(b"cudaSetDevice\0").map_err(|e| e.to_string())?;
+        let info: libloading::os::unix::Symbol<MemGetInfo> = lib.get(b"cudaMemGetInfo\0").map_err(|e| e.to_string())?;
+        (*set, *info)
+    };
+    // SAFETY: plain calls into the runtime; the out-pointers are to live locals. The device
+    // set is this thread's current one only.
+    let code = unsafe { set_device(device) };
+    if code != 0 {
+        return Err(format!("cudaSetDevice({device}) failed with CUDA error {code}"));
+    }
+    let (mut free, mut total) = (0usize, 0usize);
+    let code = unsafe { mem_get_info(&mut free, &mut total) };
+    if code != 0 {
+        return Err(format!("cudaMemGetInfo on device {device} failed with CUDA error {code}"));
+    }
+    Ok((free as u64, total as u64))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -98,5 +134,13 @@ mod tests {
         assert_eq!(names, ["libcudart.so.12", "libcublasLt.so.12", "libcublas.so.12", "libcudnn.so.9", "libcudnn_ops.so.9"]);
         // Empty files are not libraries: skipped, not fatal.
         assert!(preload(&ort).is_empty());
+    }
+
+    #[test]
+    fn device_memory_reports_a_device_or_says_what_is_missing() {
+        match device_memory(0) {
+            Ok((free, total)) => assert!(total > 0 && free <= total, "{free} of {total}"),
+            Err(e) => assert!(e.contains("CUDA") || e.contains("cuda"), "{e}"),
+        }
     }
 }

@@ -125,7 +125,13 @@ pub(crate) fn session(graph: &Path, settings: &ModelSettings) -> Result<Session,
             ));
         }
         // error_on_failure: without it ORT silently falls back to CPU, which would hide a broken GPU set-up.
-        let cuda = ort::ep::CUDA::default().with_device_id(settings.cuda_device).build().error_on_failure();
+        // SameAsRequested: the arena grows by what a batch needs, not to the next power of
+        // two, so the batch-size probe measures what an image costs (see batch_probe.rs).
+        let cuda = ort::ep::CUDA::default()
+            .with_device_id(settings.cuda_device)
+            .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested)
+            .build()
+            .error_on_failure();
         builder = builder.with_execution_providers([cuda]).map_err(|e| {
             EmbedError::Unsupported(format!(
                 "cannot enable CUDA execution provider on device {} (check the CUDA/cuDNN libraries and the device \

@@ -9,6 +9,7 @@ use ort::value::TensorRef;
 
 use super::manifest::{GraphSpec, ManifestError, ModelManifest};
 use super::runtime;
+use super::staging::{PixelBatch, Staging};
 use crate::config::ModelSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +36,13 @@ pub enum EmbedError {
 pub struct VisionEncoder {
     // `Session::run` takes `&mut self` in ort 2.0.
     session: Mutex<Session>,
+    /// Where worker batches are written and how they are run (pinned memory on CUDA).
+    /// Locked after `session` when both are held.
+    staging: Mutex<Staging>,
     manifest: ModelManifest,
     graph: PathBuf,
+    /// The CUDA device the session runs on; None on CPU.
+    device: Option<i32>,
 }
 
 impl std::fmt::Debug for VisionEncoder {
@@ -54,11 +60,43 @@ impl VisionEncoder {
         let graph = manifest.vision_path(model_dir);
         let session = runtime::session(&graph, settings)?;
         runtime::check_io(&session, &graph, &manifest.vision.input, &manifest.vision.output)?;
-        Ok(Self { session: Mutex::new(session), manifest, graph })
+        let device = settings.devices().first().copied().flatten();
+        let staging = Staging::new(&session, device)?;
+        if device.is_some() {
+            tracing::info!(model = %manifest.name, device, pinned = staging.pinned(), "vision encoder on CUDA");
+        }
+        Ok(Self { session: Mutex::new(session), staging: Mutex::new(staging), manifest, graph, device })
     }
 
     pub fn manifest(&self) -> &ModelManifest {
         &self.manifest
+    }
+
+    /// The CUDA device this encoder runs on; None on CPU.
+    pub fn device(&self) -> Option<i32> {
+        self.device
+    }
+
+    /// An empty batch for `n` images, in the memory the runtime reads from (pinned on CUDA).
+    pub fn batch(&self, n: usize) -> Result<PixelBatch, EmbedError> {
+        let staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
+        staging.batch(n, self.manifest.image_size as usize)
+    }
+
+    /// Embeds a full batch made by [`VisionEncoder::batch`]: n unit vectors of `embedding_dim`.
+    /// Blocking (callers use `spawn_blocking`).
+    pub fn embed_batch(&self, batch: PixelBatch) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let n = batch.capacity();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let spec = &self.manifest.vision;
+        // A panic mid-run leaves nothing of ours half-updated, so a poisoned lock is still usable.
+        let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut staging = self.staging.lock().unwrap_or_else(PoisonError::into_inner);
+        staging.run(&mut session, &spec.input, &spec.output, &batch, |value| {
+            vectors_from(value, &self.graph, spec, n, self.manifest.embedding_dim)
+        })
     }
 
     /// `pixels`: n×3×S×S contiguous f32 (NCHW, already normalised), S = `image_size`.
@@ -111,6 +149,17 @@ pub(crate) fn run_embeddings_with(
     let value = outputs
         .get(&spec.output)
         .ok_or_else(|| EmbedError::Shape(format!("{} produced no output {:?}", graph.display(), spec.output)))?;
+    vectors_from(value, graph, spec, n, dim)
+}
+
+/// A graph's output as `n` unit vectors of `dim`, after checking it really is `[n, dim]` and finite.
+fn vectors_from(
+    value: &ort::value::DynValue,
+    graph: &Path,
+    spec: &GraphSpec,
+    n: usize,
+    dim: usize,
+) -> Result<Vec<Vec<f32>>, EmbedError> {
     let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| {
         EmbedError::Shape(format!("output {:?} of {} is not an f32 tensor: {e}", spec.output, graph.display()))
     })?;
@@ -230,6 +279,70 @@ pub(crate) mod tests {
         for (x, y) in batch[2].iter().zip(&single[0]) {
             assert!((x - y).abs() < 1e-5);
         }
+    }
+
+    fn staged(enc: &VisionEncoder, pixels: &[f32], n: usize) -> Vec<Vec<f32>> {
+        let per = pixels.len() / n;
+        let mut batch = enc.batch(n).unwrap();
+        for image in pixels.chunks_exact(per) {
+            batch.push(image).unwrap();
+        }
+        assert_eq!((batch.len(), batch.capacity()), (n, n));
+        enc.embed_batch(batch).unwrap()
+    }
+
+    #[test]
+    fn a_staged_batch_embeds_as_the_plain_run_does() {
+        let enc = encoder();
+        assert_eq!(enc.device(), None);
+        let pixels = images(5, 64, 3);
+        let plain = enc.embed(&pixels, 5).unwrap();
+        assert_eq!(staged(&enc, &pixels, 5), plain, "the I/O-binding path gives the same vectors");
+        assert_eq!(staged(&enc, &pixels, 5), plain, "and again: the binding is reused, not stale");
+        assert_eq!(staged(&enc, &pixels[..3 * 64 * 64], 1)[0], plain[0]);
+        assert!(enc.probe_batch_size(1024, 0.7).unwrap().is_none(), "no device memory to size for on CPU");
+    }
+
+    #[test]
+    fn a_staged_batch_checks_its_images() {
+        let enc = encoder();
+        let mut batch = enc.batch(2).unwrap();
+        let err = batch.push(&[0.0; 5]).unwrap_err();
+        assert!(matches!(err, EmbedError::Shape(_)) && err.to_string().contains("12288"), "{err}");
+        batch.push(&images(1, 64, 1)).unwrap();
+        let err = enc.embed_batch(batch).unwrap_err();
+        assert!(matches!(err, EmbedError::Shape(_)) && err.to_string().contains("holds 1"), "{err}");
+        let mut batch = enc.batch(1).unwrap();
+        batch.push(&images(1, 64, 1)).unwrap();
+        assert!(matches!(batch.push(&images(1, 64, 1)), Err(EmbedError::Shape(_))), "full");
+        assert!(enc.embed_batch(enc.batch(0).unwrap()).unwrap().is_empty());
+    }
+
+    /// On a machine with a GPU build of ONNX Runtime and a CUDA device: pinned batches,
+    /// the same vectors as on CPU, and a probed batch size. Skipped elsewhere, saying why.
+    #[test]
+    fn cuda_runs_pinned_batches_and_probes_its_batch_size() {
+        use ort::ep::ExecutionProvider as _;
+        let settings = ModelSettings { execution_provider: crate::config::ExecutionProvider::Cuda, ..test_settings() };
+        runtime::init(&settings).unwrap();
+        if !ort::ep::CUDA::is_available().unwrap() {
+            eprintln!("skipped: the ONNX Runtime library in use has no CUDA provider (scripts/setup-ort.sh --gpu)");
+            return;
+        }
+        if let Err(e) = crate::embed::cuda_libs::device_memory(0) {
+            eprintln!("skipped: no CUDA device ({e})");
+            return;
+        }
+        let gpu = VisionEncoder::load(&tiny_clip_dir(), &settings).unwrap();
+        assert_eq!(gpu.device(), Some(0));
+        let pixels = images(4, 64, 5);
+        let cpu = encoder().embed(&pixels, 4).unwrap();
+        for (a, b) in staged(&gpu, &pixels, 4).iter().zip(&cpu) {
+            assert!(dot(a, b) > 0.9999, "GPU and CPU vectors differ: cosine {}", dot(a, b));
+        }
+        let probe = gpu.probe_batch_size(256, 0.5).unwrap().unwrap();
+        assert!((1..=256).contains(&probe.batch_size) && probe.free_bytes <= probe.total_bytes, "{probe:?}");
+        assert_eq!(staged(&gpu, &images(probe.batch_size, 64, 9), probe.batch_size).len(), probe.batch_size);
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl EdgeStore {
     pub async fn search_exact(&self, vector: &[f32], top_k: usize, filter: &SearchFilter) -> Result<Vec<ScoredImage>, VectorStoreError> {
         let (vector, filter) = (vector.to_vec(), filter.clone());
         self.blocking(move |inner| {
-            let params = inner.tuning.search_params(true, inner.tuning.hnsw_ef);
+            let params = inner.tuning.search_params(true, inner.tuning.ef_for(0));
             inner.search(vector, top_k, filter, params)
         })
         .await
@@ -518,8 +518,8 @@ impl VectorStore for EdgeStore {
         }
         let (vector, filter) = (vector.to_vec(), filter.clone());
         self.blocking(move |inner| {
-            let params = inner.tuning.search_params(false, inner.tuning.hnsw_ef);
-            inner.search(vector, top_k, filter, params)
+            let ef = inner.tuning.ef_for(usize::try_from(inner.count()?).unwrap_or(usize::MAX));
+            inner.search(vector, top_k, filter, inner.tuning.search_params(false, ef))
         })
         .await
     }
